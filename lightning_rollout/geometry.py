@@ -41,6 +41,16 @@ def find_vit(model: nn.Module) -> Optional[nn.Module]:
     return None
 
 
+def check_overrides(num_prefix_tokens: Optional[int], grid_size: Optional[Sequence[int]]) -> None:
+    """Raises ``ValueError`` unless the geometry overrides are ``None`` or well formed."""
+    if num_prefix_tokens is not None and (
+        not isinstance(num_prefix_tokens, int) or isinstance(num_prefix_tokens, bool) or num_prefix_tokens < 0
+    ):
+        raise ValueError(f"`num_prefix_tokens` must be an int >= 0, got {num_prefix_tokens!r}")
+    if grid_size is not None:
+        _check_grid_size(grid_size)
+
+
 def _check_grid_size(grid_size: Sequence[int]) -> Tuple[int, int]:
     if (
         not isinstance(grid_size, (tuple, list))
@@ -73,10 +83,7 @@ def resolve_geometry(
         ValueError: if an override is malformed, or the geometry cannot be read from the model and no
             override provides it.
     """
-    if num_prefix_tokens is not None and (
-        not isinstance(num_prefix_tokens, int) or isinstance(num_prefix_tokens, bool) or num_prefix_tokens < 0
-    ):
-        raise ValueError(f"`num_prefix_tokens` must be an int >= 0, got {num_prefix_tokens!r}")
+    check_overrides(num_prefix_tokens, grid_size)
     grid = _check_grid_size(grid_size) if grid_size is not None else None
     vit = find_vit(model)
     if vit is None:

@@ -1,0 +1,101 @@
+"""The fixed batch: where images, labels and masks sit in a user's batch, and the samples kept."""
+
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Union
+
+import torch
+from torch import Tensor
+
+BatchKey = Union[int, str, None]
+
+_DEFAULT_KEYS = {"image": (0, "image"), "label": (1, "label"), "mask": (2, "mask")}
+
+
+def check_key(argument: str, key: BatchKey) -> None:
+    """Raises ``ValueError`` unless ``key`` is ``None``, an int index or a str dict key."""
+    if key is not None and (isinstance(key, bool) or not isinstance(key, (int, str))):
+        raise ValueError(f"`{argument}` must be None (default layout), an int index or a str key, got {key!r}")
+
+
+def _pick(batch: Any, key: BatchKey, field: str, required: bool) -> Optional[Tensor]:
+    if key is None:
+        index, name = _DEFAULT_KEYS[field]
+        if isinstance(batch, dict):
+            value = batch.get(name)
+        elif isinstance(batch, (tuple, list)):
+            value = batch[index] if index < len(batch) else None
+        else:
+            value = batch if field == "image" else None
+    else:
+        try:
+            value = batch[key]
+        except (KeyError, IndexError, TypeError):
+            value = None
+    if value is None and required:
+        raise ValueError(
+            f"found no {field} at `{field}_key`={key!r} in a batch of type {type(batch).__name__}; the default "
+            f"layout is (images, labels[, masks]) or a dict with keys 'image', 'label', 'mask'"
+        )
+    if value is not None and not isinstance(value, Tensor):
+        raise ValueError(f"the {field} at `{field}_key`={key!r} is a {type(value).__name__}, not a tensor")
+    return value
+
+
+@dataclass
+class FixedBatch:
+    """The samples explained every epoch, kept on the CPU.
+
+    Attributes:
+        images: ``(B, C, H, W)`` as the model receives them (normalised).
+        labels: ``(B,)`` class indices, or ``None`` when the batch has none.
+        masks: ``(B, H, W)`` object masks, or ``None``.
+    """
+
+    images: Tensor
+    labels: Optional[Tensor] = None
+    masks: Optional[Tensor] = None
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def extend(self, other: "FixedBatch", limit: int) -> "FixedBatch":
+        """Appends ``other``'s samples, keeping at most ``limit``."""
+        def cat(a: Optional[Tensor], b: Optional[Tensor]) -> Optional[Tensor]:
+            return None if a is None or b is None else torch.cat([a, b])[:limit]
+
+        return FixedBatch(torch.cat([self.images, other.images])[:limit], cat(self.labels, other.labels),
+                          cat(self.masks, other.masks))
+
+    def state_dict(self) -> Dict[str, Optional[Tensor]]:
+        return {"images": self.images, "labels": self.labels, "masks": self.masks}
+
+
+def take_samples(
+    batch: Any, limit: int, image_key: BatchKey = None, label_key: BatchKey = None, mask_key: BatchKey = None
+) -> FixedBatch:
+    """Copies up to ``limit`` samples of a batch to the CPU.
+
+    Args:
+        batch: a tuple/list ``(images, labels[, masks])``, a dict with ``image``/``label``/``mask`` keys,
+            a bare image tensor, or any indexable batch with explicit keys.
+        limit: the most samples to keep.
+        image_key, label_key, mask_key: where each field sits (``None``: the default layout).
+
+    Raises:
+        ValueError: if no image tensor is found, or a field is not a tensor of the batch's length.
+    """
+    images = _pick(batch, image_key, "image", required=True)
+    labels = _pick(batch, label_key, "label", required=label_key is not None)
+    masks = _pick(batch, mask_key, "mask", required=mask_key is not None)
+    if images.dim() != 4:
+        raise ValueError(f"images must be (B, C, H, W), got shape {tuple(images.shape)} at `image_key`={image_key!r}")
+    if masks is not None and masks.dim() == 4 and masks.shape[1] == 1:
+        masks = masks[:, 0]
+    for name, value in (("label", labels), ("mask", masks)):
+        if value is not None and value.shape[0] != images.shape[0]:
+            raise ValueError(f"the batch has {images.shape[0]} images but {value.shape[0]} {name}s")
+
+    def keep(value: Optional[Tensor]) -> Optional[Tensor]:
+        return None if value is None else value[:limit].detach().to("cpu", copy=True)
+
+    return FixedBatch(keep(images), keep(labels), keep(masks))

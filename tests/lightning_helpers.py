@@ -1,0 +1,85 @@
+"""Tiny real Lightning runs for the callback tests: a random-init timm ViT on random data with masks."""
+
+import glob
+import os
+
+import timm
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+
+class RandomScenes(Dataset):
+    """Deterministic random images (16×16), labels and square masks; uses no global RNG."""
+
+    def __init__(self, size: int = 16, num_classes: int = 3, as_dict: bool = False, seed: int = 0):
+        generator = torch.Generator().manual_seed(seed)
+        self.images = torch.randn(size, 3, 16, 16, generator=generator)
+        self.labels = torch.randint(0, num_classes, (size,), generator=generator)
+        self.masks = torch.zeros(size, 16, 16, dtype=torch.bool)
+        self.masks[:, 4:12, 4:12] = True
+        self.as_dict = as_dict
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, index):
+        if self.as_dict:
+            return {"image": self.images[index], "label": self.labels[index], "mask": self.masks[index]}
+        return self.images[index], self.labels[index], self.masks[index]
+
+
+def make_module_class(base):
+    """A LightningModule class of the given namespace around a tiny ViT (module-level for pickling)."""
+
+    class TinyViTModule(base):
+        def __init__(self, lr: float = 0.01, **vit_kwargs):
+            super().__init__()
+            options = dict(img_size=16, patch_size=4, depth=2, embed_dim=16, num_heads=2, num_classes=3)
+            options.update(vit_kwargs)
+            self.model = timm.create_model("vit_tiny_patch16_224", **options)
+            self.lr = lr
+
+        def forward(self, x):
+            return self.model(x)
+
+        def _loss(self, batch):
+            images, labels = (batch["image"], batch["label"]) if isinstance(batch, dict) else batch[:2]
+            return torch.nn.functional.cross_entropy(self(images), labels)
+
+        def training_step(self, batch, batch_idx):
+            loss = self._loss(batch)
+            self.log("train_loss", loss)
+            return loss
+
+        def validation_step(self, batch, batch_idx):
+            self.log("val_loss", self._loss(batch))
+
+        def test_step(self, batch, batch_idx):
+            self.log("test_loss", self._loss(batch))
+
+        def train_dataloader(self):
+            return DataLoader(RandomScenes(32, seed=1), batch_size=8, shuffle=True)
+
+        def val_dataloader(self):
+            return DataLoader(RandomScenes(16, seed=2), batch_size=4)
+
+        def test_dataloader(self):
+            return DataLoader(RandomScenes(8, seed=3), batch_size=4)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=self.lr)
+
+    return TinyViTModule
+
+
+def read_events(log_dir):
+    """EventAccumulator over the single event file under ``log_dir``."""
+    from tensorboard.backend.event_processing import event_accumulator
+
+    files = glob.glob(os.path.join(log_dir, "**", "events.out.tfevents.*"), recursive=True)
+    assert files, f"no event file under {log_dir}"
+    accumulator = event_accumulator.EventAccumulator(
+        os.path.dirname(files[0]), size_guidance={event_accumulator.IMAGES: 0, event_accumulator.SCALARS: 0}
+    )
+    accumulator.Reload()
+    return accumulator
