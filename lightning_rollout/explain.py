@@ -84,7 +84,8 @@ def _resolve_target(target: Target, logits: Tensor) -> Tensor:
         return logits.argmax(dim=-1)
     if isinstance(target, int):
         target = torch.full((logits.shape[0],), target, dtype=torch.long)
-    target = target.to(device=logits.device, dtype=torch.long)
+    # A copy made here, outside inference mode, can be saved for backward by ``gather``.
+    target = target.to(device=logits.device, dtype=torch.long).clone()
     if bool(((target < 0) | (target >= num_classes)).any()):
         raise ValueError(f"`target` values must be in [0, {num_classes}), got {target.tolist()}")
     return target

@@ -88,8 +88,11 @@ def test_gradient_methods_inside_no_grad_and_inference_mode(vit, images, method,
     with context():
         inner_images = images.clone()  # an inference tensor under inference_mode
         maps = explain(vit, inner_images, method)
+        labels = torch.tensor([0, 1, 2])  # likewise
+        labelled = explain(vit, inner_images, method, target=labels)
         assert torch.is_grad_enabled() is False
     torch.testing.assert_close(maps, expected)
+    torch.testing.assert_close(labelled, explain(vit, images, method, target=torch.tensor([0, 1, 2])))
 
 
 @pytest.mark.parametrize("method", METHODS)
