@@ -189,22 +189,16 @@ class _BackwardRow:
 
 
 class _GradCAMRecorder:
-    """Forward hook keeping the Grad-CAM layer's activations and (through a tensor hook) their gradient."""
+    """Forward hook keeping the Grad-CAM layer's output (with its autograd graph)."""
 
     def __init__(self) -> None:
-        self.activations: Optional[Tensor] = None
-        self.gradients: Optional[Tensor] = None
+        self.output: Optional[Tensor] = None
 
     def __call__(self, module: nn.Module, inputs: tuple, output: Tensor) -> None:
         if not isinstance(output, Tensor) or output.dim() != 3:
             got = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
             raise ValueError(f"the Grad-CAM layer must output tokens (B, N, C), got {got}")
-        self.activations = output.detach()
-        if output.requires_grad:
-            output.register_hook(self._keep_gradient)
-
-    def _keep_gradient(self, gradient: Tensor) -> None:
-        self.gradients = gradient
+        self.output = output
 
 
 def explain(
@@ -280,20 +274,25 @@ def explain(
         if needs_grad:
             images = images.detach().clone().requires_grad_(True)
         logits = model(images)
+        if method == "gradcam":
+            layer_name = hooked[0][0]
+            if recorder.output is None:
+                raise ValueError(
+                    f"the Grad-CAM layer {layer_name!r} (from `gradcam_layer`={gradcam_layer!r}) never ran in "
+                    "the forward"
+                )
+            _check_tokens(recorder.output.shape[1], layer_name, geometry)
         if needs_grad:
             target_index = _resolve_target(target, logits)
             score = logits.gather(1, target_index[:, None]).sum()
-            torch.autograd.grad(score, images)
+            # Grad-CAM needs the gradient at its layer only; the attention methods' tensor hooks fire while
+            # the backward walks down to the input.
+            gradient_of = recorder.output if method == "gradcam" else images
+            (gradient,) = torch.autograd.grad(score, gradient_of)
 
     if method == "gradcam":
-        if recorder.activations is None or recorder.gradients is None:
-            raise ValueError(
-                f"the Grad-CAM layer {hooked[0][0]!r} (from `gradcam_layer`={gradcam_layer!r}) captured "
-                "nothing in the forward or got no gradient from the target score"
-            )
-        _check_tokens(recorder.activations.shape[1], hooked[0][0], geometry)
         with _float32(images.device):
-            scores = gradcam_tokens(recorder.activations, recorder.gradients, geometry.num_prefix_tokens)
+            scores = gradcam_tokens(recorder.output.detach(), gradient, geometry.num_prefix_tokens)
         return scores.reshape(-1, *geometry.grid_size)
 
     scores = recorder.token_scores()

@@ -52,10 +52,14 @@ def discard_smallest(fused: Tensor, discard_ratio: float) -> Tensor:
     if num_discard == 0:
         return fused
     flat = fused.reshape(batch, n * n)
+    # Keeping the (N² - 1 - k) largest entries besides [0, 0] is the same as zeroing the k smallest, and a
+    # top-k over the kept ~10 % is several times faster than over the discarded ~90 %.
     candidates = flat.clone()
-    candidates[:, 0] = float("inf")
-    indices = candidates.topk(num_discard, dim=-1, largest=False).indices
-    return flat.scatter(1, indices, 0.0).reshape(batch, n, n)
+    candidates[:, 0] = float("-inf")
+    kept = candidates.topk(n * n - 1 - num_discard, dim=-1, sorted=False).indices
+    mask = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, kept, True)
+    mask[:, 0] = True
+    return flat.where(mask, 0.0).reshape(batch, n, n)
 
 
 def add_identity_and_normalize(fused: Tensor) -> Tensor:
