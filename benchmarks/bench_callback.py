@@ -32,6 +32,7 @@ import yaml  # noqa: E402
 from lightning.pytorch import Callback, Trainer, seed_everything  # noqa: E402
 from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
 
+from _report import emit  # noqa: E402
 from lightning_rollout import AttentionRolloutCallback  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -292,11 +293,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "",
         f"Total benchmark time {time.perf_counter() - started:.0f} s.",
     ]
-    report = "\n".join(lines) + "\n"
-    print(report)
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as handle:
-            handle.write(report)
+    emit(lines, args.out)
     return 0
 
 

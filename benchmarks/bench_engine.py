@@ -35,7 +35,9 @@ import timm  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
+from _report import emit  # noqa: E402
 from lightning_rollout import explain  # noqa: E402
+from lightning_rollout.capture import fused_attention_disabled  # noqa: E402
 
 GRADIENT_METHODS = ("grad_rollout", "chefer", "gradcam")
 METHODS = ("rollout",) + GRADIENT_METHODS
@@ -99,19 +101,6 @@ def plain_forward(model: nn.Module, images: Tensor) -> Tensor:
     """The baseline: what a validation step runs, with whatever attention kernel the model is set to."""
     with torch.no_grad():
         return model(images)
-
-
-@contextmanager
-def unfused_attention(model: nn.Module) -> Iterator[None]:
-    """Switches timm's fused attention off on every module that has the flag; restores it after."""
-    saved = {m: m.fused_attn for m in model.modules() if isinstance(getattr(m, "fused_attn", None), bool)}
-    try:
-        for module in saved:
-            module.fused_attn = False
-        yield
-    finally:
-        for module, flag in saved.items():
-            module.fused_attn = flag
 
 
 def attention_modules(model: nn.Module) -> List[nn.Module]:
@@ -178,7 +167,7 @@ def loop_rollout(model: nn.Module, images: Tensor, ratio: float) -> Tensor:
     """Rollout as the original recipe computes it: per image, store all L maps, then multiply."""
     rows = []
     modules = attention_modules(model)
-    with unfused_attention(model), torch.no_grad():
+    with fused_attention_disabled(model), torch.no_grad():
         for image in images:
             with hooked(modules, _MapStore(keep_grads=False)) as store:
                 model(image[None])
@@ -191,7 +180,7 @@ def loop_grad_rollout(model: nn.Module, images: Tensor, targets: Tensor, ratio: 
     target logit, every layer's map and gradient stored, then the rollout loop."""
     rows = []
     modules = attention_modules(model)
-    with unfused_attention(model), torch.enable_grad():
+    with fused_attention_disabled(model), torch.enable_grad():
         for image, target in zip(images, targets):
             with hooked(modules, _MapStore(keep_grads=True)) as store:
                 model.zero_grad(set_to_none=True)
@@ -319,14 +308,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         targets = model(images).argmax(dim=-1)
     modules = attention_modules(model)
     fused_flags = {m.fused_attn for m in model.modules() if isinstance(getattr(m, "fused_attn", None), bool)}
-    with hooked(modules, _MapStore(keep_grads=False)) as store, unfused_attention(model):
+    with hooked(modules, _MapStore(keep_grads=False)) as store, fused_attention_disabled(model):
         plain_forward(model, images[:1])
     layers, (_, heads, tokens, _) = len(store.maps), store.maps[0].shape
     map_bytes = layers * args.batch_size * heads * tokens * tokens * 4
     ratio = args.discard_ratio
 
     def unfused_forward() -> None:
-        with unfused_attention(model):
+        with fused_attention_disabled(model):
             plain_forward(model, images)
 
     cases: Dict[str, Callable[[], object]] = {
@@ -369,7 +358,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("  peak memory", file=sys.stderr, flush=True)
 
         def forward_backward() -> None:
-            with unfused_attention(model), torch.enable_grad():
+            with fused_attention_disabled(model), torch.enable_grad():
                 x = images.detach().clone().requires_grad_(True)
                 score = model(x).gather(1, targets[:, None]).sum()
                 torch.autograd.grad(score, x)
@@ -454,11 +443,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         f"rollout {agreement['rollout']:.2e}, grad_rollout {agreement['grad_rollout']:.2e}. "
         f"Total benchmark time {time.perf_counter() - started:.0f} s.",
     ]
-    report = "\n".join(lines) + "\n"
-    print(report)
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as handle:
-            handle.write(report)
+    emit(lines, args.out)
     return 0
 
 
