@@ -1,0 +1,500 @@
+"""Data for the demo: synthetic scenes with ground-truth masks, and a folder of the user's own images.
+
+`SyntheticScenes` draws one *target* object whose shape decides the class, plus distractor objects of other
+shapes, on a textured background. Target and distractors take their colour from the same distribution, so only
+the shape tells the target apart: a model can only classify the scene by finding the target, and the mask of
+the target says where an explanation map should look.
+
+Every sample is a pure function of ``(seed, split, index)``: it is drawn from its own
+``np.random.default_rng((seed, split_id, index))`` and never touches the global numpy, torch or python RNG.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset
+
+__all__ = [
+    "DISTRACTOR_SHAPES",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "TARGET_SHAPES",
+    "ImageFolderDataModule",
+    "SyntheticScenes",
+    "SyntheticScenesDataModule",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+_SPLIT_IDS = {"train": 0, "val": 1, "test": 2, "predict": 3}
+
+# A drawer gets pixel-centre offsets (dy, dx) from the object's centre, the object's scale ``r`` (half the side
+# of a square of the same area as a target) and the sample's generator; it returns the object's pixels.
+_Drawer = Callable[[np.ndarray, np.ndarray, float, np.random.Generator], np.ndarray]
+
+
+def _quarter_turn(dy: np.ndarray, dx: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Rotate the offsets by a random multiple of 90 degrees."""
+    turns = int(rng.integers(4))
+    for _ in range(turns):
+        dy, dx = dx, -dy
+    return dy, dx
+
+
+# Targets: filled shapes, all of area 4 r^2, so size says nothing about the class.
+def _square(dy: np.ndarray, dx: np.ndarray, r: float, rng: np.random.Generator) -> np.ndarray:
+    return (np.abs(dy) <= r) & (np.abs(dx) <= r)
+
+
+def _disc(dy: np.ndarray, dx: np.ndarray, r: float, rng: np.random.Generator) -> np.ndarray:
+    radius = 2.0 * r / math.sqrt(math.pi)
+    return dy * dy + dx * dx <= radius * radius
+
+
+def _triangle(dy: np.ndarray, dx: np.ndarray, r: float, rng: np.random.Generator) -> np.ndarray:
+    # Isosceles, base and height 2a, apex pointing in one of four directions.
+    a = math.sqrt(2.0) * r
+    dy, dx = _quarter_turn(dy, dx, rng)
+    depth = (dy + a) / 2.0  # 0 at the apex, a at the base
+    return (dy >= -a) & (dy <= a) & (np.abs(dx) <= depth)
+
+
+def _cross(dy: np.ndarray, dx: np.ndarray, r: float, rng: np.random.Generator) -> np.ndarray:
+    # Plus sign: arms of half-length L and half-width L / 3 (area 20 L^2 / 9).
+    half = math.sqrt(36.0 / 20.0) * r
+    arm = half / 3.0
+    ady, adx = np.abs(dy), np.abs(dx)
+    return ((ady <= arm) & (adx <= half)) | ((adx <= arm) & (ady <= half))
+
+
+def _diamond(dy: np.ndarray, dx: np.ndarray, r: float, rng: np.random.Generator) -> np.ndarray:
+    return np.abs(dy) + np.abs(dx) <= math.sqrt(2.0) * r
+
+
+# Distractors: hollow or thin shapes, never one of the target shapes.
+def _ring(dy: np.ndarray, dx: np.ndarray, r: float, rng: np.random.Generator) -> np.ndarray:
+    outer = 1.15 * r
+    inner = outer - max(1.5, 0.6 * r)
+    d2 = dy * dy + dx * dx
+    return (d2 <= outer * outer) & (d2 > inner * inner)
+
+
+def _frame(dy: np.ndarray, dx: np.ndarray, r: float, rng: np.random.Generator) -> np.ndarray:
+    inner = r - max(1.5, 0.6 * r)
+    ext = np.maximum(np.abs(dy), np.abs(dx))
+    return (ext <= r) & (ext > inner)
+
+
+def _bar(dy: np.ndarray, dx: np.ndarray, r: float, rng: np.random.Generator) -> np.ndarray:
+    dy, dx = _quarter_turn(dy, dx, rng)
+    return (np.abs(dy) <= max(0.8, 0.5 * r)) & (np.abs(dx) <= 1.4 * r)
+
+
+def _corner(dy: np.ndarray, dx: np.ndarray, r: float, rng: np.random.Generator) -> np.ndarray:
+    # An "L": two arms meeting at one corner of the box.
+    dy, dx = _quarter_turn(dy, dx, rng)
+    width = max(1.5, 0.8 * r)
+    inside = (np.abs(dy) <= r) & (np.abs(dx) <= r)
+    return inside & ((dy >= r - width) | (dx <= -r + width))
+
+
+TARGET_SHAPES: dict[str, _Drawer] = {
+    "square": _square,
+    "disc": _disc,
+    "triangle": _triangle,
+    "cross": _cross,
+    "diamond": _diamond,
+}
+"""Target shapes in class order: class ``k`` is the ``k``-th shape."""
+
+DISTRACTOR_SHAPES: dict[str, _Drawer] = {"ring": _ring, "frame": _frame, "bar": _bar, "corner": _corner}
+"""Shapes only ever drawn as distractors."""
+
+# Half of the extent of each shape, as a multiple of r (for placing objects inside the image and apart).
+_EXTENT = {
+    "square": 1.0,
+    "disc": 2.0 / math.sqrt(math.pi),
+    "triangle": math.sqrt(2.0),
+    "cross": math.sqrt(36.0 / 20.0),
+    "diamond": math.sqrt(2.0),
+    "ring": 1.15,
+    "frame": 1.0,
+    "bar": 1.4,
+    "corner": 1.0,
+}
+
+
+def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
+    if isinstance(value, int):
+        pair = (value, value)
+    else:
+        pair = tuple(int(v) for v in value)
+    if len(pair) != 2 or min(pair) < 16:
+        raise ValueError(f"`{name}` must be an int or a pair of ints, each >= 16, got {value!r}")
+    return pair  # type: ignore[return-value]
+
+
+def _channels(value: float | Sequence[float], name: str) -> tuple[float, float, float]:
+    values = (float(value),) * 3 if isinstance(value, (int, float)) else tuple(float(v) for v in value)
+    if len(values) != 3:
+        raise ValueError(f"`{name}` must be a float or 3 floats, got {value!r}")
+    return values  # type: ignore[return-value]
+
+
+class SyntheticScenes(Dataset):
+    """Scenes of one target shape among distractor shapes, with the target's mask.
+
+    Args:
+        size: number of samples.
+        image_size: ``int`` or ``(height, width)`` in pixels (each at least 16).
+        num_classes: number of target shapes in use, the first ``num_classes`` of :data:`TARGET_SHAPES`
+            (square, disc, triangle, cross, diamond).
+        num_distractors: distractor objects per scene (fewer when they do not fit).
+        target_area: range of the target's area as a fraction of the image, drawn uniformly.
+        noise: standard deviation of the per-pixel noise, in ``[0, 1]`` intensity units.
+        seed: seed of the whole data set.
+        split: ``"train"``, ``"val"``, ``"test"`` or ``"predict"``: each split draws different scenes.
+        mean: per-channel (or single) mean subtracted from the ``[0, 1]`` image.
+        std: per-channel (or single) standard deviation the image is divided by.
+        cache: keep rendered samples (as 8-bit images) in memory after their first use.
+
+    Items are ``(image, label, mask)``: a ``(3, H, W)`` float32 image, an int label and a ``(H, W)`` bool mask
+    of the target's pixels.
+
+    Raises:
+        ValueError: if an argument is out of range.
+
+    Example::
+
+        scenes = SyntheticScenes(8, image_size=32, num_classes=4, seed=0, split="val")
+        image, label, mask = scenes[0]
+    """
+
+    def __init__(
+        self,
+        size: int,
+        image_size: int | Sequence[int] = 32,
+        num_classes: int = 4,
+        num_distractors: int = 3,
+        target_area: Sequence[float] = (0.06, 0.12),
+        distractor_scale: Sequence[float] = (0.7, 1.1),
+        noise: float = 0.05,
+        seed: int = 0,
+        split: str = "train",
+        mean: float | Sequence[float] = 0.5,
+        std: float | Sequence[float] = 0.5,
+        cache: bool = True,
+    ) -> None:
+        if size < 0:
+            raise ValueError(f"`size` must be >= 0, got {size}")
+        if not 2 <= num_classes <= len(TARGET_SHAPES):
+            raise ValueError(f"`num_classes` must be in [2, {len(TARGET_SHAPES)}], got {num_classes}")
+        if num_distractors < 0:
+            raise ValueError(f"`num_distractors` must be >= 0, got {num_distractors}")
+        low, high = (float(v) for v in target_area)
+        if not 0.0 < low <= high <= 0.5:
+            raise ValueError(f"`target_area` must satisfy 0 < low <= high <= 0.5, got {target_area!r}")
+        d_low, d_high = (float(v) for v in distractor_scale)
+        if not 0.0 < d_low <= d_high:
+            raise ValueError(f"`distractor_scale` must satisfy 0 < low <= high, got {distractor_scale!r}")
+        if noise < 0:
+            raise ValueError(f"`noise` must be >= 0, got {noise}")
+        if seed < 0:
+            raise ValueError(f"`seed` must be >= 0, got {seed}")
+        if split not in _SPLIT_IDS:
+            raise ValueError(f"`split` must be one of {sorted(_SPLIT_IDS)}, got {split!r}")
+        std_values = _channels(std, "std")
+        if min(std_values) <= 0:
+            raise ValueError(f"`std` must be > 0, got {std!r}")
+
+        self.size = int(size)
+        self.image_size = _pair(image_size, "image_size")
+        self.num_classes = int(num_classes)
+        self.num_distractors = int(num_distractors)
+        self.target_area = (low, high)
+        self.distractor_scale = (d_low, d_high)
+        self.noise = float(noise)
+        self.seed = int(seed)
+        self.split = split
+        self.mean = torch.tensor(_channels(mean, "mean"), dtype=torch.float32).view(3, 1, 1)
+        self.std = torch.tensor(std_values, dtype=torch.float32).view(3, 1, 1)
+        self.cache = cache
+        self._cache: dict[int, tuple[np.ndarray, int, np.ndarray]] = {}
+
+        height, width = self.image_size
+        self._dy = np.arange(height, dtype=np.float64)[:, None] + 0.5
+        self._dx = np.arange(width, dtype=np.float64)[None, :] + 0.5
+
+    @property
+    def class_names(self) -> list[str]:
+        """Names of the target shapes, in class order."""
+        return list(TARGET_SHAPES)[: self.num_classes]
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, torch.Tensor]:
+        if not -self.size <= index < self.size:
+            raise IndexError(f"index {index} out of range for {self.size} samples")
+        index = index % self.size
+        sample = self._cache.get(index)
+        if sample is None:
+            sample = self.render(index)
+            if self.cache:
+                self._cache[index] = sample
+        pixels, label, mask = sample
+        image = torch.from_numpy(pixels).permute(2, 0, 1).float().div_(255.0)
+        image = (image - self.mean) / self.std
+        return image, label, torch.from_numpy(mask)
+
+    def render(self, index: int) -> tuple[np.ndarray, int, np.ndarray]:
+        """Draw sample ``index``: an ``(H, W, 3)`` uint8 image, its label and the ``(H, W)`` bool target mask."""
+        rng = np.random.default_rng((self.seed, _SPLIT_IDS[self.split], int(index)))
+        height, width = self.image_size
+        image = self._background(rng)
+
+        label = int(rng.integers(self.num_classes))
+        area = rng.uniform(*self.target_area) * height * width
+        scale = math.sqrt(area) / 2.0
+        target_shape = list(TARGET_SHAPES)[label]
+        half = _EXTENT[target_shape] * scale
+        cy = rng.uniform(half, height - half)
+        cx = rng.uniform(half, width - half)
+        placed = [(cy, cx, half)]
+        mask = TARGET_SHAPES[target_shape](self._dy - cy, self._dx - cx, scale, rng)
+        self._paint(image, mask, rng)
+
+        names = list(DISTRACTOR_SHAPES)
+        for _ in range(self.num_distractors):
+            name = names[int(rng.integers(len(names)))]
+            d_scale = scale * rng.uniform(*self.distractor_scale)
+            d_half = _EXTENT[name] * d_scale
+            if 2 * d_half >= min(height, width):
+                continue
+            for _attempt in range(30):
+                dy = rng.uniform(d_half, height - d_half)
+                dx = rng.uniform(d_half, width - d_half)
+                # Objects are kept apart by their (square) extents plus a one-pixel gap.
+                if all(max(abs(dy - y), abs(dx - x)) > d_half + h + 1.0 for y, x, h in placed):
+                    placed.append((dy, dx, d_half))
+                    pixels = DISTRACTOR_SHAPES[name](self._dy - dy, self._dx - dx, d_scale, rng)
+                    self._paint(image, pixels & ~mask, rng)
+                    break
+
+        if self.noise > 0:
+            image += rng.normal(0.0, self.noise, size=image.shape)
+        pixels = np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
+        return pixels, label, mask
+
+    def _background(self, rng: np.random.Generator) -> np.ndarray:
+        """A dark, smooth colour texture: coarse random grid, bilinearly upsampled, in ``[0.05, 0.4]``."""
+        height, width = self.image_size
+        coarse = rng.uniform(0.05, 0.4, size=(5, 5, 3))
+        ys = np.linspace(0, 4, height)
+        xs = np.linspace(0, 4, width)
+        y0 = np.minimum(ys.astype(int), 3)
+        x0 = np.minimum(xs.astype(int), 3)
+        fy = (ys - y0)[:, None, None]
+        fx = (xs - x0)[None, :, None]
+        top = coarse[y0][:, x0] * (1 - fx) + coarse[y0][:, x0 + 1] * fx
+        bottom = coarse[y0 + 1][:, x0] * (1 - fx) + coarse[y0 + 1][:, x0 + 1] * fx
+        return top * (1 - fy) + bottom * fy
+
+    @staticmethod
+    def _paint(image: np.ndarray, pixels: np.ndarray, rng: np.random.Generator) -> None:
+        """Fill ``pixels`` with one colour drawn from the distribution shared by targets and distractors."""
+        brightness = rng.uniform(0.6, 1.0)
+        tint = rng.uniform(0.75, 1.0, size=3)
+        image[pixels] = brightness * tint
+
+
+class SyntheticScenesDataModule(LightningDataModule):
+    """Train and validation splits of :class:`SyntheticScenes`.
+
+    Args:
+        image_size: ``int`` or ``[height, width]`` in pixels.
+        num_classes: number of target shapes (2 to 5).
+        num_train: training samples (drawn once, then reused every epoch).
+        num_val: validation samples.
+        batch_size: samples per batch.
+        num_workers: data loader workers.
+        seed: seed of the scenes (the training order still follows the global seed).
+        mean: per-channel (or single) normalisation mean.
+        std: per-channel (or single) normalisation standard deviation.
+        num_distractors: distractor objects per scene.
+        target_area: ``[low, high]`` range of the target's area fraction.
+        noise: per-pixel noise standard deviation.
+
+    Batches are ``(images, labels, masks)`` of shapes ``(B, 3, H, W)``, ``(B,)`` and ``(B, H, W)``.
+
+    Example::
+
+        data = SyntheticScenesDataModule(image_size=32, num_train=512, num_val=64)
+        data.setup("fit")
+        images, labels, masks = next(iter(data.val_dataloader()))
+    """
+
+    def __init__(
+        self,
+        image_size: int | list[int] = 32,
+        num_classes: int = 4,
+        num_train: int = 8192,
+        num_val: int = 512,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        seed: int = 0,
+        mean: float | list[float] = 0.5,
+        std: float | list[float] = 0.5,
+        num_distractors: int = 3,
+        target_area: list[float] = [0.06, 0.12],  # noqa: B006 (plain list for LightningCLI; never mutated)
+        noise: float = 0.05,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"`batch_size` must be >= 1, got {batch_size}")
+        if num_workers < 0:
+            raise ValueError(f"`num_workers` must be >= 0, got {num_workers}")
+        self.save_hyperparameters()
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self._scene_args: dict[str, Any] = dict(
+            image_size=image_size,
+            num_classes=num_classes,
+            num_distractors=num_distractors,
+            target_area=tuple(target_area),
+            noise=noise,
+            seed=seed,
+            mean=mean,
+            std=std,
+        )
+        self._sizes = {"train": num_train, "val": num_val}
+        # Build (and so validate) the splits now; they render lazily, so this is cheap.
+        self.train_set = SyntheticScenes(num_train, split="train", **self._scene_args)
+        self.val_set = SyntheticScenes(num_val, split="val", **self._scene_args)
+
+    @property
+    def num_classes(self) -> int:
+        return self.train_set.num_classes
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.train_set.class_names
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)
+
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+
+class ImageFolderDataModule(LightningDataModule):
+    """The user's own images: ``root/train/<class>/*`` and ``root/val/<class>/*``.
+
+    Args:
+        root: folder holding ``train/`` and ``val/``, each with one sub-folder per class.
+        image_size: side of the square images fed to the model.
+        batch_size: samples per batch.
+        num_workers: data loader workers.
+        mean: per-channel normalisation mean (ImageNet's by default).
+        std: per-channel normalisation standard deviation (ImageNet's by default).
+
+    Training images get a random resized crop and a horizontal flip; validation images are resized (to
+    ``image_size / 0.875``) and centre-cropped. Batches are ``(images, labels)``.
+
+    Raises:
+        FileNotFoundError: in :meth:`setup`, if ``root/train`` or ``root/val`` is missing.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        image_size: int = 224,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        mean: list[float] = list(IMAGENET_MEAN),  # noqa: B006 (plain list for LightningCLI; never mutated)
+        std: list[float] = list(IMAGENET_STD),  # noqa: B006
+    ) -> None:
+        super().__init__()
+        if image_size < 1:
+            raise ValueError(f"`image_size` must be >= 1, got {image_size}")
+        if batch_size < 1:
+            raise ValueError(f"`batch_size` must be >= 1, got {batch_size}")
+        self.save_hyperparameters()
+        self.root = root
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.mean = list(_channels(mean, "mean"))
+        self.std = list(_channels(std, "std"))
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        from pathlib import Path
+
+        from torchvision import datasets, transforms
+
+        root = Path(self.root)
+        for split in ("train", "val"):
+            if not (root / split).is_dir():
+                raise FileNotFoundError(f"`root` must hold a `{split}/` folder of class folders: {root / split}")
+        normalize = transforms.Normalize(self.mean, self.std)
+        train_tf = transforms.Compose(
+            [
+                transforms.RandomResizedCrop(self.image_size),
+                transforms.RandomHorizontalFlip(),
+                transforms.ToTensor(),
+                normalize,
+            ]
+        )
+        val_tf = transforms.Compose(
+            [
+                transforms.Resize(int(round(self.image_size / 0.875))),
+                transforms.CenterCrop(self.image_size),
+                transforms.ToTensor(),
+                normalize,
+            ]
+        )
+        self.train_set = datasets.ImageFolder(str(root / "train"), transform=train_tf)
+        self.val_set = datasets.ImageFolder(str(root / "val"), transform=val_tf)
+
+    @property
+    def num_classes(self) -> int:
+        if self.train_set is None:
+            self.setup("fit")
+        return len(self.train_set.classes)  # type: ignore[union-attr]
+
+    def train_dataloader(self) -> DataLoader:
+        if self.train_set is None:
+            self.setup("fit")
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        if self.val_set is None:
+            self.setup("validate")
+        return self._loader(self.val_set, shuffle=False)
+
+    def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,  # type: ignore[arg-type]
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )

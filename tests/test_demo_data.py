@@ -1,0 +1,109 @@
+"""The demo's data: deterministic synthetic scenes whose masks are the drawn target, and the image folder."""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from lightning_rollout.demo import ImageFolderDataModule, SyntheticScenes, SyntheticScenesDataModule, TimmClassifier
+from lightning_rollout.metrics import mask_area_fraction
+
+
+def _scenes(**kwargs):
+    options = dict(size=16, image_size=48, num_classes=4, seed=3, split="val", target_area=(0.09, 0.15))
+    options.update(kwargs)
+    return SyntheticScenes(**options)
+
+
+def test_deterministic_from_seed_split_and_index():
+    first, again = _scenes(), _scenes(cache=False)
+    for index in range(4):
+        for a, b in zip(first[index], again[index]):
+            assert torch.equal(torch.as_tensor(a), torch.as_tensor(b))
+    assert not torch.equal(first[0][0], first[1][0])
+    assert not torch.equal(first[0][0], _scenes(split="train")[0][0])
+    assert not torch.equal(first[0][0], _scenes(seed=4)[0][0])
+
+
+def test_generating_samples_leaves_global_rngs_alone():
+    torch.manual_seed(0), np.random.seed(0), random.seed(0)
+    states = torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate()
+    scenes = _scenes(cache=False)
+    [scenes[i] for i in range(8)]
+    assert torch.equal(torch.get_rng_state(), states[0])
+    assert np.array_equal(np.random.get_state()[1], states[1]) and random.getstate() == states[2]
+
+
+def test_masks_are_the_drawn_target():
+    scenes = _scenes(noise=0.0, num_distractors=0)
+    mean = scenes.mean.view(3)
+    std = scenes.std.view(3)
+    for index in range(8):
+        image, label, mask = scenes[index]
+        pixels = image * std[:, None, None] + mean[:, None, None]
+        area = mask.float().mean().item()
+        assert 0.04 < area < 0.2, "about the requested target area (the drawn shape is inside its box)"
+        # The target is one flat colour: every masked pixel is the same, and it differs from the background.
+        inside = pixels[:, mask]
+        assert torch.allclose(inside, inside[:, :1].expand_as(inside), atol=1e-6)
+        outside = pixels[:, ~mask]
+        assert (outside - inside[:, :1]).abs().amax(dim=0).median() > 0.05
+        assert 0 <= label < 4
+
+
+def test_batches_shapes_and_types():
+    data = SyntheticScenesDataModule(image_size=48, num_train=16, num_val=8, batch_size=4)
+    images, labels, masks = next(iter(data.val_dataloader()))
+    assert images.shape == (4, 3, 48, 48) and images.dtype == torch.float32
+    assert labels.shape == (4,) and labels.dtype == torch.int64
+    assert masks.shape == (4, 48, 48) and masks.dtype == torch.bool
+    assert 0.04 < float(mask_area_fraction(masks).mean()) < 0.2
+
+
+def test_image_folder_data_module(tmp_path):
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for name in ("cat", "dog"):
+            folder = tmp_path / split / name
+            folder.mkdir(parents=True)
+            for i in range(2):
+                Image.fromarray(np.full((20, 30, 3), 40 * i + 10, dtype=np.uint8)).save(folder / f"{i}.png")
+    data = ImageFolderDataModule(str(tmp_path), image_size=16, batch_size=4)
+    data.setup("fit")
+    images, labels = next(iter(data.val_dataloader()))
+    assert images.shape == (4, 3, 16, 16) and sorted(labels.tolist()) == [0, 0, 1, 1]
+    images, _ = next(iter(data.train_dataloader()))
+    assert images.shape == (4, 3, 16, 16)
+
+
+def test_timm_classifier_forward_and_optimiser():
+    module = TimmClassifier(
+        "vit_tiny_patch16_224", model_kwargs=dict(img_size=32, patch_size=8, depth=1, embed_dim=32, num_heads=2),
+        num_classes=3,
+    )
+    assert module(torch.randn(2, 3, 32, 32)).shape == (2, 3)
+    with pytest.raises(ValueError, match="`lr` must be > 0"):
+        TimmClassifier(lr=0)
+
+
+def test_untrained_model_maps_are_near_chance():
+    """Adebayo et al.'s sanity check: nothing but the target's shape gives it away, so an untrained
+    model's gradient rollout must not already concentrate on it (energy within 2x of the area fraction)."""
+    import yaml
+
+    from lightning_rollout import explain
+    from lightning_rollout.metrics import energy_in_mask
+
+    import os
+
+    with open(os.path.join(os.path.dirname(__file__), "..", "configs", "demo.yaml")) as handle:
+        config = yaml.safe_load(handle)
+    torch.manual_seed(0)
+    model = TimmClassifier(**config["model"]["init_args"])
+    data = SyntheticScenesDataModule(**{**config["data"]["init_args"], "num_train": 1, "num_val": 64})
+    images, labels, masks = next(iter(torch.utils.data.DataLoader(data.val_set, batch_size=64)))
+    energy = float(energy_in_mask(explain(model, images, "grad_rollout", target=labels), masks).mean())
+    area = float(mask_area_fraction(masks).mean())
+    assert area / 2 < energy < 2 * area, (energy, area)
