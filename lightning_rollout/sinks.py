@@ -5,6 +5,7 @@ A sink is anything with ``log_image(tag, image, step)`` taking an RGB uint8 arra
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from pathlib import Path
@@ -12,6 +13,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from PIL import Image
+from tensorboard.compat.proto.summary_pb2 import Summary
+from torch.utils.tensorboard import SummaryWriter
 
 __all__ = ["ImageSink", "PNGImageSink", "TensorBoardImageSink"]
 
@@ -68,7 +71,22 @@ class TensorBoardImageSink:
             ValueError: If ``tag`` is empty, ``image`` is not uint8 ``(H, W, 3)`` or ``step`` is negative.
         """
         _check_image_args(tag, image, step)
-        self.writer.add_image(tag, image, global_step=int(step), dataformats="HWC")
+        if not isinstance(self.writer, SummaryWriter):
+            self.writer.add_image(tag, image, global_step=int(step), dataformats="HWC")
+            return
+        # The same event add_image writes, but encoded at PNG compression level 1: about 3x faster than
+        # add_image's default level for ~2x the bytes, which keeps the per-epoch cost of the callback low.
+        height, width = image.shape[:2]
+        encoded = _encode_png(image, compress_level=1)
+        picture = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=encoded)
+        summary = Summary(value=[Summary.Value(tag=tag, image=picture)])
+        self.writer._get_file_writer().add_summary(summary, int(step))
+
+
+def _encode_png(image: np.ndarray, compress_level: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="PNG", compress_level=compress_level)
+    return buffer.getvalue()
 
 
 def _tag_to_relative_path(tag: str) -> Path:
