@@ -17,6 +17,6 @@ done
 profile=$(mktemp -d)
 chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking \
   --disable-component-update --disable-sync --user-data-dir="$profile" --hide-scrollbars --run-all-compositor-stages-before-draw \
-  --window-size=1600,1400 --virtual-time-budget=${BUDGET:-30000} --screenshot="$out" \
+  --window-size=1600,1400 ${WAIT_FLAG:---virtual-time-budget=30000} --screenshot="$out" \
   "http://127.0.0.1:$port/${PAGE:-#timeseries}"
 echo "wrote $out"
