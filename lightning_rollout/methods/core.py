@@ -57,9 +57,9 @@ def discard_smallest(fused: Tensor, discard_ratio: float) -> Tensor:
     candidates = flat.clone()
     candidates[:, 0] = float("-inf")
     kept = candidates.topk(n * n - 1 - num_discard, dim=-1, sorted=False).indices
-    mask = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, kept, True)
-    mask[:, 0] = True
-    return flat.where(mask, 0.0).reshape(batch, n, n)
+    out = torch.zeros_like(flat).scatter_(1, kept, flat.gather(1, kept))
+    out[:, 0] = flat[:, 0]
+    return out.reshape(batch, n, n)
 
 
 def add_identity_and_normalize(fused: Tensor) -> Tensor:
@@ -72,8 +72,8 @@ def add_identity_and_normalize(fused: Tensor) -> Tensor:
         ``(B, N, N)`` row-stochastic matrices.
     """
     eye = torch.eye(fused.shape[-1], device=fused.device, dtype=fused.dtype)
-    mixed = (fused + eye) / 2
-    return mixed / mixed.sum(dim=-1, keepdim=True)
+    mixed = fused + eye  # the factor 1/2 of (F + I) / 2 cancels in the row normalisation
+    return mixed.div_(mixed.sum(dim=-1, keepdim=True))
 
 
 def readout_weights(
