@@ -3,7 +3,6 @@
 import random
 
 import numpy as np
-import pytest
 import torch
 
 from lightning_rollout.demo import ImageFolderDataModule, SyntheticScenes, SyntheticScenesDataModule, TimmClassifier
@@ -76,16 +75,6 @@ def test_image_folder_data_module(tmp_path):
     assert images.shape == (4, 3, 16, 16) and sorted(labels.tolist()) == [0, 0, 1, 1]
     images, _ = next(iter(data.train_dataloader()))
     assert images.shape == (4, 3, 16, 16)
-
-
-def test_timm_classifier_forward_and_optimiser():
-    module = TimmClassifier(
-        "vit_tiny_patch16_224", model_kwargs=dict(img_size=32, patch_size=8, depth=1, embed_dim=32, num_heads=2),
-        num_classes=3,
-    )
-    assert module(torch.randn(2, 3, 32, 32)).shape == (2, 3)
-    with pytest.raises(ValueError, match="`lr` must be > 0"):
-        TimmClassifier(lr=0)
 
 
 def test_untrained_model_maps_are_near_chance():
