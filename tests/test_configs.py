@@ -60,3 +60,48 @@ def test_short_demo_run_logs_images_and_scalars(tmp_path, capsys):
         assert [e.step for e in events.Images(f"attention/{method}/filmstrip")] == [0, 8]
         assert len(events.Scalars(f"attention/{method}/energy")) == 2
         assert len(events.Scalars(f"attention/{method}/pointing_game")) == 2
+
+
+def test_tensorboard_serves_the_demo_images_and_scalars(tmp_path):
+    """A real TensorBoard server on loopback, started on a short demo run's log directory."""
+    import json
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    train_demo.main(
+        [
+            "fit", "--config", os.path.join(ROOT, "configs", "demo.yaml"), f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.max_epochs=1", "--data.init_args.num_train=64", "--data.init_args.num_val=8",
+            "--data.init_args.batch_size=16",
+        ]
+    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(tmp_path), "--host", "127.0.0.1",
+         "--port", str(port), "--samples_per_plugin", "images=0"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        tags = None
+        for _ in range(120):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/images/tags", timeout=2) as reply:
+                    tags = json.load(reply)
+                if tags:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.5)
+        assert tags, "TensorBoard did not answer"
+        (run_tags,) = tags.values()
+        assert {"attention/grad_rollout/samples", "attention/grad_rollout/filmstrip"} <= set(run_tags)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/scalars/tags", timeout=5) as reply:
+            (scalar_tags,) = json.load(reply).values()
+        assert {"attention/grad_rollout/energy", "attention/grad_rollout/pointing_game"} <= set(scalar_tags)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
