@@ -28,7 +28,7 @@ def main(args: Optional[List[str]] = None) -> LightningCLI:
     logger = cli.trainer.logger
     if cli.subcommand is not None and logger is not None and cli.trainer.is_global_zero:
         log_dir = getattr(logger, "save_dir", None) or cli.trainer.default_root_dir
-        print(f"\nLogs are in {log_dir}. To see them:\n    tensorboard --logdir {log_dir} --samples_per_plugin images=0\n")
+        print(f"\nLogs are in {log_dir}. To see them:\n    tensorboard --logdir {log_dir} --samples_per_plugin images=100\n")
     return cli
 
 

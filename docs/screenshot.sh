@@ -6,7 +6,7 @@ set -euo pipefail
 log_dir=${1:?usage: docs/screenshot.sh LOG_DIR [OUT.png]}
 out=${2:-docs/tensorboard.png}
 port=6123
-.venv/bin/tensorboard --logdir "$log_dir" --host 127.0.0.1 --port "$port" --samples_per_plugin images=0 \
+.venv/bin/tensorboard --logdir "$log_dir" --host 127.0.0.1 --port "$port" --samples_per_plugin images=100 \
   >/tmp/tensorboard.log 2>&1 &
 tb=$!
 trap 'kill $tb' EXIT

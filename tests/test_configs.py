@@ -68,6 +68,7 @@ def test_tensorboard_serves_the_demo_images_and_scalars(tmp_path):
     import socket
     import subprocess
     import time
+    import urllib.parse
     import urllib.request
 
     train_demo.main(
@@ -82,7 +83,7 @@ def test_tensorboard_serves_the_demo_images_and_scalars(tmp_path):
         port = probe.getsockname()[1]
     server = subprocess.Popen(
         [sys.executable, "-m", "tensorboard.main", "--logdir", str(tmp_path), "--host", "127.0.0.1",
-         "--port", str(port), "--samples_per_plugin", "images=0"],
+         "--port", str(port), "--samples_per_plugin", "images=100"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
@@ -102,6 +103,14 @@ def test_tensorboard_serves_the_demo_images_and_scalars(tmp_path):
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/scalars/tags", timeout=5) as reply:
             (scalar_tags,) = json.load(reply).values()
         assert {"attention/grad_rollout/energy", "attention/grad_rollout/pointing_game"} <= set(scalar_tags)
+        (run,) = tags
+        query = urllib.parse.urlencode({"run": run, "tag": "attention/grad_rollout/filmstrip", "sample": 0})
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/images/images?{query}", timeout=5) as reply:
+            images = json.load(reply)
+        assert [image["step"] for image in images] == [0, 4]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/images/individualImage?"
+                                    f"{images[-1]['query']}", timeout=5) as reply:
+            assert reply.read(8) == b"\x89PNG\r\n\x1a\n"
     finally:
         server.terminate()
         server.wait(timeout=30)
