@@ -102,9 +102,13 @@ def _check_attention(name: str, attention: Tensor, geometry: TokenGeometry) -> N
             f"module {name!r} returned shape {tuple(attention.shape)}, not an attention tensor (B, heads, N, N); "
             "point `attention_pattern` at the modules that output post-softmax attention"
         )
-    if attention.shape[-1] != geometry.num_tokens:
+    _check_tokens(attention.shape[-1], name, geometry, "attends over")
+
+
+def _check_tokens(num_tokens: int, name: str, geometry: TokenGeometry, verb: str = "outputs") -> None:
+    if num_tokens != geometry.num_tokens:
         raise ValueError(
-            f"module {name!r} attends over N={attention.shape[-1]} tokens, but the geometry gives "
+            f"module {name!r} {verb} N={num_tokens} tokens, but the geometry gives "
             f"num_prefix_tokens={geometry.num_prefix_tokens} + grid_size={geometry.grid_size} = "
             f"{geometry.num_tokens}; pass the right `num_prefix_tokens` / `grid_size`"
         )
@@ -302,12 +306,3 @@ def explain(
             "forward: they never ran (is a fused attention kernel bypassing them?)"
         )
     return tokens_to_grid(scores, geometry.num_prefix_tokens, geometry.grid_size)
-
-
-def _check_tokens(num_tokens: int, name: str, geometry: TokenGeometry) -> None:
-    if num_tokens != geometry.num_tokens:
-        raise ValueError(
-            f"module {name!r} outputs N={num_tokens} tokens, but the geometry gives "
-            f"num_prefix_tokens={geometry.num_prefix_tokens} + grid_size={geometry.grid_size} = "
-            f"{geometry.num_tokens}; pass the right `num_prefix_tokens` / `grid_size`"
-        )
