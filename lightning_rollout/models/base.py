@@ -1,0 +1,217 @@
+"""What the engine asks of a model family, answered once per family by a :class:`ModelAdapter`.
+
+An adapter answers, for one model it was built on:
+
+- where the post-softmax, per-head attention ``(B, heads, N, N)`` of every global self-attention layer
+  comes from, captured **on the gradient path** (:meth:`ModelAdapter.capture_attention`);
+- the token geometry (:meth:`ModelAdapter.geometry`);
+- what the side pass switches and restores so that the attention exists at all
+  (:meth:`ModelAdapter.attention_settings`: fused kernels, SDPA);
+- Grad-CAM's layer and how its output becomes a ``(B, N, C)`` token or ``(B, C, h, w)`` map
+  (:meth:`ModelAdapter.gradcam_layer`, :meth:`ModelAdapter.gradcam_activation`);
+- what the model's head reads (:meth:`ModelAdapter.readout`).
+
+A family without a global token attention (Swin, MaxViT, XCiT, ...) raises :class:`UnsupportedModelError`
+from :meth:`ModelAdapter.attention_layers` with the reason, and still serves Grad-CAM.
+"""
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, ClassVar, ContextManager, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from lightning_rollout.capture import forward_hooks
+from lightning_rollout.geometry import TokenGeometry
+
+AttentionSink = Callable[[str, Tensor], None]
+"""Receives ``(layer_name, attention)`` once per attention layer, in forward order."""
+
+
+class UnsupportedModelError(ValueError):
+    """The model cannot serve a method; the message says why and what works instead."""
+
+
+@dataclass(frozen=True)
+class Readout:
+    """Which rows of the relevance matrix ``R`` the model's head reads, and with what weight.
+
+    ``R`` is ``(B, N, N)``: row ``i`` says how much output token ``i`` draws from each input token. The
+    read-out is ``rows @ R + pooled @ R̊``, where ``R̊`` is ``R`` with its diagonal zeroed:
+
+    - ``rows`` weights rows read as they are: the class token (``e_0``), or the class and distillation
+      tokens of a distilled DeiT (``(e_0 + e_1) / 2``);
+    - ``pooled`` weights rows of tokens a pooling head averages (average pooling, attention pooling).
+
+    Why the diagonal goes for pooled rows: every row of a rollout/relevance product keeps a large share on
+    its own token (the residual path; the identity of ``R = I + …``). A head that averages many tokens
+    sums those self-shares into a near-uniform floor that swamps what flows *between* tokens, which is
+    what the maps are after. Removing the self-relevance before pooling is the step Chefer et al.
+    (ICCV 2021) take for tokens whose self-attention is read together (``R − I``).
+
+    Attributes:
+        rows: ``(N,)`` weights, or ``None``.
+        pooled: ``(N,)`` or ``(B, N)`` weights, or ``None``. ``rows`` and ``pooled`` together sum to 1.
+    """
+
+    rows: Optional[Tensor] = None
+    pooled: Optional[Tensor] = None
+
+    @property
+    def is_linear(self) -> bool:
+        """Whether the read-out is a fixed row vector ``u @ R`` (which can be folded through a product)."""
+        return self.pooled is None
+
+    def vector(self, batch_size: int, device: torch.device) -> Tensor:
+        """``(B, N)`` float32 row vectors ``u`` of a linear read-out."""
+        return self.rows.to(device, torch.float32).expand(batch_size, -1)
+
+    def apply(self, relevance: Tensor) -> Tensor:
+        """Reads ``(B, N, N)`` relevance out into ``(B, N)`` float32 token scores."""
+        relevance = relevance.float()
+        batch = relevance.shape[0]
+        scores = torch.zeros(relevance.shape[:2], device=relevance.device)
+        if self.rows is not None:
+            scores = scores + torch.bmm(self.vector(batch, relevance.device).unsqueeze(1), relevance).squeeze(1)
+        if self.pooled is not None:
+            weights = self.pooled.to(relevance.device, torch.float32).expand(batch, -1)
+            off_diagonal = relevance - torch.diag_embed(relevance.diagonal(dim1=-2, dim2=-1))
+            scores = scores + torch.bmm(weights.unsqueeze(1), off_diagonal).squeeze(1)
+        return scores
+
+
+def token_readout(num_tokens: int, tokens: Sequence[int] = (0,)) -> Readout:
+    """The head reads ``tokens`` (default: the class token), averaged."""
+    rows = torch.zeros(num_tokens)
+    rows[list(tokens)] = 1.0 / len(tokens)
+    return Readout(rows=rows)
+
+
+def patch_mean_readout(geometry: TokenGeometry, class_weight: float = 0.0) -> Readout:
+    """The head averages the patch tokens; with ``class_weight`` > 0 it also reads the class token."""
+    pooled = torch.zeros(geometry.num_tokens)
+    pooled[geometry.num_prefix_tokens:] = (1.0 - class_weight) / (geometry.num_tokens - geometry.num_prefix_tokens)
+    rows = None
+    if class_weight:
+        rows = torch.zeros(geometry.num_tokens)
+        rows[0] = class_weight
+    return Readout(rows=rows, pooled=pooled)
+
+
+class ModelAdapter:
+    """Base class of the per-family adapters; see the module docstring for what each answers.
+
+    Subclasses set :attr:`family`, implement :meth:`find` and whatever differs from the defaults, and are
+    registered with :func:`lightning_rollout.models.register_adapter`.
+
+    Args:
+        root: the family's model found inside the user's model by :meth:`find`.
+    """
+
+    family: ClassVar[str] = "custom"
+
+    def __init__(self, root: nn.Module) -> None:
+        self.root = root
+
+    @classmethod
+    def find(cls, model: nn.Module) -> Optional[nn.Module]:
+        """The first submodule of ``model`` (or ``model`` itself) this adapter serves, else ``None``."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------------------- geometry
+
+    def geometry(self, image_size: Optional[Tuple[int, int]]) -> TokenGeometry:
+        """Token geometry for inputs of ``image_size`` ``(H, W)`` (``None``: the model's default size).
+
+        Raises:
+            ValueError: when the geometry cannot be read from the model.
+        """
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------------------ attention
+
+    def attention_layers(self) -> List[Tuple[str, nn.Module]]:
+        """``(name, module)`` of each global self-attention layer, in forward order.
+
+        Raises:
+            UnsupportedModelError: the family has no global token attention.
+        """
+        raise NotImplementedError
+
+    def attention_settings(self) -> ContextManager[None]:
+        """Context manager: whatever must be switched so the attention is materialised (restored on exit)."""
+        return _nothing()
+
+    def attention_from_output(self, module: nn.Module, output) -> Tensor:
+        """The attention tensor in a layer module's forward output (default: the output itself)."""
+        return output
+
+    @contextmanager
+    def capture_attention(self, layers: List[Tuple[str, nn.Module]], sink: AttentionSink) -> Iterator[None]:
+        """Hands every layer's post-softmax attention ``(B, heads, N, N)`` to ``sink`` during the forward.
+
+        The default hooks each module's forward output (through :meth:`attention_from_output`); the
+        tensor handed over is the one the layer multiplies with its values, so gradients flow through it.
+        """
+        names = {module: name for name, module in layers}
+
+        def hook(module: nn.Module, inputs: tuple, output) -> None:
+            sink(names[module], self.attention_from_output(module, output))
+
+        with forward_hooks([module for _, module in layers], hook):
+            yield
+
+    # ------------------------------------------------------------------------------------- read-out
+
+    def readout(self, geometry: TokenGeometry) -> Readout:
+        """What the head reads; the default is the class token when there is one, else the patch mean."""
+        return token_readout(geometry.num_tokens) if geometry.has_class_token else patch_mean_readout(geometry)
+
+    @contextmanager
+    def capture_readout(self) -> Iterator[Callable[[TokenGeometry], Readout]]:
+        """Context manager around the forward, yielding a function that gives the read-out afterwards.
+
+        Heads whose read-out depends on the input (attention pooling) override this to capture it.
+        """
+        yield self.readout
+
+    # ------------------------------------------------------------------------------------- Grad-CAM
+
+    def gradcam_layer(self) -> Tuple[str, nn.Module]:
+        """``(name, module)`` whose output is Grad-CAM's activation.
+
+        Raises:
+            UnsupportedModelError: the family has no layer Grad-CAM can read.
+        """
+        raise NotImplementedError
+
+    def gradcam_activation(self, output) -> Tensor:
+        """Grad-CAM's activation from the layer's output: tokens ``(B, N, C)`` or a map ``(B, C, h, w)``."""
+        return output[0] if isinstance(output, tuple) else output
+
+    @contextmanager
+    def capture_gradcam(self, sink: AttentionSink) -> Iterator[str]:
+        """Hands Grad-CAM's activation (on the autograd graph) to ``sink`` during the forward.
+
+        Yields:
+            The layer's name, for messages.
+        """
+        name, layer = self.gradcam_layer()
+
+        def hook(module: nn.Module, inputs: tuple, output) -> None:
+            sink(name, self.gradcam_activation(output))
+
+        with forward_hooks([layer], hook):
+            yield name
+
+    # -------------------------------------------------------------------------------------- display
+
+    def data_config(self) -> dict:
+        """The model's preprocessing (``mean``, ``std``, ``input_size``) where it declares one, else ``{}``."""
+        return {}
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
