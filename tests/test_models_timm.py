@@ -193,3 +193,20 @@ def test_registered_adapter_serves_a_custom_model():
 def test_register_adapter_refuses_other_types():
     with pytest.raises(TypeError, match="ModelAdapter subclass"):
         register_adapter(object)
+
+
+def test_coverage_script_rows():
+    # The README's coverage table comes from docs/coverage.py; two of its rows run here.
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "coverage.py")
+    spec = importlib.util.spec_from_file_location("coverage_table", path)
+    coverage = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(coverage)
+    rows = {case[0]: case for case in coverage.all_cases()}
+    assert coverage.run_case(rows["timm deit (distilled)"]) == {
+        "rollout": "ok", "grad_rollout": "ok", "chefer": "ok", "gradcam": "ok", "adapter": "timm-vit",
+    }
+    xcit = coverage.run_case(rows["timm xcit"])
+    assert xcit["gradcam"] == "ok" and xcit["rollout"].startswith("refused: Xcit has no global token attention")
