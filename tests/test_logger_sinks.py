@@ -196,3 +196,40 @@ def test_every_attached_logger_gets_the_pictures(tmp_path, wandb, mlflow_uri):
     _check_mlflow(mlflow)
     folder = os.path.join(csv.log_dir, "attention", "gradcam", "filmstrip")
     assert sorted(os.listdir(folder)) == [f"step_{step:08d}.png" for step in STEPS]
+
+
+class _RecordingLogger:
+    """Stands in for WandbLogger (``log_image``) and MLFlowLogger (``experiment.log_image``, ``run_id``)."""
+
+    run_id = "run"
+
+    def __init__(self):
+        self.calls = []
+        self.experiment = self
+
+    def log_image(self, *args, **kwargs):
+        self.calls.append((args, kwargs))
+
+
+def test_wandb_and_mlflow_sinks_pass_key_step_and_caption():
+    image = np.zeros((2, 3, 3), dtype=np.uint8)
+    logger = _RecordingLogger()
+    WandbImageSink(logger).log_image("a/b", image, 7, caption="c")
+    MLflowImageSink(logger).log_image("a/b", image, 7, caption="ignored")
+    (_, wandb_kwargs), ((run_id, mlflow_image), mlflow_kwargs) = logger.calls
+    assert wandb_kwargs["key"] == "a/b" and wandb_kwargs["step"] == 7 and wandb_kwargs["caption"] == ["c"]
+    np.testing.assert_array_equal(wandb_kwargs["images"][0], image)
+    assert run_id == "run" and mlflow_kwargs == {"key": "a/b", "step": 7}
+    np.testing.assert_array_equal(mlflow_image, image)
+
+
+def test_wandb_and_mlflow_sinks_reject_bad_arguments():
+    with pytest.raises(TypeError, match="must be a WandbLogger"):
+        WandbImageSink(object())
+    with pytest.raises(TypeError, match="must be an MlflowClient"):
+        MLflowImageSink(type("Logger", (), {"experiment": object()})())
+    for sink in (WandbImageSink(_RecordingLogger()), MLflowImageSink(_RecordingLogger())):
+        with pytest.raises(ValueError, match="uint8 of shape"):
+            sink.log_image("tag", np.zeros((2, 2), dtype=np.uint8), 0)
+        with pytest.raises(ValueError, match="int >= 0"):
+            sink.log_image("tag", np.zeros((2, 2, 3), dtype=np.uint8), -1)
