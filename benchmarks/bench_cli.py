@@ -107,7 +107,9 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=2, help="timed rounds (default: 2)")
     parser.add_argument("--images", type=int, default=64, help="images in the folder (default: 64)")
-    parser.add_argument("--method", nargs="+", default=["rollout", "gradcam"], help="methods (default: rollout gradcam)")
+    parser.add_argument(
+        "--method", nargs="+", default=["rollout", "gradcam"], help="methods (default: rollout gradcam)"
+    )
     parser.add_argument("--out", help="also write the Markdown report to this file")
     return parser.parse_args()
 

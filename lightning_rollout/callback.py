@@ -312,7 +312,8 @@ class AttentionRolloutCallback(*callback_bases()):
                 self._warn_once(
                     f"png-{root}",
                     f"AttentionRolloutCallback: {type(logger).__name__} cannot show images; PNGs are written under "
-                    f"{os.path.join(root, self.tag_prefix)} (TensorBoardLogger, WandbLogger and MLFlowLogger show them in their UI)",
+                    f"{os.path.join(root, self.tag_prefix)} (TensorBoardLogger, WandbLogger and MLFlowLogger show "
+                    "them in their UI)",
                 )
             self._sinks.append(sink)
         return self._sinks

@@ -131,8 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--crop-pct", type=float, metavar="F", help="centre-crop share (default: the model's data config)")
     pre.add_argument("--mean", type=float, nargs=3, metavar=("R", "G", "B"), help="normalisation mean")
     pre.add_argument("--std", type=float, nargs=3, metavar=("R", "G", "B"), help="normalisation std")
-    pre.add_argument("--output", default="explanations", metavar="DIR", help="where the PNGs go (default: explanations)")
-    pre.add_argument("--top-k", type=_positive_int, default=5, metavar="K", help="predictions printed per image (default: 5)")
+    pre.add_argument(
+        "--output", default="explanations", metavar="DIR", help="where the PNGs go (default: explanations)"
+    )
+    pre.add_argument(
+        "--top-k", type=_positive_int, default=5, metavar="K", help="predictions printed per image (default: 5)"
+    )
     pre.add_argument("--class-names", nargs="+", metavar="NAME", help="names printed instead of class indices")
     pre.add_argument("--colormap", default="jet", help="a matplotlib colour map (default: jet)")
     pre.add_argument("--alpha", type=float, default=0.5, help="overlay opacity in [0, 1] (default: 0.5)")
@@ -152,7 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rp.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="Lightning checkpoints of one run")
     rp.add_argument("--config", required=True, metavar="YAML", help="the LightningCLI config of the run")
-    rp.add_argument("--log-dir", default="logs/replay", metavar="DIR", help="TensorBoard log dir (default: logs/replay)")
+    rp.add_argument(
+        "--log-dir", default="logs/replay", metavar="DIR", help="TensorBoard log dir (default: logs/replay)"
+    )
     rp.add_argument(
         "--method", nargs="+", choices=list(METHODS), metavar="METHOD",
         help="methods when the config has no AttentionRolloutCallback entry (default: rollout)",
@@ -404,8 +410,12 @@ def run_explain(args: argparse.Namespace) -> None:
     for start in range(0, len(files), args.batch_size):
         chunk = files[start : start + args.batch_size]
         images = torch.stack([transform(_read_image(path)) for path, _ in chunk]).to(device)
-        with side_pass(model, device, needs_grad=False):
-            probabilities = model(images).float().softmax(dim=-1).cpu()
+        try:
+            with side_pass(model, device, needs_grad=False):
+                probabilities = model(images).float().softmax(dim=-1).cpu()
+        except RuntimeError as error:  # e.g. an input size the model was not built for
+            raise CLIError(f"the model cannot take inputs of shape {tuple(images.shape)} (see --image-size): "
+                           f"{' '.join(str(error).split())[:300]}") from None
         num_classes = probabilities.shape[1]
         if args.category is not None and args.category >= num_classes:
             raise CLIError(f"--category {args.category} is out of range: the model has {num_classes} classes "
@@ -464,7 +474,7 @@ def run_replay(args: argparse.Namespace) -> None:
     datamodule = _instantiate(config, "data", LightningDataModule, args.config) if config.get("data") else None
     entry = _callback_entry(config)
     try:
-        callback = AttentionRolloutCallback(**entry) if entry else AttentionRolloutCallback(methods=args.method or ["rollout"])
+        callback = AttentionRolloutCallback(**(entry or {"methods": args.method or ["rollout"]}))
     except (TypeError, ValueError) as error:
         raise CLIError(f"--config {args.config!r}: the AttentionRolloutCallback entry is invalid: {error}") from None
     # A bare Trainer only lends the callback its logger, precision plugin and rank; it never runs a loop.
@@ -492,7 +502,8 @@ def run_replay(args: argparse.Namespace) -> None:
         try:
             model.load_state_dict(checkpoint["state_dict"])
         except RuntimeError as error:
-            raise CLIError(f"CHECKPOINT {path!r} does not fit the config's model: {str(error).splitlines()[0]}") from None
+            first_line = str(error).splitlines()[0]
+            raise CLIError(f"CHECKPOINT {path!r} does not fit the config's model: {first_line}") from None
         step, epoch = int(checkpoint["global_step"]), int(checkpoint.get("epoch", 0))
         label = "init" if step == 0 else f"e{epoch} s{step}"
         callback._log_maps(trainer, model, label=label, root=callback.tag_prefix, step=step)

@@ -1,4 +1,4 @@
-"""``lightning-rollout explain`` and ``replay`` on checkpoints of a tiny run, against ``explain`` and the live callback."""
+"""``lightning-rollout explain`` and ``replay`` on checkpoints of a tiny run, against ``explain`` and the callback."""
 
 import io
 import os
@@ -61,7 +61,8 @@ def image_files(tmp_path_factory):
     scenes = SyntheticScenes(3, image_size=32, num_classes=3, split="test")
     names = ["a.png", "more/b.png", "c.jpg"]
     for index, name in enumerate(names):
-        Image.fromarray(scenes.render(index)[0]).save(folder / name, **({"quality": 95} if name.endswith(".jpg") else {}))
+        options = {"quality": 95} if name.endswith(".jpg") else {}
+        Image.fromarray(scenes.render(index)[0]).save(folder / name, **options)
     return folder, names
 
 
