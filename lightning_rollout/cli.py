@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -478,11 +479,18 @@ def run_replay(args: argparse.Namespace) -> None:
     except (TypeError, ValueError) as error:
         raise CLIError(f"--config {args.config!r}: the AttentionRolloutCallback entry is invalid: {error}") from None
     # A bare Trainer only lends the callback its logger, precision plugin and rank; it never runs a loop.
-    trainer = Trainer(
-        accelerator="cpu", devices=1, logger=TensorBoardLogger(args.log_dir, name="", version=""),
-        precision=(config.get("trainer") or {}).get("precision") or "32-true", enable_progress_bar=False,
-        enable_model_summary=False, enable_checkpointing=False,
-    )
+    # Its start-up notes ("GPU available: ...") would only be noise here.
+    notes = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    level = notes.level
+    notes.setLevel(logging.WARNING)
+    try:
+        trainer = Trainer(
+            accelerator="cpu", devices=1, logger=TensorBoardLogger(args.log_dir, name="", version=""),
+            precision=(config.get("trainer") or {}).get("precision") or "32-true", enable_progress_bar=False,
+            enable_model_summary=False, enable_checkpointing=False,
+        )
+    finally:
+        notes.setLevel(level)
     callback.setup(trainer, model, "validate")
 
     if datamodule is not None:
