@@ -180,3 +180,32 @@ def test_replay_rejects_a_file_that_is_no_checkpoint(run, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["replay", run["config"], "--config", run["config"], "--log-dir", str(tmp_path)])
     assert f"CHECKPOINT '{run['config']}' cannot be read" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("layout", ["state_dict", "lightning_prefixed"])
+def test_explain_plain_state_dict_with_a_timm_name(image_files, tmp_path, layout):
+    import timm
+
+    folder, _ = image_files
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", num_classes=3, img_size=32, depth=2).eval()
+    state = model.state_dict()
+    if layout == "lightning_prefixed":  # a LightningModule holding the timm model as `self.model`
+        state = {"state_dict": {f"model.{key}": value for key, value in state.items()}, "global_step": 3}
+    torch.save(state, tmp_path / "weights.pth")
+    # depth is not a CLI option: a 12-block model with the 2-block weights must not load
+    with pytest.raises(SystemExit):
+        main(["explain", str(folder / "a.png"), "--checkpoint", str(tmp_path / "weights.pth"), "--model",
+              "vit_tiny_patch16_224", "--num-classes", "3", "--image-size", "32", "--output", str(tmp_path)])
+    model12 = timm.create_model("vit_tiny_patch16_224", num_classes=3, img_size=32).eval()
+    state = model12.state_dict()
+    if layout == "lightning_prefixed":
+        state = {"state_dict": {f"model.{key}": value for key, value in state.items()}, "global_step": 3}
+    torch.save(state, tmp_path / "weights.pth")
+    assert main(["explain", str(folder / "a.png"), "--checkpoint", str(tmp_path / "weights.pth"), "--model",
+                 "vit_tiny_patch16_224", "--num-classes", "3", "--image-size", "32", "--crop-pct", "1",
+                 "--mean", "0.5", "0.5", "0.5", "--std", "0.5", "0.5", "0.5", "--output", str(tmp_path)]) == 0
+    expected = _expected_overlays(model12, [folder / "a.png"], "rollout")[0]
+    with Image.open(tmp_path / "a_rollout.png") as png:
+        pixels = np.asarray(png)
+    np.testing.assert_array_equal(pixels[:: pixels.shape[0] // 32, :: pixels.shape[0] // 32], expected)
