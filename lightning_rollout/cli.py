@@ -256,7 +256,8 @@ def _load_weights(model: nn.Module, state: Any, path: str) -> None:
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
-        raise CLIError(f"--checkpoint {path!r} does not fit the model: {' '.join(str(error).split())[:500]}") from None
+        summary = " ".join(str(error).split())[:500]
+        raise CLIError(f"--checkpoint {path!r} does not fit the model: {summary}") from None
 
 
 def load_model(args: argparse.Namespace) -> Tuple[nn.Module, Dict[str, Any]]:
@@ -268,6 +269,10 @@ def load_model(args: argparse.Namespace) -> Tuple[nn.Module, Dict[str, Any]]:
     import timm
 
     hints: Dict[str, Any] = {}
+    config = None if args.config is None else _read_yaml(args.config)
+    if config is not None:
+        entry = _callback_entry(config)
+        hints = {key: entry[key] for key in ("class_names", "mean", "std") if entry.get(key) is not None}
     checkpoint = args.checkpoint
     if args.model is None and checkpoint is None:
         raise CLIError("give the model: --model NAME (a timm model) or --checkpoint FILE")
@@ -288,10 +293,7 @@ def load_model(args: argparse.Namespace) -> Tuple[nn.Module, Dict[str, Any]]:
             model = cls.load_from_checkpoint(checkpoint, map_location="cpu")
         except Exception as error:  # missing keys, wrong hyperparameters, not a Lightning checkpoint
             raise CLIError(f"--checkpoint {checkpoint!r} cannot be loaded into {args.module_class}: {error}") from None
-    elif args.config is not None:
-        config = _read_yaml(args.config)
-        entry = _callback_entry(config)
-        hints = {key: entry[key] for key in ("class_names", "mean", "std") if entry.get(key) is not None}
+    elif config is not None:
         model = _model_from_config(config, args.config)
         if checkpoint is not None:
             _load_weights(model, _load_file(checkpoint), checkpoint)
@@ -301,10 +303,10 @@ def load_model(args: argparse.Namespace) -> Tuple[nn.Module, Dict[str, Any]]:
             kwargs["num_classes"] = args.num_classes
         if args.image_size is not None:
             kwargs["img_size"] = args.image_size
+        if not timm.is_model(args.model):
+            raise CLIError(f"--model {args.model!r} is not a timm model name (see timm.list_models('vit_*'))")
         try:
             model = timm.create_model(args.model, pretrained=args.pretrained and checkpoint is None, **kwargs)
-        except RuntimeError as error:
-            raise CLIError(f"--model {args.model!r}: {error}") from None
         except Exception as error:  # hub downloads fail with many exception types
             if args.pretrained:
                 raise CLIError(

@@ -133,6 +133,7 @@ def test_explain_module_class_and_category(run, image_files, tmp_path):
          "--checkpoint '{ckpt}' does not fit the model"),
         (["{good}", "--checkpoint", "{ckpt}"], "say how to build its model"),
         (["{good}"], "give the model"),
+        (["{good}", "--model", "no_such_model"], "--model 'no_such_model' is not a timm model name"),
         (["{missing}", "--model", "vit_tiny_patch16_224"], "PATH '{missing}' does not exist"),
     ],
 )
