@@ -14,8 +14,8 @@ __all__ = ["MLflowImageSink"]
 class MLflowImageSink:
     """Logs pictures of an ``MLFlowLogger``'s run with ``MlflowClient.log_image(run_id, image, key=, step=)``.
 
-    MLflow keeps them under the run's ``images/`` artifacts, indexed by key and step; its UI shows them in
-    the run's image grid with a step slider. MLflow images have no caption; ``caption`` is ignored.
+    MLflow keeps them under the run's ``images/`` artifacts, one PNG (and a compressed preview) per key and
+    step, the key's '/' written as '~'. MLflow images have no caption; ``caption`` is ignored.
 
     Args:
         logger: An ``MLFlowLogger`` (anything with ``experiment`` = an ``MlflowClient`` and ``run_id``).
