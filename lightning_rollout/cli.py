@@ -17,7 +17,7 @@ import importlib
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -214,7 +214,7 @@ def _callback_entry(config: Dict[str, Any]) -> Dict[str, Any]:
     return {}
 
 
-def _instantiate(config: Dict[str, Any], key: str, base: type, path: str) -> Any:
+def _instantiate(config: Dict[str, Any], key: str, base: Union[type, Tuple[type, ...]], path: str) -> Any:
     """The object of the config's ``key: {class_path, init_args}`` section, built as LightningCLI builds it."""
     from jsonargparse import ArgumentParser
 
@@ -448,6 +448,17 @@ def run_explain(args: argparse.Namespace) -> None:
 # ------------------------------------------------------------------------------------------- replay
 
 
+def _datamodule_bases() -> Tuple[type, ...]:
+    """``LightningDataModule`` of every installed Lightning namespace (a config may use either)."""
+    bases = []
+    for namespace in ("lightning.pytorch", "pytorch_lightning"):
+        try:
+            bases.append(importlib.import_module(namespace).LightningDataModule)
+        except ImportError:
+            continue
+    return tuple(bases)
+
+
 def _read_checkpoint(path: str) -> Dict[str, Any]:
     if not Path(path).is_file():
         raise CLIError(f"CHECKPOINT {path!r} is not a file")
@@ -462,8 +473,10 @@ def _read_checkpoint(path: str) -> Dict[str, Any]:
 
 def run_replay(args: argparse.Namespace) -> None:
     """``lightning-rollout replay``: the callback's pictures and scalars for each checkpoint, in step order."""
-    from lightning.pytorch import LightningDataModule, Trainer, seed_everything
-    from lightning.pytorch.loggers import TensorBoardLogger
+    try:
+        import lightning.pytorch as pl
+    except ImportError:
+        import pytorch_lightning as pl
 
     from lightning_rollout.callback import AttentionRolloutCallback
 
@@ -472,9 +485,9 @@ def run_replay(args: argparse.Namespace) -> None:
     checkpoints = sorted(((_read_checkpoint(p), p) for p in args.checkpoints), key=lambda c: c[0]["global_step"])
     seed = config.get("seed_everything")
     if isinstance(seed, int) and not isinstance(seed, bool):
-        seed_everything(seed, verbose=False)  # as LightningCLI does before it builds model and data
+        pl.seed_everything(seed, verbose=False)  # as LightningCLI does before it builds model and data
     model = _model_from_config(config, args.config)
-    datamodule = _instantiate(config, "data", LightningDataModule, args.config) if config.get("data") else None
+    datamodule = _instantiate(config, "data", _datamodule_bases(), args.config) if config.get("data") else None
     entry = _callback_entry(config)
     try:
         callback = AttentionRolloutCallback(**(entry or {"methods": args.method or ["rollout"]}))
@@ -482,12 +495,12 @@ def run_replay(args: argparse.Namespace) -> None:
         raise CLIError(f"--config {args.config!r}: the AttentionRolloutCallback entry is invalid: {error}") from None
     # A bare Trainer only lends the callback its logger, precision plugin and rank; it never runs a loop.
     # Its start-up notes ("GPU available: ...") would only be noise here.
-    notes = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    notes = logging.getLogger(f"{pl.__name__}.utilities.rank_zero")
     level = notes.level
     notes.setLevel(logging.WARNING)
     try:
-        trainer = Trainer(
-            accelerator="cpu", devices=1, logger=TensorBoardLogger(args.log_dir, name="", version=""),
+        trainer = pl.Trainer(
+            accelerator="cpu", devices=1, logger=pl.loggers.TensorBoardLogger(args.log_dir, name="", version=""),
             precision=(config.get("trainer") or {}).get("precision") or "32-true", enable_progress_bar=False,
             enable_model_summary=False, enable_checkpointing=False,
         )
