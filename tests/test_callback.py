@@ -216,7 +216,7 @@ def test_other_logger_writes_pngs_and_warns_once(tmp_path):
     with pytest.warns(UserWarning, match="CSVLogger cannot show images") as record:
         trainer.fit(Module())
     assert sum("cannot show images" in str(w.message) for w in record) == 1
-    folder = os.path.join(logger.log_dir, "attention", "attention", "rollout", "samples")
+    folder = os.path.join(logger.log_dir, "attention", "rollout", "samples")
     assert sorted(os.listdir(folder)) == ["step_00000000.png", "step_00000004.png", "step_00000008.png"]
     with open(os.path.join(logger.log_dir, "metrics.csv")) as metrics:
         assert "attention/rollout/energy" in metrics.readline()
