@@ -3,11 +3,13 @@
     python train_demo.py                                   # the default demo: configs/demo.yaml
     python train_demo.py fit --config configs/<x>.yaml [--trainer.max_epochs=...]
     python train_demo.py fit --config configs/<x>.yaml --print_config
+    python train_demo.py evaluate --config configs/demo.yaml --ckpt_path <run>/checkpoints/last.ckpt
+                                                           # the evaluation table (lightning_rollout.evaluation)
 """
 
 import os
 import sys
-from typing import List, Optional
+from typing import Any, Dict, List, Optional, Union
 
 from lightning.pytorch.cli import LightningCLI
 
@@ -16,10 +18,18 @@ import lightning_rollout.demo  # noqa: F401  (makes the demo's class paths impor
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "demo.yaml")
 
 
-def main(args: Optional[List[str]] = None) -> LightningCLI:
-    """Runs LightningCLI on ``args`` (default: the command line; none at all: the default demo)."""
+def main(args: Optional[List[str]] = None) -> Union[LightningCLI, List[Dict[str, Any]]]:
+    """Runs LightningCLI on ``args`` (default: the command line; none at all: the default demo).
+
+    ``evaluate ...`` runs :func:`lightning_rollout.evaluation.main` instead and returns its table's rows.
+    """
     if args is None and len(sys.argv) <= 1:
         args = ["fit", "--config", DEFAULT_CONFIG]
+    command = sys.argv[1:] if args is None else args
+    if command and command[0] == "evaluate":
+        from lightning_rollout.evaluation import main as evaluate
+
+        return evaluate(command[1:])
     cli = LightningCLI(
         args=args,
         save_config_kwargs={"overwrite": True},

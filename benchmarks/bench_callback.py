@@ -1,14 +1,16 @@
 """Overhead of ``AttentionRolloutCallback`` on the demo's Lightning run, measured side by side.
 
-The demo configuration (``configs/demo.yaml``) is trained twice per round with the same seed, model and
-data: once without the callback and once with ``AttentionRolloutCallback`` logging every method at every
-epoch into a TensorBoard logger. Each epoch is timed from ``on_train_epoch_start`` to
-``on_train_epoch_end``, which in Lightning's fit loop comes after the epoch's validation (and so after
-the callback's ``on_validation_epoch_end``). The claim is
+The demo configuration (``configs/demo.yaml``) is trained three times per round with the same seed, model
+and data: without the callback, with ``AttentionRolloutCallback`` logging every method at every epoch into
+a TensorBoard logger with the deletion/insertion AUCs on (``--faithfulness-steps``, default 8, the
+callback's default), and the same with them off (``faithfulness_steps=0``). Each epoch is timed from
+``on_train_epoch_start`` to ``on_train_epoch_end``, which in Lightning's fit loop comes after the epoch's
+validation (and so after the callback's ``on_validation_epoch_end``). The claims are
 
-    overhead = (median epoch time with − median epoch time without) / median epoch time without  (≤ 3 %)
+    overhead = (median epoch time with − median epoch time without) / median epoch time without
+    ≤ 5 % with the AUCs on, ≤ 3 % with them off
 
-With ``--rounds R`` the two arms alternate A B B A A B ... to cancel drift. Checkpointing, the progress
+With ``--rounds R`` the arms alternate A B C C B A ... to cancel drift. Checkpointing, the progress
 bar and the model summary are off in both arms; both log to a ``TensorBoardLogger`` in a temporary
 folder. See ``benchmarks/README.md``.
 """
@@ -33,11 +35,15 @@ from lightning.pytorch import Callback, Trainer, seed_everything  # noqa: E402
 from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
 
 from _report import emit  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's package
 from lightning_rollout import AttentionRolloutCallback  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIG = os.path.join(ROOT, "configs", "demo.yaml")
 BAR_OVERHEAD = 0.03
+BAR_OVERHEAD_FAITHFULNESS = 0.05
+ARMS = ("without", "with", "with_no_auc")
 ALL_METHODS = ["rollout", "grad_rollout", "chefer", "gradcam"]
 
 # Only used when configs/demo.yaml does not exist yet: the demo's small model and data, as the demo
@@ -102,6 +108,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         "--rounds", type=int, default=2, help="runs per arm, alternating A B B A ... (default 2: A B B A)"
     )
     parser.add_argument("--methods", nargs="+", default=ALL_METHODS, help="the callback's methods")
+    parser.add_argument("--faithfulness-steps", type=int, default=8, help="the callback's faithfulness_steps")
     parser.add_argument("--limit-train-batches", type=float, default=None, help="override the config's value")
     parser.add_argument("--limit-val-batches", type=float, default=None, help="override the config's value")
     parser.add_argument("--out", default=None, help="also write the Markdown report to this file")
@@ -160,8 +167,9 @@ def warm_data_cache(data: Any) -> None:
 
 
 def run_once(
-    config: Dict[str, Any], args: argparse.Namespace, data: Any, with_callback: bool, log_dir: str, index: int
+    config: Dict[str, Any], args: argparse.Namespace, data: Any, arm: str, log_dir: str, index: int
 ) -> Dict[str, Any]:
+    with_callback = arm != "without"
     seed = config.get("seed_everything", 0)
     seed = 0 if seed in (None, True) else int(seed)
     seed_everything(seed, workers=True, verbose=False)
@@ -177,7 +185,10 @@ def run_once(
             rollout_args = dict(spec.get("init_args") or {})
         elif not any(short_name(spec).endswith(name) for name in DROPPED_CALLBACKS):
             others.append(instantiate(spec))
-    rollout_args.update(methods=list(args.methods), every_n_epochs=1)
+    rollout_args.update(
+        methods=list(args.methods), every_n_epochs=1,
+        faithfulness_steps=args.faithfulness_steps if arm == "with" else 0,
+    )
 
     clock, before, after = EpochClock(), Mark(), Mark()
     callbacks = [clock, *others, before]
@@ -194,7 +205,7 @@ def run_once(
         enable_progress_bar=False,
         enable_model_summary=False,
         default_root_dir=log_dir,
-        logger=TensorBoardLogger(log_dir, name="with" if with_callback else "without", version=index),
+        logger=TensorBoardLogger(log_dir, name=arm, version=index),
         callbacks=callbacks,
     )
     trainer = Trainer(**trainer_config)
@@ -229,40 +240,43 @@ def main(argv: Optional[List[str]] = None) -> int:
     warm_data_cache(data)
     print(f"  data ready at {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
 
-    results: Dict[bool, List[Dict[str, Any]]] = {False: [], True: []}
-    order: List[bool] = []
+    results: Dict[str, List[Dict[str, Any]]] = {arm: [] for arm in ARMS}
+    order: List[str] = []
     for round_index in range(args.rounds):
-        order += [False, True] if round_index % 2 == 0 else [True, False]
+        order += list(ARMS) if round_index % 2 == 0 else list(reversed(ARMS))
     with tempfile.TemporaryDirectory(prefix="bench_callback_") as log_dir, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*log_every_n_steps.*")
-        for run_index, with_callback in enumerate(order):
-            result = run_once(config, args, data, with_callback, log_dir, run_index)
-            results[with_callback].append(result)
+        for run_index, arm in enumerate(order):
+            result = run_once(config, args, data, arm, log_dir, run_index)
+            results[arm].append(result)
             print(
-                f"  run {run_index + 1}/{len(order)} {'with' if with_callback else 'without'} callback: epochs "
+                f"  run {run_index + 1}/{len(order)} {arm}: epochs "
                 + ", ".join(f"{t:.2f}" for t in result["epochs"]) + f" s; fit {result['fit']:.1f} s",
                 file=sys.stderr, flush=True,
             )
 
-    def pooled(with_callback: bool, key: str) -> List[float]:
-        return [value for result in results[with_callback] for value in result[key]]
+    def pooled(arm: str, key: str) -> List[float]:
+        return [value for result in results[arm] for value in result[key]]
 
-    without, with_ = pooled(False, "epochs"), pooled(True, "epochs")
+    without, with_, with_no_auc = pooled("without", "epochs"), pooled("with", "epochs"), pooled("with_no_auc", "epochs")
     base = statistics.median(without)
     overhead = (statistics.median(with_) - base) / base
-    callback_times = pooled(True, "callback")
+    overhead_no_auc = (statistics.median(with_no_auc) - base) / base
+    callback_times = pooled("with", "callback")
     callback_median = statistics.median(callback_times) if callback_times else 0.0
-    marks_without = pooled(False, "callback")
-    initial = pooled(True, "initial")
-    fit_without = statistics.median([r["fit"] for r in results[False]])
-    fit_with = statistics.median([r["fit"] for r in results[True]])
-    rollout_args = results[True][0]["rollout_args"]
-    steps = results[False][0]["steps"]
+    callback_no_auc = statistics.median(pooled("with_no_auc", "callback") or [0.0])
+    marks_without = pooled("without", "callback")
+    initial = pooled("with", "initial")
+    fit_without = statistics.median([r["fit"] for r in results["without"]])
+    fit_with = statistics.median([r["fit"] for r in results["with"]])
+    rollout_args = results["with"][0]["rollout_args"]
+    steps = results["without"][0]["steps"]
     model_spec = section_spec(config, "model", DEFAULT_MODEL)
     data_spec = section_spec(config, "data", DEFAULT_DATA)
 
-    verdict = "yes" if overhead <= BAR_OVERHEAD else "**NO**"
+    verdict = "yes" if overhead <= BAR_OVERHEAD_FAITHFULNESS else "**NO**"
+    verdict_no_auc = "yes" if overhead_no_auc <= BAR_OVERHEAD else "**NO**"
     lines = [
         "# bench_callback",
         "",
@@ -275,8 +289,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         "",
         "| measure | ratio | bar | pass | detail |",
         "|---|---|---|---|---|",
-        f"| epoch time with callback − without, / without (medians) | {overhead:+.1%} | ≤ {BAR_OVERHEAD:.0%} | "
+        f"| epoch time with callback (AUCs on, {args.faithfulness_steps} steps) − without, / without (medians) | "
+        f"{overhead:+.1%} | ≤ {BAR_OVERHEAD_FAITHFULNESS:.0%} | "
         f"{verdict} | {statistics.median(with_) * 1e3:.0f} vs {base * 1e3:.0f} ms |",
+        f"| epoch time with callback (AUCs off) − without, / without (medians) | {overhead_no_auc:+.1%} | "
+        f"≤ {BAR_OVERHEAD:.0%} | {verdict_no_auc} | {statistics.median(with_no_auc) * 1e3:.0f} vs {base * 1e3:.0f} ms |",
+        f"| the AUCs' share: callback's own time with − without them, / epoch without | "
+        f"{(callback_median - callback_no_auc) / base:.1%} | — | info | "
+        f"{callback_median * 1e3:.0f} vs {callback_no_auc * 1e3:.0f} ms per epoch |",
         f"| callback's own `on_validation_epoch_end` / epoch without | {callback_median / base:.1%} | — | info | "
         f"{callback_median * 1e3:.0f} ms per epoch (bracketed by two marker callbacks; "
         f"empty bracket {statistics.median(marks_without) * 1e3 if marks_without else 0:.2f} ms) |",
@@ -290,6 +310,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "|---|---|",
         f"| without | {', '.join(f'{t:.2f}' for t in without)} |",
         f"| with | {', '.join(f'{t:.2f}' for t in with_)} |",
+        f"| with, AUCs off | {', '.join(f'{t:.2f}' for t in with_no_auc)} |",
         "",
         f"Total benchmark time {time.perf_counter() - started:.0f} s.",
     ]

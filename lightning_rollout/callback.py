@@ -23,6 +23,7 @@ from lightning_rollout.rendering import to_display_images
 from lightning_rollout.report import (
     all_finite,
     captions,
+    faithfulness_scalars,
     map_scalars,
     pick_columns,
     render_filmstrips,
@@ -65,6 +66,9 @@ class AttentionRolloutCallback(*callback_bases()):
       carries object masks, ``.../energy`` (share of map mass inside the mask), ``.../pointing_game``
       (share of maps whose peak is on the object) and ``{tag_prefix}/mask_area`` (the energy of a
       uniform map).
+    - scalars ``{tag_prefix}/{method}/deletion_auc`` (lower is better) and ``.../insertion_auc`` (higher
+      is better): the faithfulness of the maps by perturbation (RISE; see
+      :func:`~lightning_rollout.metrics.deletion_insertion_auc`), masks or not.
 
     Works with ``Trainer`` of ``lightning.pytorch`` and of ``pytorch_lightning``, in ``fit``, ``validate``
     and ``test``, and under DDP (rank 0 computes and logs). With a logger other than TensorBoard the
@@ -93,6 +97,8 @@ class AttentionRolloutCallback(*callback_bases()):
         attention_pattern, gradcam_layer, num_prefix_tokens, grid_size: as in
             :func:`~lightning_rollout.explain`, for custom models.
         tag_prefix: the first part of every tag.
+        faithfulness_steps: steps of the deletion and insertion curves (``2 × (steps + 1)`` forwards of
+            each sample per method, batched); ``0`` turns these scalars off.
 
     Raises:
         ValueError: on any bad argument (in ``__init__``), or a model whose attention modules or token
@@ -126,6 +132,7 @@ class AttentionRolloutCallback(*callback_bases()):
         num_prefix_tokens: Optional[int] = None,
         grid_size: Optional[Tuple[int, int]] = None,
         tag_prefix: str = "attention",
+        faithfulness_steps: int = 8,
     ) -> None:
         if isinstance(methods, str) or not isinstance(methods, (list, tuple)) or not methods:
             raise ValueError(f"`methods` must be a non-empty list of names from {list(METHODS)}, got {methods!r}")
@@ -136,6 +143,7 @@ class AttentionRolloutCallback(*callback_bases()):
         _check_int("num_samples", num_samples, 1)
         _check_int("every_n_epochs", every_n_epochs, 1)
         _check_int("filmstrip_columns", filmstrip_columns, 1)
+        _check_int("faithfulness_steps", faithfulness_steps, 0)
         if target not in TARGETS:
             raise ValueError(f"`target` must be one of {list(TARGETS)}, got {target!r}")
         for argument, key in (("image_key", image_key), ("label_key", label_key), ("mask_key", mask_key)):
@@ -172,6 +180,7 @@ class AttentionRolloutCallback(*callback_bases()):
         self.num_prefix_tokens = num_prefix_tokens
         self.grid_size = grid_size
         self.tag_prefix = tag_prefix.strip("/")
+        self.faithfulness_steps = faithfulness_steps
 
         self._batch: Optional[FixedBatch] = None
         self._batch_frozen = False
@@ -329,7 +338,7 @@ class AttentionRolloutCallback(*callback_bases()):
         sinks = self._image_sinks(trainer)
         if not sinks:
             return
-        maps, probabilities = self._explain(trainer, pl_module)
+        maps, probabilities, faithfulness = self._explain(trainer, pl_module)
         broken = [method for method, value in maps.items() if not all_finite(value)]
         if broken:
             self._warn_once(
@@ -359,11 +368,15 @@ class AttentionRolloutCallback(*callback_bases()):
                 for sink in sinks:
                     sink.log_image(f"{tag}/filmstrip", filmstrip, step, caption="input | " + " | ".join(columns))
             scalars.update({f"{tag}/{name}": value for name, value in map_scalars(method_maps, batch.masks).items()})
+            scalars.update({f"{tag}/{name}": value for name, value in faithfulness.get(method, {}).items()})
         for logger in trainer.loggers:
             logger.log_metrics(scalars, step=step)
 
-    def _explain(self, trainer: Any, pl_module: nn.Module) -> Tuple[Dict[str, Tensor], Tensor]:
-        """The side pass: predictions and every method's maps, under the Trainer's precision."""
+    def _explain(
+        self, trainer: Any, pl_module: nn.Module
+    ) -> Tuple[Dict[str, Tensor], Tensor, Dict[str, Dict[str, float]]]:
+        """The side pass: predictions, every method's maps and their faithfulness scalars (when on), under the
+        Trainer's precision."""
         batch = self._batch
         device = pl_module.device if hasattr(pl_module, "device") else next(pl_module.parameters()).device
         precision = trainer.precision_plugin
@@ -389,4 +402,12 @@ class AttentionRolloutCallback(*callback_bases()):
                 ).cpu()
                 for method in self.methods
             }
-        return maps, probabilities
+            faithfulness: Dict[str, Dict[str, float]] = {}
+            if self.faithfulness_steps and all(all_finite(value) for value in maps.values()):
+                scored = target if target is not None else probabilities.argmax(dim=-1).to(device)
+                with side_pass(pl_module, images.device, needs_grad=False):
+                    faithfulness = {
+                        method: faithfulness_scalars(pl_module, images, method_maps, scored, self.faithfulness_steps)
+                        for method, method_maps in maps.items()
+                    }
+        return maps, probabilities, faithfulness

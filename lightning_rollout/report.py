@@ -8,9 +8,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from lightning_rollout.metrics import energy_in_mask, normalized_entropy, pointing_game
+from lightning_rollout.metrics import deletion_insertion_auc, energy_in_mask, normalized_entropy, pointing_game
 from lightning_rollout.rendering import blend, colorize_maps, render_filmstrip, render_grid, render_panel
 
 
@@ -80,6 +80,12 @@ def map_scalars(maps: Tensor, masks: Optional[Tensor]) -> Dict[str, float]:
         scalars["energy"] = float(energy_in_mask(maps, masks).mean())
         scalars["pointing_game"] = float(pointing_game(maps, masks).mean())
     return scalars
+
+
+def faithfulness_scalars(model: nn.Module, images: Tensor, maps: Tensor, target: Tensor, steps: int) -> Dict[str, float]:
+    """Batch means of the deletion and insertion AUCs (``deletion_auc`` ↓, ``insertion_auc`` ↑) of ``maps``."""
+    deletion, insertion = deletion_insertion_auc(model, images, maps.to(images.device), target, steps=steps)
+    return {"deletion_auc": float(deletion.mean()), "insertion_auc": float(insertion.mean())}
 
 
 def all_finite(maps: Tensor) -> bool:

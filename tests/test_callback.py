@@ -9,7 +9,7 @@ import torch
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 import lightning_rollout.callback as callback_module
-from lightning_helpers import make_module_class, read_events
+from lightning_helpers import RandomScenes, make_module_class, read_events
 from lightning_rollout import AttentionRolloutCallback
 
 ALL_METHODS = ["rollout", "grad_rollout", "chefer", "gradcam"]
@@ -61,6 +61,33 @@ def test_fit_logs_every_method_per_epoch_with_initial_maps(tmp_path):
     samples = events.Images("attention/rollout/samples")[0]
     assert samples.width > 4 * 2 * 128 and 2 * 128 < samples.height < 3 * 128 + 100
     assert events.Images("attention/rollout/filmstrip")[0].height >= 6 * 96
+
+
+class NoMasks(Module):
+    """Validation batches of images and labels only, as on a user's real data."""
+
+    def val_dataloader(self):
+        scenes = RandomScenes(16, seed=2)
+        return torch.utils.data.DataLoader(
+            torch.utils.data.TensorDataset(scenes.images, scenes.labels), batch_size=4
+        )
+
+
+def test_faithfulness_scalars_without_masks(tmp_path):
+    pl.seed_everything(0)
+    callback = AttentionRolloutCallback(methods=["rollout", "chefer"], num_samples=4, faithfulness_steps=4)
+    off = AttentionRolloutCallback(methods=["rollout"], num_samples=4, faithfulness_steps=0, tag_prefix="off")
+    trainer = _trainer(tmp_path, [callback, off], max_epochs=1)
+    trainer.fit(NoMasks())
+    events = read_events(trainer.logger.log_dir)
+    scalars = events.Tags()["scalars"]
+    for method in ("rollout", "chefer"):
+        for name in ("deletion_auc", "insertion_auc"):
+            values = [(s.step, s.value) for s in events.Scalars(f"attention/{method}/{name}")]
+            assert [step for step, _ in values] == [0, 4] and all(0 < v < 1 for _, v in values)
+        assert f"attention/{method}/energy" not in scalars
+    assert not [tag for tag in scalars if tag.startswith("off/") and tag.endswith("_auc")]
+    assert "off/rollout/entropy" in scalars
 
 
 def test_fixed_batch_is_the_first_validation_samples_and_never_changes(tmp_path):
@@ -283,6 +310,7 @@ def test_setup_rejects_a_model_without_attention_before_training(tmp_path):
         (dict(filmstrip_columns=0), r"`filmstrip_columns` must be an int >= 1"),
         (dict(grid_size=(0, 3)), r"`grid_size` must be two positive ints"),
         (dict(tag_prefix=""), r"`tag_prefix` must be a non-empty str"),
+        (dict(faithfulness_steps=-1), r"`faithfulness_steps` must be an int >= 0, got -1"),
     ],
 )
 def test_bad_arguments(kwargs, match):

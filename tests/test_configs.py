@@ -60,6 +60,22 @@ def test_short_demo_run_logs_images_and_scalars(tmp_path, capsys):
         assert [e.step for e in events.Images(f"attention/{method}/filmstrip")] == [0, 8]
         assert len(events.Scalars(f"attention/{method}/energy")) == 2
         assert len(events.Scalars(f"attention/{method}/pointing_game")) == 2
+        assert len(events.Scalars(f"attention/{method}/deletion_auc")) == 2
+    # The demo keeps last.ckpt; the evaluation command explains validation samples with it.
+    checkpoint = os.path.join(cli.trainer.logger.log_dir, "checkpoints", "last.ckpt")
+    out_dir = tmp_path / "evaluation"
+    rows = train_demo.main(
+        [
+            "evaluate", "--config", demo, "--ckpt_path", checkpoint, "--num_samples", "12", "--steps", "4",
+            f"--out_dir={out_dir}", "--data.init_args.num_train=16", "--data.init_args.num_val=16",
+            "--data.init_args.batch_size=8",
+        ]
+    )
+    assert [row["name"] for row in rows] == ["rollout", "grad_rollout", "chefer", "gradcam", "random", "uniform"]
+    assert all(row["energy"] is not None for row in rows)
+    printed = capsys.readouterr().out
+    assert "12 validation samples" in printed and "| grad_rollout |" in printed
+    assert (out_dir / "evaluation.md").read_text() in printed
 
 
 def test_tensorboard_serves_the_demo_images_and_scalars(tmp_path):

@@ -51,6 +51,19 @@ def test_masks_are_the_drawn_target():
         assert 0 <= label < 4
 
 
+def test_objects_are_darker_or_lighter_than_the_background_with_equal_odds():
+    """Brightness must not mark the target: targets come in both polarities, about half each."""
+    scenes = _scenes(size=64, noise=0.0)
+    darker = []
+    for index in range(64):
+        pixels, _, mask = scenes.render(index)
+        inside = pixels[mask].astype(float).mean()
+        background = np.median(pixels.reshape(-1, 3).astype(float).mean(axis=1))
+        assert abs(inside - background) > 0.1 * 255, "a clear contrast either way"
+        darker.append(inside < background)
+    assert 20 <= sum(darker) <= 44
+
+
 def test_batches_shapes_and_types():
     data = SyntheticScenesDataModule(image_size=48, num_train=16, num_val=8, batch_size=4)
     images, labels, masks = next(iter(data.val_dataloader()))

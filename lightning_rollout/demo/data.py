@@ -1,8 +1,9 @@
 """Data for the demo: synthetic scenes with ground-truth masks, and a folder of the user's own images.
 
 `SyntheticScenes` draws one *target* object whose shape decides the class, plus distractor objects of other
-shapes, on a textured background. Target and distractors take their colour from the same distribution, so only
-the shape tells the target apart: a model can only classify the scene by finding the target, and the mask of
+shapes, on a mid-tone textured background. Target and distractors take their colour from the same distribution
+(each object is darker or lighter than the background with equal odds), so only the shape tells the target apart:
+a model can only classify the scene by finding the target, and the mask of
 the target says where an explanation map should look.
 
 Every sample is a pure function of ``(seed, split, index)``: it is drawn from its own
@@ -294,9 +295,9 @@ class SyntheticScenes(Dataset):
         return pixels, label, mask
 
     def _background(self, rng: np.random.Generator) -> np.ndarray:
-        """A dark, smooth colour texture: coarse random grid, bilinearly upsampled, in ``[0.05, 0.4]``."""
+        """A mid-tone, smooth colour texture: coarse random grid, bilinearly upsampled, in ``[0.35, 0.6]``."""
         height, width = self.image_size
-        coarse = rng.uniform(0.05, 0.4, size=(5, 5, 3))
+        coarse = rng.uniform(0.35, 0.6, size=(5, 5, 3))
         ys = np.linspace(0, 4, height)
         xs = np.linspace(0, 4, width)
         y0 = np.minimum(ys.astype(int), 3)
@@ -309,10 +310,15 @@ class SyntheticScenes(Dataset):
 
     @staticmethod
     def _paint(image: np.ndarray, pixels: np.ndarray, rng: np.random.Generator) -> None:
-        """Fill ``pixels`` with one colour drawn from the distribution shared by targets and distractors."""
-        brightness = rng.uniform(0.6, 1.0)
-        tint = rng.uniform(0.75, 1.0, size=3)
-        image[pixels] = brightness * tint
+        """Fill ``pixels`` with one colour drawn from the distribution shared by targets and distractors.
+
+        The grey level sits 0.3-0.45 above or below the background's mid-tone 0.475 with equal odds (each
+        channel jittered by up to 0.05), so neither brightness nor darkness marks the target: a model has to
+        read the shape.
+        """
+        sign = 1.0 if rng.random() < 0.5 else -1.0
+        level = 0.475 + sign * rng.uniform(0.3, 0.45)
+        image[pixels] = np.clip(level + rng.uniform(-0.05, 0.05, size=3), 0.0, 1.0)
 
 
 class SyntheticScenesDataModule(LightningDataModule):

@@ -1,0 +1,31 @@
+"""Scores of explanation maps: localisation against object masks, faithfulness by perturbation, and the
+model-randomisation sanity check.
+
+- :mod:`~lightning_rollout.metrics.localisation`: energy in the mask, pointing game, entropy (need masks,
+  except the entropy).
+- :mod:`~lightning_rollout.metrics.faithfulness`: deletion and insertion AUCs (need the model, no masks).
+- :mod:`~lightning_rollout.metrics.randomisation`: rank correlation between maps, and a re-initialised copy
+  of a model (Adebayo et al. 2018).
+"""
+
+from lightning_rollout.metrics.faithfulness import deletion_insertion_auc, perturbation_curves
+from lightning_rollout.metrics.localisation import (
+    energy_in_mask,
+    mask_area_fraction,
+    mask_to_grid,
+    normalized_entropy,
+    pointing_game,
+)
+from lightning_rollout.metrics.randomisation import randomized_copy, rank_correlation
+
+__all__ = [
+    "deletion_insertion_auc",
+    "energy_in_mask",
+    "mask_area_fraction",
+    "mask_to_grid",
+    "normalized_entropy",
+    "perturbation_curves",
+    "pointing_game",
+    "randomized_copy",
+    "rank_correlation",
+]

@@ -1,0 +1,213 @@
+"""Faithfulness of explanation maps by perturbation: deletion and insertion curves (no masks needed).
+
+Deletion (Petsiuk et al., BMVC 2018, "RISE"; Chefer et al., CVPR 2021, "positive perturbation") replaces the
+pixels the map ranks highest first and watches the class probability fall: a faithful map makes it fall
+fast (low AUC). Insertion starts from the baseline and puts the highest-ranked pixels back first: a faithful
+map makes the probability rise fast (high AUC).
+
+Baseline. RISE deletes to a constant and inserts into a blurred copy of the image; Chefer et al. delete to 0
+in normalised space (the data set mean). A constant fill draws the outline of the removed region into the
+image, and that outline can itself carry the class (Rong et al., ICML 2022, "ROAD", who impute instead). We
+use one baseline for both curves so that they are read against the same reference, by default ``"blur"``:
+a Gaussian blur of the image itself (``sigma`` = the longer image side / 16, RISE's insertion canvas), which
+keeps colours and removes shapes and edges. ``"mean"`` (each image's per-channel mean, Chefer et al.'s
+choice for normalised inputs), a number, or a tensor are available too.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lightning_rollout.capture import eval_mode, preserved_rng
+
+__all__ = ["BASELINES", "deletion_insertion_auc", "perturbation_curves", "pixel_ranks"]
+
+BASELINES = ("blur", "mean")
+"""Named baselines; a float or a tensor broadcastable to the images works too."""
+
+Baseline = Union[str, float, Tensor]
+
+
+def _check_int(argument: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"`{argument}` must be an int >= {minimum}, got {value!r}")
+
+
+def _gaussian_blur(images: Tensor, sigma: float) -> Tensor:
+    """Separable Gaussian blur per channel, reflect padding, kernel radius 3 sigma (clipped to the image)."""
+    height, width = images.shape[-2:]
+    radius = max(1, min(int(math.ceil(3 * sigma)), height - 1, width - 1))
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32, device=images.device)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = (kernel / kernel.sum()).to(images.dtype)
+    channels = images.shape[1]
+    padded = F.pad(images, (radius, radius, radius, radius), mode="reflect")
+    rows = F.conv2d(padded, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
+    return F.conv2d(rows, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
+
+
+def _baseline(images: Tensor, baseline: Baseline) -> Tensor:
+    """The image every pixel is replaced by (deletion) or revealed from (insertion), shape of ``images``."""
+    if isinstance(baseline, str):
+        if baseline == "blur":
+            return _gaussian_blur(images, max(images.shape[-2:]) / 16)
+        if baseline == "mean":
+            return images.mean(dim=(2, 3), keepdim=True).expand_as(images)
+        raise ValueError(f"`baseline` must be one of {list(BASELINES)}, a number or a tensor, got {baseline!r}")
+    if isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
+        return torch.full_like(images, float(baseline))
+    if isinstance(baseline, Tensor):
+        try:
+            return baseline.to(device=images.device, dtype=images.dtype).expand_as(images)
+        except RuntimeError:
+            raise ValueError(
+                f"a tensor `baseline` must broadcast to the images' shape {tuple(images.shape)}, "
+                f"got {tuple(baseline.shape)}"
+            ) from None
+    raise ValueError(f"`baseline` must be one of {list(BASELINES)}, a number or a tensor, got {type(baseline).__name__}")
+
+
+def pixel_ranks(maps: Tensor, image_size: Tuple[int, int]) -> Tensor:
+    """Rank of every pixel by relevance: 0 for the pixel the map ranks highest.
+
+    The map is upsampled bilinearly to the image; ties (a flat map, a flat patch) go to the earlier pixel in
+    row-major order, so a sample's order depends on its own map only.
+
+    Returns:
+        ``(B, H * W)`` long tensor, a permutation of ``0 .. H*W-1`` per row.
+    """
+    upsampled = F.interpolate(maps.unsqueeze(1).float(), size=image_size, mode="bilinear", align_corners=False)
+    order = torch.sort(upsampled.flatten(1), dim=1, descending=True, stable=True).indices
+    ranks = torch.empty_like(order)
+    ranks.scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
+    return ranks
+
+
+def _logits(output: Any) -> Tensor:
+    logits = getattr(output, "logits", output)
+    if not isinstance(logits, Tensor) or logits.dim() != 2:
+        got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+        raise ValueError(f"the model must return logits of shape (B, num_classes) (or an object with .logits), got {got}")
+    return logits
+
+
+def _check_inputs(images: Tensor, maps: Tensor, target: Union[None, int, Tensor]) -> None:
+    if not isinstance(images, Tensor) or images.dim() != 4 or not images.is_floating_point():
+        got = f"shape {tuple(images.shape)}, dtype {images.dtype}" if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(f"`images` must be a float tensor of shape (B, C, H, W), got {got}")
+    if not isinstance(maps, Tensor) or maps.dim() != 3 or maps.shape[0] != images.shape[0]:
+        got = tuple(maps.shape) if isinstance(maps, Tensor) else type(maps).__name__
+        raise ValueError(f"`maps` must be a tensor of shape ({images.shape[0]}, grid_h, grid_w), got {got}")
+    if not bool(torch.isfinite(maps).all()):
+        raise ValueError("`maps` must be finite, got NaN or Inf values")
+    if isinstance(target, Tensor):
+        if target.is_floating_point() or target.dtype == torch.bool or tuple(target.shape) != (images.shape[0],):
+            raise ValueError(
+                f"`target` must be an integer tensor of shape ({images.shape[0]},), got dtype {target.dtype} and "
+                f"shape {tuple(target.shape)}"
+            )
+    elif target is not None and (isinstance(target, bool) or not isinstance(target, int)):
+        raise ValueError(f"`target` must be None, an int or a LongTensor of shape (B,), got {type(target).__name__}")
+
+
+@torch.no_grad()
+def perturbation_curves(
+    model: nn.Module,
+    images: Tensor,
+    maps: Tensor,
+    target: Union[None, int, Tensor] = None,
+    *,
+    steps: int = 16,
+    baseline: Baseline = "blur",
+    batch_size: int = 128,
+) -> Tuple[Tensor, Tensor]:
+    """The deletion and insertion curves: the target's probability after each step.
+
+    Args:
+        model: a classifier returning logits ``(B, num_classes)`` or an object with ``.logits``.
+        images: ``(B, C, H, W)`` float batch on the model's device.
+        maps: ``(B, grid_h, grid_w)`` relevance maps (any real values; only their order counts).
+        target: the class whose probability is read: a LongTensor ``(B,)``, an int, or ``None`` for the class
+            the model predicts on the unperturbed image.
+        steps: the curves have ``steps + 1`` points, fractions ``0, 1/steps, ..., 1`` of the pixels.
+        baseline: ``"blur"``, ``"mean"``, a number or a tensor broadcastable to ``images`` (see the module
+            docstring).
+        batch_size: perturbed images per forward pass; bounds memory to ``batch_size`` images.
+
+    Returns:
+        ``(deletion, insertion)``, float32 tensors of shape ``(B, steps + 1)`` on ``images.device``.
+
+    Raises:
+        ValueError: on a bad argument or a model that does not return 2-D logits.
+    """
+    _check_inputs(images, maps, target)
+    _check_int("steps", steps, 1)
+    _check_int("batch_size", batch_size, 1)
+    batch, _, height, width = images.shape
+    reference = _baseline(images, baseline)
+    ranks = pixel_ranks(maps.to(images.device), (height, width))
+    counts = torch.round(torch.arange(steps + 1, device=images.device) * (height * width / steps)).long()
+
+    # Every (sample, step, curve) triple is one perturbed image; they are built and scored in chunks.
+    jobs = torch.cartesian_prod(torch.arange(batch), torch.arange(steps + 1), torch.arange(2)).to(images.device)
+    scores = torch.empty(batch, steps + 1, 2, device=images.device)
+    with preserved_rng(images.device), eval_mode(model):
+        if target is None:
+            target = _logits(model(images)).argmax(dim=-1)
+        target = torch.as_tensor(target, device=images.device).long().expand(batch)
+        for chunk in jobs.split(batch_size):
+            sample, step, curve = chunk.unbind(dim=1)
+            revealed = ranks[sample] < counts[step][:, None]  # the first k pixels of the order
+            take_image = torch.where(curve[:, None] == 0, ~revealed, revealed).view(-1, 1, height, width)
+            perturbed = torch.where(take_image, images[sample], reference[sample])
+            logits = _logits(model(perturbed)).float()
+            if int(target.min()) < 0 or int(target.max()) >= logits.shape[1]:
+                raise ValueError(f"`target` values must be in [0, {logits.shape[1]}), got {target.tolist()}")
+            probabilities = logits.softmax(dim=-1).gather(1, target[sample][:, None]).squeeze(1)
+            scores[sample, step, curve] = probabilities
+    return scores[..., 0], scores[..., 1]
+
+
+def deletion_insertion_auc(
+    model: nn.Module,
+    images: Tensor,
+    maps: Tensor,
+    target: Union[None, int, Tensor] = None,
+    *,
+    steps: int = 16,
+    baseline: Baseline = "blur",
+    batch_size: int = 128,
+) -> Tuple[Tensor, Tensor]:
+    """Deletion and insertion AUCs of each sample's map (RISE, Petsiuk et al. 2018).
+
+    Pixels are ordered by the map (upsampled bilinearly to the image; ties to the earlier pixel in row-major
+    order). Deletion replaces them by the baseline, insertion reveals them over the baseline, in ``steps``
+    equal fractions from none to all; the score at each step is the softmax probability of ``target``; the
+    AUC is the trapezoid over the fraction axis ``[0, 1]``. Lower deletion and higher insertion mean a more
+    faithful map.
+
+    Works inside ``torch.no_grad()`` and ``torch.inference_mode()``; leaves the model's train/eval modes,
+    weights, ``.grad`` and the global RNG state as found. A sample's AUCs do not depend on the rest of the
+    batch (the model runs in eval mode).
+
+    Args:
+        model, images, maps, target, steps, baseline, batch_size: as in :func:`perturbation_curves`
+            (``steps + 1`` forwards per sample and curve, ``batch_size`` images per forward).
+
+    Returns:
+        ``(deletion, insertion)``: float32 tensors of shape ``(B,)`` with values in ``[0, 1]``.
+
+    Example::
+
+        maps = explain(model, images, "grad_rollout", target=labels)
+        deletion, insertion = deletion_insertion_auc(model, images, maps, labels, steps=16)
+    """
+    deletion, insertion = perturbation_curves(
+        model, images, maps, target, steps=steps, baseline=baseline, batch_size=batch_size
+    )
+    return torch.trapezoid(deletion, dx=1.0 / steps), torch.trapezoid(insertion, dx=1.0 / steps)

@@ -1,0 +1,42 @@
+"""The offline evaluation table: rows, floors, formats."""
+
+import csv
+import json
+
+import torch
+
+from conftest import tiny_vit
+from lightning_rollout.evaluation import COLUMNS, FLOORS, evaluate, format_markdown, save_table
+
+
+def test_evaluate_rows_with_and_without_masks(tmp_path):
+    model = tiny_vit()
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(6, 3, 32, 32, generator=generator)
+    labels = torch.tensor([0, 1, 2, 3, 4, 0])
+    masks = torch.zeros(6, 32, 32, dtype=torch.bool)
+    masks[:, 8:24, 8:24] = True
+    rows = evaluate(model, images, labels, masks, methods=["rollout", "chefer"], steps=4, chunk_size=4)
+    assert [row["name"] for row in rows] == ["rollout", "chefer", *FLOORS]
+    for row in rows:
+        assert 0 <= row["deletion_auc"] <= 1 and 0 <= row["insertion_auc"] <= 1
+        assert 0 <= row["energy"] <= 1 and 0 <= row["pointing_game"] <= 1
+        assert (row["randomisation"] is None) == (row["name"] in FLOORS)
+    uniform = rows[-1]
+    assert abs(uniform["energy"] - 0.25) < 1e-6 and uniform["pointing_game"] == 0  # no peak, energy = area
+    for row in rows[:2]:
+        assert -1 <= row["randomisation"] <= 1
+
+    predicted = evaluate(model, images, None, None, methods=["rollout"], steps=4)
+    assert predicted[0]["energy"] is None and predicted[0]["pointing_game"] is None
+    with torch.no_grad():
+        labels_predicted = model(images).argmax(dim=-1)
+    assert predicted == evaluate(model, images, labels_predicted, None, methods=["rollout"], steps=4)
+
+    table = format_markdown(predicted)
+    assert table.splitlines()[0].startswith("| method | deletion AUC ↓ | insertion AUC ↑")
+    assert "| rollout | " in table and "—" in table
+    paths = save_table(rows, str(tmp_path), {"steps": 4})
+    assert json.load(open(paths["json"]))["rows"] == rows
+    with open(paths["csv"]) as handle:
+        assert next(csv.reader(handle)) == ["name", *COLUMNS]
