@@ -8,6 +8,8 @@ from typing import Optional, Sequence, Tuple
 
 from torch import nn
 
+from lightning_rollout.capture import uncompiled
+
 
 @dataclass(frozen=True)
 class TokenGeometry:
@@ -33,11 +35,12 @@ class TokenGeometry:
 def find_vit(model: nn.Module) -> Optional[nn.Module]:
     """Returns the first submodule (or ``model`` itself) that looks like a timm ViT, else ``None``.
 
-    A timm ViT is recognised by its ``patch_embed`` and ``num_prefix_tokens`` attributes.
+    A timm ViT is recognised by its ``patch_embed`` and ``num_prefix_tokens`` attributes; a
+    ``torch.compile``-d one is returned unwrapped (its ``OptimizedModule`` only forwards attributes).
     """
     for module in model.modules():
         if hasattr(module, "patch_embed") and isinstance(getattr(module, "num_prefix_tokens", None), int):
-            return module
+            return uncompiled(module)
     return None
 
 
