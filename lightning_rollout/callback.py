@@ -17,6 +17,7 @@ from typing_extensions import override
 from lightning_rollout._lightning import callback_bases
 from lightning_rollout.batch import BatchKey, FixedBatch, check_key, count_samples, take_samples
 from lightning_rollout.capture import DEFAULT_ATTENTION_PATTERN, require_modules, side_pass
+from lightning_rollout.distributed import broadcast_from_rank_zero, is_sharded
 from lightning_rollout.explain import DEFAULT_GRADCAM_LAYER, explain, validate_options
 from lightning_rollout.geometry import check_overrides, find_vit, resolve_geometry
 from lightning_rollout.methods import METHODS
@@ -221,6 +222,7 @@ class AttentionRolloutCallback(*callback_bases()):
         self._channels: Optional[int] = None
         self._val_batch_size: Optional[int] = None
         self._seen = 0  # samples of dataloader 0 seen in the current validation/test epoch
+        self._batch_shared = False  # whether rank 0 has sent the batch to the other ranks (sharded models)
         self._sink: Optional[ImageSink] = None
         self._sink_resolved = False
         self._warned: set = set()
@@ -266,16 +268,20 @@ class AttentionRolloutCallback(*callback_bases()):
 
     @override
     def on_train_start(self, trainer: Any, pl_module: nn.Module) -> None:
-        if not self.log_initial_maps or trainer.global_step != 0 or not trainer.is_global_zero:
+        if not self.log_initial_maps or trainer.global_step != 0:
             return
+        if not trainer.is_global_zero:
+            # Only a sharded model needs the other ranks, and rank 0 tells them whether to run.
+            self._log_maps(trainer, pl_module, label="init", root=self.tag_prefix)
+            return
+        ready = False
         if self._batch is None:
             self._warn_once(
                 "initial",
                 "`log_initial_maps=True` needs the sanity check (num_sanity_val_steps > 0) to capture the "
                 "validation batch before training; the untrained model's maps are not logged",
             )
-            return
-        if not self._batch_frozen:
+        elif not self._batch_frozen:
             # The batch grows in the first validation epoch; an initial column of fewer samples could not
             # stand in the filmstrip beside the later ones.
             needed = math.ceil(self.num_samples / (self._val_batch_size or 1))
@@ -285,8 +291,9 @@ class AttentionRolloutCallback(*callback_bases()):
                 f"{self.num_samples} samples; the untrained model's maps are not logged (the filmstrip shows the "
                 f"same samples in every column). Set `num_sanity_val_steps` >= {needed} to log them",
             )
-            return
-        self._log_maps(trainer, pl_module, label="init", root=self.tag_prefix)
+        else:
+            ready = True
+        self._log_maps(trainer, pl_module, label="init", root=self.tag_prefix, ready=ready)
 
     @override
     def on_validation_epoch_end(self, trainer: Any, pl_module: nn.Module) -> None:
@@ -462,20 +469,35 @@ class AttentionRolloutCallback(*callback_bases()):
         )
         return self._sink
 
-    def _log_maps(self, trainer: Any, pl_module: nn.Module, label: Optional[str], root: str) -> None:
+    def _log_maps(
+        self, trainer: Any, pl_module: nn.Module, label: Optional[str], root: str, ready: bool = True
+    ) -> None:
         """Explains the fixed batch and logs pictures and scalars under ``root`` at the global step.
 
         ``label`` names the filmstrip column; ``None`` (test runs) logs no filmstrip and keeps no history.
+        ``ready=False`` (rank 0's decision) skips this time. Every rank must call this: on a sharded model
+        all ranks run the side pass on rank 0's batch (sent to them once), only rank 0 renders and logs;
+        otherwise rank 0 works alone.
         """
-        if not trainer.is_global_zero or self._batch is None:
-            return
         step = trainer.global_step
-        if self._last_logged == (root, step):
+        sink = None
+        if trainer.is_global_zero:
+            ready = ready and self._batch is not None and self._last_logged != (root, step)
+            sink = self._image_sink(trainer) if ready else None
+            ready = sink is not None
+        # A sharded model runs through the strategy's wrapper (an FSDP1 root or DeepSpeed engine gathers the
+        # parameters it holds); a data parallel one runs unwrapped, so that DDP's forward never syncs.
+        wrapper = trainer.strategy.model
+        sharded = wrapper is not None and is_sharded(wrapper)
+        model = wrapper if sharded else pl_module
+        if sharded and trainer.world_size > 1:
+            if not self._share_batch(trainer, ready):
+                return
+        elif not trainer.is_global_zero or not ready:
             return
-        sink = self._image_sink(trainer)
-        if sink is None:
+        maps, probabilities = self._explain(trainer, pl_module, model)
+        if not trainer.is_global_zero:
             return
-        maps, probabilities = self._explain(trainer, pl_module)
         broken = [method for method, value in maps.items() if not all_finite(value)]
         if broken:
             self._warn_once(
@@ -512,21 +534,35 @@ class AttentionRolloutCallback(*callback_bases()):
         for logger in trainer.loggers:
             logger.log_metrics(scalars, step=step)
 
-    def _explain(self, trainer: Any, pl_module: nn.Module) -> Tuple[Dict[str, Tensor], Tensor]:
-        """The side pass: predictions and every method's maps, under the Trainer's precision."""
+    def _share_batch(self, trainer: Any, ready: bool) -> bool:
+        """Rank 0's go/no-go and, the first time, its fixed batch, on every rank (a collective call)."""
+        if trainer.is_global_zero:
+            message = (self._batch if not self._batch_shared else True) if ready else None
+        else:
+            message = None
+        message = broadcast_from_rank_zero(message)
+        if message is None:
+            return False
+        if isinstance(message, FixedBatch):
+            self._batch, self._batch_frozen, self._batch_shared = message, True, True
+        return True
+
+    def _explain(self, trainer: Any, pl_module: nn.Module, model: nn.Module) -> Tuple[Dict[str, Tensor], Tensor]:
+        """The side pass through ``model`` (``pl_module``, or the strategy's wrapper of a sharded one):
+        predictions and every method's maps, under the Trainer's precision."""
         batch = self._batch
         device = pl_module.device if hasattr(pl_module, "device") else next(pl_module.parameters()).device
         precision = trainer.precision_plugin
         images = precision.convert_input(self._model_input(batch.images.to(device)))
         with precision.forward_context():
-            with side_pass(pl_module, images.device, needs_grad=False):
-                probabilities = pl_module(images).float().softmax(dim=-1).cpu()
+            with side_pass(model, images.device, needs_grad=False):
+                probabilities = model(images).float().softmax(dim=-1).cpu()
             target = None
             if self.target == "label" and batch.labels is not None:
                 target = batch.labels.to(device)
             maps = {
                 method: explain(
-                    pl_module,
+                    model,
                     images,
                     method,
                     head_fusion=self.head_fusion,
