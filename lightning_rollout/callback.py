@@ -91,7 +91,9 @@ class AttentionRolloutCallback(*callback_bases()):
       uniform map).
 
     Works with ``Trainer`` of ``lightning.pytorch`` and of ``pytorch_lightning``, in ``fit``, ``validate``
-    and ``test``, and under DDP (rank 0 computes and logs). With a logger other than TensorBoard the
+    and ``test``, under DDP (rank 0 computes and logs), with sharded models (FSDP, DeepSpeed ZeRO-3: every
+    rank joins the side pass on rank 0's batch, rank 0 logs) and with ``torch.compile``-d models (the side
+    pass runs them eagerly, leaving the compiled graphs alone). With a logger other than TensorBoard the
     pictures go to PNG files under its log directory.
 
     Args:

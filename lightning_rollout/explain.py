@@ -223,7 +223,8 @@ def explain(
     The model's state is left exactly as found, also when the forward raises: fused attention flags,
     every submodule's train/eval mode, parameters' ``.grad`` and the global RNG state. Gradient methods
     work inside ``torch.no_grad()`` and ``torch.inference_mode()``; under autocast the chain runs in
-    float32.
+    float32. A ``torch.compile``-d model (or submodule) runs eagerly here, without touching its compiled
+    graphs.
 
     Args:
         model: a timm ViT or any module containing one that returns logits (a LightningModule wrapping
