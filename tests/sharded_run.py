@@ -1,7 +1,9 @@
 """A standalone 2-process CPU run of a sharded (FSDP2 ``fully_shard``, gloo) model with the callback.
 
-``python tests/sharded_run.py OUT_DIR``. Lightning refuses ``strategy="fsdp"`` without a GPU,
-so :class:`FullyShardCPUStrategy` keeps DDP's processes and gloo group but shards the module instead of
+``python tests/sharded_run.py OUT_DIR SHARDING`` with SHARDING ``fully_shard`` (FSDP2, per block and the
+root) or ``fsdp1`` (``FullyShardedDataParallel`` around the LightningModule with one unit per block, as
+Lightning's ``FSDPStrategy`` wraps it). Lightning refuses ``strategy="fsdp"`` without a GPU, so
+:class:`ShardedCPUStrategy` keeps DDP's processes and gloo group but shards the module instead of
 wrapping it in DDP. Run as a script because the launcher re-runs the command line for rank 1. It trains
 twice (without and with the callback); rank 0 writes ``result.pt``: both runs' full final weights, the
 callback's fixed batch and its maps.
@@ -14,7 +16,9 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies import DDPStrategy
-from torch.distributed.fsdp import fully_shard
+from timm.models.vision_transformer import Block
+from torch.distributed.fsdp import FullyShardedDataParallel, fully_shard
+from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 from torch.distributed.tensor import DTensor
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -31,10 +35,16 @@ class TinyViTModule(make_module_class(pl.LightningModule)):
     """Module level, as the launcher needs."""
 
 
-class FullyShardCPUStrategy(DDPStrategy):
-    """DDP's launcher and process group; the module is sharded block by block with ``fully_shard``."""
+class ShardedCPUStrategy(DDPStrategy):
+    """DDP's launcher and process group; the module is sharded block by block instead of wrapped in DDP."""
+
+    def __init__(self, sharding: str, **kwargs):
+        super().__init__(**kwargs)
+        self.sharding = sharding
 
     def _setup_model(self, model):
+        if self.sharding == "fsdp1":
+            return FullyShardedDataParallel(model, auto_wrap_policy=ModuleWrapPolicy({Block}), device_id=torch.device("cpu"))
         for block in model.model.blocks:
             fully_shard(block)
         fully_shard(model)
@@ -42,18 +52,18 @@ class FullyShardCPUStrategy(DDPStrategy):
 
 
 def full_weights(module):
-    """The unsharded state dict (a collective: every rank calls it)."""
+    """The unsharded state dict of the strategy's model (a collective: every rank calls it)."""
     return {k: (v.full_tensor() if isinstance(v, DTensor) else v).detach().clone() for k, v in module.state_dict().items()}
 
 
-def fit(out_dir, callbacks):
-    """Trains a fresh module (seed 7) for 2 epochs; returns it."""
+def fit(out_dir, sharding, callbacks):
+    """Trains a fresh module (seed 7) for 2 epochs; returns the strategy's (sharded) model."""
     pl.seed_everything(7)
     module = TinyViTModule(**VIT_OPTIONS)
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=2,
-        strategy=FullyShardCPUStrategy(process_group_backend="gloo"),
+        strategy=ShardedCPUStrategy(sharding, process_group_backend="gloo"),
         max_epochs=2,
         logger=TensorBoardLogger(out_dir, name="sharded", version=len(callbacks)),
         callbacks=callbacks,
@@ -63,14 +73,14 @@ def fit(out_dir, callbacks):
         deterministic=True,
     )
     trainer.fit(module)
-    return module
+    return trainer.strategy.model
 
 
 if __name__ == "__main__":
-    out_dir = sys.argv[1]
-    without = full_weights(fit(out_dir, []))
+    out_dir, sharding = sys.argv[1], sys.argv[2]
+    without = full_weights(fit(out_dir, sharding, []))
     callback = AttentionRolloutCallback(methods=METHODS, num_samples=4)
-    observed = full_weights(fit(out_dir, [callback]))
+    observed = full_weights(fit(out_dir, sharding, [callback]))
     # every rank explained rank 0's batch: rank 1 holds the same one
     images = callback._batch.images
     gathered = [torch.empty_like(images) for _ in range(2)]

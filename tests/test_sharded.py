@@ -1,4 +1,4 @@
-"""Sharded models (FSDP2 ``fully_shard``, 2 CPU processes over gloo): every rank joins the side pass."""
+"""Sharded models (FSDP2 ``fully_shard`` and FSDP1, 2 CPU processes over gloo): every rank joins the side pass."""
 
 import os
 import signal
@@ -18,12 +18,12 @@ VIT_OPTIONS = dict(drop_rate=0.3, attn_drop_rate=0.3)  # as in sharded_run.py
 Module = make_module_class(pl.LightningModule)
 
 
-def _run_script(out_dir, timeout=240):
+def _run_script(out_dir, sharding, timeout=240):
     """Runs tests/sharded_run.py in its own process group, killed as a whole on timeout (no hang)."""
     script = os.path.join(os.path.dirname(__file__), "sharded_run.py")
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     process = subprocess.Popen(
-        [sys.executable, script, str(out_dir)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [sys.executable, script, str(out_dir), sharding], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env=env, start_new_session=True,
     )
     try:
@@ -35,8 +35,9 @@ def _run_script(out_dir, timeout=240):
     assert process.returncode == 0, output[-3000:]
 
 
-def test_sharded_run_maps_equal_unsharded_model_and_weights_unchanged(tmp_path):
-    _run_script(tmp_path)
+@pytest.mark.parametrize("sharding", ["fully_shard", "fsdp1"])
+def test_sharded_run_maps_equal_unsharded_model_and_weights_unchanged(tmp_path, sharding):
+    _run_script(tmp_path, sharding)
     result = torch.load(tmp_path / "result.pt", weights_only=False)
     for key, value in result["without"].items():
         assert torch.equal(value, result["observed"][key]), f"the callback changed {key}"
