@@ -246,6 +246,13 @@ class AttentionRolloutCallback(*callback_bases()):
         resolve_geometry(pl_module, None, self.num_prefix_tokens, self.grid_size)
         self._channels = _input_channels(pl_module)
         self._display_stats = self._resolve_display_stats(pl_module, self._channels)
+        num_classes = getattr(find_vit(pl_module), "num_classes", None)
+        if self.class_names is not None and isinstance(num_classes, int) and num_classes > 0:
+            if len(self.class_names) != num_classes:
+                raise ValueError(
+                    f"`class_names` holds {len(self.class_names)} names but the model has {num_classes} classes; "
+                    f"pass {num_classes} names (or none)"
+                )
         self._sink, self._sink_resolved = None, False
 
     @override

@@ -161,9 +161,10 @@ def test_one_channel_model_without_mean_and_std(tmp_path):
     [
         (dict(mean=[0.5, 0.5, 0.5], std=[0.5]), r"`mean` holds 3 values but the model takes 1-channel input; pass 1"),
         (dict(std=[0.2, 0.2, 0.2]), r"`std` holds 3 values but the model takes 1-channel input"),
+        (dict(class_names=["a", "b"]), r"`class_names` holds 2 names but the model has 3 classes; pass 3 names"),
     ],
 )
-def test_stats_that_do_not_fit_the_model_fail_in_setup(tmp_path, kwargs, match):
+def test_arguments_that_do_not_fit_the_model_fail_in_setup(tmp_path, kwargs, match):
     class NeverTrains(Gray):
         def training_step(self, batch, batch_idx):
             pytest.fail("must fail in setup")
