@@ -221,7 +221,6 @@ class AttentionRolloutCallback(*callback_bases()):
         self._history: Dict[str, List[Tuple[str, Tensor]]] = {method: [] for method in self.methods}
         self._last_logged: Optional[Tuple[str, int]] = None
         self._display_stats: Tuple[Optional[List[float]], Optional[List[float]]] = (mean, std)
-        self._channels: Optional[int] = None
         self._val_batch_size: Optional[int] = None
         self._seen = 0  # samples of dataloader 0 seen in the current validation/test epoch
         self._batch_shared = False  # whether rank 0 has sent the batch to the other ranks (sharded models)
@@ -244,8 +243,7 @@ class AttentionRolloutCallback(*callback_bases()):
         if "gradcam" in self.methods:
             require_modules(pl_module, self.gradcam_layer, "gradcam_layer")
         resolve_geometry(pl_module, None, self.num_prefix_tokens, self.grid_size)
-        self._channels = _input_channels(pl_module)
-        self._display_stats = self._resolve_display_stats(pl_module, self._channels)
+        self._display_stats = self._resolve_display_stats(pl_module, _input_channels(pl_module))
         num_classes = getattr(find_vit(pl_module), "num_classes", None)
         if self.class_names is not None and isinstance(num_classes, int) and num_classes > 0:
             if len(self.class_names) != num_classes:
@@ -352,8 +350,8 @@ class AttentionRolloutCallback(*callback_bases()):
         """
         if channels is not None and channels not in (1, 3):
             raise ValueError(
-                f"the model takes {channels}-channel input, but the pictures show 1- or 3-channel inputs; "
-                "give `input_transform` only if the model's input can be displayed"
+                f"the model takes {channels}-channel input, but the pictures can show only 1- or 3-channel inputs; "
+                "this callback cannot display this model's input"
             )
         for argument, value in (("mean", self.mean), ("std", self.std)):
             if value is not None and channels is not None and len(value) not in (1, channels):
