@@ -194,7 +194,9 @@ class AttentionRolloutCallback(*callback_bases()):
             raise ValueError(f"`tag_prefix` must be a non-empty str, got {tag_prefix!r}")
         check_overrides(num_prefix_tokens, grid_size)
         if input_transform is not None and not callable(input_transform):
-            raise ValueError(f"`input_transform` must be None or a callable (images -> model input), got {input_transform!r}")
+            raise ValueError(
+                f"`input_transform` must be None or a callable (images -> model input), got {input_transform!r}"
+            )
 
         self.methods = list(methods)
         self.num_samples = num_samples

@@ -44,7 +44,8 @@ class ShardedCPUStrategy(DDPStrategy):
 
     def _setup_model(self, model):
         if self.sharding == "fsdp1":
-            return FullyShardedDataParallel(model, auto_wrap_policy=ModuleWrapPolicy({Block}), device_id=torch.device("cpu"))
+            policy = ModuleWrapPolicy({Block})
+            return FullyShardedDataParallel(model, auto_wrap_policy=policy, device_id=torch.device("cpu"))
         for block in model.model.blocks:
             fully_shard(block)
         fully_shard(model)
@@ -53,7 +54,8 @@ class ShardedCPUStrategy(DDPStrategy):
 
 def full_weights(module):
     """The unsharded state dict of the strategy's model (a collective: every rank calls it)."""
-    return {k: (v.full_tensor() if isinstance(v, DTensor) else v).detach().clone() for k, v in module.state_dict().items()}
+    state = module.state_dict()
+    return {k: (v.full_tensor() if isinstance(v, DTensor) else v).detach().clone() for k, v in state.items()}
 
 
 def fit(out_dir, sharding, callbacks):

@@ -227,6 +227,7 @@ def test_zero_observer_effect(tmp_path, module_class, kwargs):
         return module.state_dict()
 
     without = final_weights([], "a")
-    observed = final_weights([AttentionRolloutCallback(methods=["rollout", "grad_rollout"], num_samples=6, **kwargs)], "b")
+    callback = AttentionRolloutCallback(methods=["rollout", "grad_rollout"], num_samples=6, **kwargs)
+    observed = final_weights([callback], "b")
     for key in without:
         assert torch.equal(without[key], observed[key]), key
