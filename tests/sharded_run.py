@@ -1,12 +1,12 @@
 """A standalone 2-process CPU run of a sharded (FSDP2 ``fully_shard``, gloo) model with the callback.
 
-``python tests/sharded_run.py OUT_DIR SHARDING`` with SHARDING ``fully_shard`` (FSDP2, per block and the
-root) or ``fsdp1`` (``FullyShardedDataParallel`` around the LightningModule with one unit per block, as
+``python tests/sharded_run.py OUT_DIR`` runs each sharding in turn: ``fully_shard`` (FSDP2, per block and
+the root) and ``fsdp1`` (``FullyShardedDataParallel`` around the LightningModule with one unit per block, as
 Lightning's ``FSDPStrategy`` wraps it). Lightning refuses ``strategy="fsdp"`` without a GPU, so
 :class:`ShardedCPUStrategy` keeps DDP's processes and gloo group but shards the module instead of
-wrapping it in DDP. Run as a script because the launcher re-runs the command line for rank 1. It trains
-twice (without and with the callback); rank 0 writes ``result.pt``: both runs' full final weights, the
-callback's fixed batch and its maps.
+wrapping it in DDP. Run as a script because the launcher re-runs the command line for rank 1. Each
+sharding trains twice (without and with the callback); rank 0 writes ``{sharding}.pt``: both runs' full
+final weights, the callback's fixed batch and its maps.
 """
 
 import os
@@ -28,6 +28,7 @@ from lightning_helpers import make_module_class  # noqa: E402
 from lightning_rollout import AttentionRolloutCallback  # noqa: E402
 
 METHODS = ["rollout", "grad_rollout", "chefer", "gradcam"]
+SHARDINGS = ["fully_shard", "fsdp1"]
 VIT_OPTIONS = dict(drop_rate=0.3, attn_drop_rate=0.3)
 
 
@@ -67,7 +68,7 @@ def fit(out_dir, sharding, callbacks):
         devices=2,
         strategy=ShardedCPUStrategy(sharding, process_group_backend="gloo"),
         max_epochs=2,
-        logger=TensorBoardLogger(out_dir, name="sharded", version=len(callbacks)),
+        logger=TensorBoardLogger(out_dir, name=sharding, version=len(callbacks)),
         callbacks=callbacks,
         enable_progress_bar=False,
         enable_model_summary=False,
@@ -79,15 +80,17 @@ def fit(out_dir, sharding, callbacks):
 
 
 if __name__ == "__main__":
-    out_dir, sharding = sys.argv[1], sys.argv[2]
-    without = full_weights(fit(out_dir, sharding, []))
-    callback = AttentionRolloutCallback(methods=METHODS, num_samples=4)
-    observed = full_weights(fit(out_dir, sharding, [callback]))
-    # every rank explained rank 0's batch: rank 1 holds the same one
-    images = callback._batch.images
-    gathered = [torch.empty_like(images) for _ in range(2)]
-    torch.distributed.all_gather(gathered, images)
-    assert torch.equal(gathered[0], gathered[1]), "the ranks explained different batches"
-    if torch.distributed.get_rank() == 0:
-        result = dict(without=without, observed=observed, batch=callback._batch.state_dict(), history=callback._history)
-        torch.save(result, os.path.join(out_dir, "result.pt"))
+    out_dir = sys.argv[1]
+    for sharding in SHARDINGS:
+        without = full_weights(fit(out_dir, sharding, []))
+        callback = AttentionRolloutCallback(methods=METHODS, num_samples=4)
+        observed = full_weights(fit(out_dir, sharding, [callback]))
+        # every rank explained rank 0's batch: rank 1 holds the same one
+        images = callback._batch.images
+        gathered = [torch.empty_like(images) for _ in range(2)]
+        torch.distributed.all_gather(gathered, images)
+        assert torch.equal(gathered[0], gathered[1]), "the ranks explained different batches"
+        if torch.distributed.get_rank() == 0:
+            batch = callback._batch.state_dict()
+            result = dict(without=without, observed=observed, batch=batch, history=callback._history)
+            torch.save(result, os.path.join(out_dir, f"{sharding}.pt"))

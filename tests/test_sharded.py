@@ -18,12 +18,12 @@ VIT_OPTIONS = dict(drop_rate=0.3, attn_drop_rate=0.3)  # as in sharded_run.py
 Module = make_module_class(pl.LightningModule)
 
 
-def _run_script(out_dir, sharding, timeout=240):
+def _run_script(out_dir, timeout=240):
     """Runs tests/sharded_run.py in its own process group, killed as a whole on timeout (no hang)."""
     script = os.path.join(os.path.dirname(__file__), "sharded_run.py")
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     process = subprocess.Popen(
-        [sys.executable, script, str(out_dir), sharding], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [sys.executable, script, str(out_dir)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env=env, start_new_session=True,
     )
     try:
@@ -35,10 +35,17 @@ def _run_script(out_dir, sharding, timeout=240):
     assert process.returncode == 0, output[-3000:]
 
 
+@pytest.fixture(scope="module")
+def sharded_results(tmp_path_factory):
+    """One 2-process run of tests/sharded_run.py for both shardings (a launch costs seconds)."""
+    out_dir = tmp_path_factory.mktemp("sharded")
+    _run_script(out_dir)
+    return out_dir
+
+
 @pytest.mark.parametrize("sharding", ["fully_shard", "fsdp1"])
-def test_sharded_run_maps_equal_unsharded_model_and_weights_unchanged(tmp_path, sharding):
-    _run_script(tmp_path, sharding)
-    result = torch.load(tmp_path / "result.pt", weights_only=False)
+def test_sharded_run_maps_equal_unsharded_model_and_weights_unchanged(sharded_results, sharding):
+    result = torch.load(sharded_results / f"{sharding}.pt", weights_only=False)
     for key, value in result["without"].items():
         assert torch.equal(value, result["observed"][key]), f"the callback changed {key}"
 
@@ -57,9 +64,9 @@ def test_sharded_run_maps_equal_unsharded_model_and_weights_unchanged(tmp_path, 
             expected = explain(model, images, method, target=labels)
             torch.testing.assert_close(maps, expected, rtol=1e-5, atol=1e-5)
 
-    events = read_events(str(tmp_path / "sharded" / "version_1"))
+    events = read_events(str(sharded_results / sharding / "version_1"))
     assert [e.step for e in events.Images("attention/chefer/samples")] == [0, 2, 4]
-    files = [f for f in os.listdir(tmp_path / "sharded" / "version_1") if f.startswith("events.out")]
+    files = [f for f in os.listdir(sharded_results / sharding / "version_1") if f.startswith("events.out")]
     assert len(files) == 1, "only rank 0 writes"
 
 
