@@ -74,3 +74,11 @@ def test_is_sharded_on_plain_and_ddp_style_models(vit):
     assert not is_sharded(vit)
     vit.patch_embed.proj.weight.ds_id = 0  # how DeepSpeed ZeRO-3 marks its partitioned parameters
     assert is_sharded(vit)
+
+
+def test_sharded_side_pass_without_a_process_group_raises_instead_of_hanging():
+    from lightning_rollout.distributed import broadcast_from_rank_zero
+
+    assert not torch.distributed.is_initialized()
+    with pytest.raises(RuntimeError, match="no torch.distributed process group is initialised"):
+        broadcast_from_rank_zero("batch")
