@@ -24,6 +24,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_engine.py
 	$(PY) benchmarks/bench_callback.py
 	$(PY) benchmarks/bench_cli.py
+	$(PY) benchmarks/bench_compile.py
 
 clean:
 	rm -rf $(VENV) *.egg-info

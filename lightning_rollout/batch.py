@@ -70,16 +70,27 @@ class FixedBatch:
         return {"images": self.images, "labels": self.labels, "masks": self.masks}
 
 
+def count_samples(batch: Any, image_key: BatchKey = None) -> int:
+    """The number of images in ``batch`` (``images.shape[0]``), without copying anything."""
+    return _pick(batch, image_key, "image", required=True).shape[0]
+
+
 def take_samples(
-    batch: Any, limit: int, image_key: BatchKey = None, label_key: BatchKey = None, mask_key: BatchKey = None
+    batch: Any,
+    limit: int,
+    image_key: BatchKey = None,
+    label_key: BatchKey = None,
+    mask_key: BatchKey = None,
+    start: int = 0,
 ) -> FixedBatch:
-    """Copies up to ``limit`` samples of a batch to the CPU.
+    """Copies up to ``limit`` samples of a batch, from sample ``start`` on, to the CPU.
 
     Args:
         batch: a tuple/list ``(images, labels[, masks])``, a dict with ``image``/``label``/``mask`` keys,
             a bare image tensor, or any indexable batch with explicit keys.
         limit: the most samples to keep.
         image_key, label_key, mask_key: where each field sits (``None``: the default layout).
+        start: the first sample to copy.
 
     Raises:
         ValueError: if no image tensor is found, or a field is not a tensor of the batch's length.
@@ -96,6 +107,6 @@ def take_samples(
             raise ValueError(f"the batch has {images.shape[0]} images but {value.shape[0]} {name}s")
 
     def keep(value: Optional[Tensor]) -> Optional[Tensor]:
-        return None if value is None else value[:limit].detach().to("cpu", copy=True)
+        return None if value is None else value[start : start + limit].detach().to("cpu", copy=True)
 
     return FixedBatch(keep(images), keep(labels), keep(masks))

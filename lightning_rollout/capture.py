@@ -105,7 +105,20 @@ def forward_hooks(modules: Sequence[nn.Module], hook: Callable) -> Iterator[None
 
 
 @contextmanager
+def eager_side_pass() -> Iterator[None]:
+    """Runs compiled modules and functions eagerly, without looking up or adding compiled graphs.
+
+    A graph compiled without hooks would be reused after hooks are added (dynamo skips hook guards by
+    default) and capture nothing; a hooked side pass compiled on its own would add recompilations to the
+    training's. ``torch.compiler.set_stance("force_eager")`` avoids both and is restored on exit.
+    """
+    with torch.compiler.set_stance("force_eager"):
+        yield
+
+
+@contextmanager
 def side_pass(model: nn.Module, device: torch.device, needs_grad: bool) -> Iterator[None]:
-    """Everything a side pass changes in any model, undone on exit: RNG, module modes, grad mode."""
-    with preserved_rng(device), eval_mode(model), grad_mode(needs_grad):
+    """Everything a side pass changes in any model, undone on exit: RNG, module modes, grad mode; compiled
+    code runs eagerly inside it (:func:`eager_side_pass`)."""
+    with preserved_rng(device), eval_mode(model), grad_mode(needs_grad), eager_side_pass():
         yield

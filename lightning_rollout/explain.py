@@ -257,7 +257,8 @@ def explain(
     The model's state is left exactly as found, also when the forward raises: fused attention and
     attention-implementation settings, every submodule's train/eval mode, parameters' ``.grad`` and the
     global RNG state. Gradient methods work inside ``torch.no_grad()`` and ``torch.inference_mode()``;
-    under autocast the chain runs in float32.
+    under autocast the chain runs in float32. A ``torch.compile``-d model (or submodule) runs eagerly
+    here, without touching its compiled graphs.
 
     Args:
         model: a timm, Hugging Face transformers or torchvision ViT, any ``nn.MultiheadAttention`` model,

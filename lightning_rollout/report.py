@@ -14,10 +14,33 @@ from lightning_rollout.metrics import deletion_insertion_auc, energy_in_mask, no
 from lightning_rollout.rendering import blend, colorize_maps, render_filmstrip, render_grid, render_panel
 
 
+def constant_maps(maps: Tensor) -> Tensor:
+    """``(B,)`` bool: which maps are constant (all zero, or one value everywhere up to float rounding).
+
+    A constant map carries no location; its min-max scaled overlay would be one flat colour.
+    """
+    flat = maps.detach().float().flatten(1)
+    spread = flat.amax(dim=1) - flat.amin(dim=1)
+    return spread <= 1e-6 * flat.abs().amax(dim=1)
+
+
 def overlays(display_images: np.ndarray, maps: Tensor, colormap: str, alpha: float) -> np.ndarray:
-    """Blends colour-mapped ``maps`` (upsampled to the image size) over ``(B, H, W, 3)`` uint8 images."""
+    """Blends colour-mapped ``maps`` (upsampled to the image size) over ``(B, H, W, 3)`` uint8 images.
+
+    A constant map (:func:`constant_maps`) gets no colour: its overlay is the input itself.
+    """
     heat = colorize_maps(maps, display_images.shape[1:3], colormap)
-    return blend(display_images, heat, alpha)
+    blended = blend(display_images, heat, alpha)
+    flat = constant_maps(maps).cpu().numpy()
+    blended[flat] = display_images[flat]
+    return blended
+
+
+def constant_caption(maps: Tensor) -> List[Optional[str]]:
+    """Per sample, a caption line for a constant map (``"constant map: 0"``), else ``None``."""
+    flat = constant_maps(maps).tolist()
+    values = maps.detach().float().flatten(1)[:, 0].tolist()
+    return [f"constant map: {value:.3g}" if is_flat else None for is_flat, value in zip(flat, values)]
 
 
 def captions(
@@ -39,9 +62,15 @@ def captions(
 def render_samples(
     display_images: np.ndarray, maps: Tensor, sample_captions: List[List[str]], colormap: str, alpha: float
 ) -> np.ndarray:
-    """One picture: for every sample, its input beside its overlay with the caption below."""
+    """One picture: for every sample, its input beside its overlay with the caption below.
+
+    A constant map is shown as the bare input with a ``constant map: value`` caption line.
+    """
     blended = overlays(display_images, maps, colormap, alpha)
-    panels = [render_panel(image, overlay, lines) for image, overlay, lines in zip(display_images, blended, sample_captions)]
+    lines = [
+        list(sample) + ([extra] if extra else []) for sample, extra in zip(sample_captions, constant_caption(maps))
+    ]
+    panels = [render_panel(image, overlay, text) for image, overlay, text in zip(display_images, blended, lines)]
     return render_grid(panels, ncols=min(4, len(panels)))
 
 
@@ -63,12 +92,16 @@ def render_filmstrips(
 ) -> np.ndarray:
     """One picture: a row per sample, the input then a column per logged epoch.
 
-    ``history`` holds ``(label, maps)`` per logged epoch; at most ``max_columns`` of them are shown.
+    ``history`` holds ``(label, maps)`` per logged epoch; at most ``max_columns`` of them are shown. A
+    constant map's frame is the bare input, labelled ``"{label} flat"``.
     """
     chosen = [history[i] for i in pick_columns(len(history), max_columns)]
     frames = [display_images] + [overlays(display_images, maps, colormap, alpha) for _, maps in chosen]
-    labels = ["input"] + [label for label, _ in chosen]
-    rows = [render_filmstrip([frame[i] for frame in frames], labels) for i in range(display_images.shape[0])]
+    flat = [constant_maps(maps).tolist() for _, maps in chosen]
+    rows = []
+    for i in range(display_images.shape[0]):
+        labels = ["input"] + [f"{label} flat" if column[i] else label for (label, _), column in zip(chosen, flat)]
+        rows.append(render_filmstrip([frame[i] for frame in frames], labels))
     return render_grid(rows, ncols=1)
 
 

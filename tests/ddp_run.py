@@ -9,7 +9,8 @@ import sys
 import lightning.pytorch as pl
 from lightning.pytorch.loggers import TensorBoardLogger
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+TESTS = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [TESTS, os.path.dirname(TESTS)]  # this checkout's lightning_rollout, not an installed one
 
 from lightning_helpers import make_module_class  # noqa: E402
 from lightning_rollout import AttentionRolloutCallback  # noqa: E402

@@ -225,6 +225,15 @@ class ModelAdapter:
         """The model's preprocessing (``mean``, ``std``, ``input_size``) where it declares one, else ``{}``."""
         return {}
 
+    def input_channels(self) -> Optional[int]:
+        """The number of input channels the model takes, where it can be read, else ``None``."""
+        return None
+
+    def num_classes(self) -> Optional[int]:
+        """The number of classes of the model's head, where it can be read, else ``None``."""
+        value = getattr(self.root, "num_classes", None)
+        return value if isinstance(value, int) else None
+
 
 @contextmanager
 def _nothing() -> Iterator[None]:

@@ -22,6 +22,7 @@ from lightning_rollout.capture import forward_hooks, fused_attention_disabled
 from lightning_rollout.geometry import TokenGeometry
 from lightning_rollout.models import register_adapter
 from lightning_rollout.models.base import AttentionSink, ModelAdapter, Readout, token_readout
+from lightning_rollout.models.timm_vit import timm_input_channels
 
 
 def _patch_block_layout(tensor: Tensor, corner: float) -> Tensor:
@@ -89,3 +90,6 @@ class TimmCaiTAdapter(ModelAdapter):
     def gradcam_layout(self, activation: Tensor, fill: float) -> Tensor:
         # The patch blocks carry no class token: an empty slot goes in front for the shared geometry.
         return torch.cat([activation.new_full((activation.shape[0], 1, activation.shape[2]), fill), activation], dim=1)
+
+    def input_channels(self) -> Optional[int]:
+        return timm_input_channels(self.root)

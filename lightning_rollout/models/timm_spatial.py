@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from lightning_rollout.geometry import TokenGeometry
 from lightning_rollout.models import register_adapter
 from lightning_rollout.models.base import ModelAdapter, UnsupportedModelError
+from lightning_rollout.models.timm_vit import timm_input_channels
 
 _WHY_NOT: Dict[str, str] = {
     "SwinTransformer": "attends within shifted local windows, and its token grid shrinks between stages",
@@ -70,3 +71,6 @@ class TimmSpatialAdapter(ModelAdapter):
         if activation.dim() == 4 and activation.shape[1] != channels and activation.shape[-1] == channels:
             return activation.permute(0, 3, 1, 2)  # NHWC (Swin, SAM-ViT) to NCHW
         return activation
+
+    def input_channels(self) -> Optional[int]:
+        return timm_input_channels(self.root)

@@ -36,6 +36,15 @@ def _global_attention_classes() -> Tuple[type, ...]:
     return VisionTransformer, Eva, Beit, VisionTransformerRelPos, NaFlexVit
 
 
+def timm_input_channels(model: nn.Module) -> Optional[int]:
+    """The input channels of a timm model: its first convolution's (the patch embedding's, for ViTs)."""
+    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if conv is not None:
+        return conv.in_channels
+    channels = getattr(model, "in_chans", None)
+    return channels if isinstance(channels, int) else None
+
+
 def _pool_attention(pool: nn.Module, tokens: Tensor) -> Tensor:
     """The head-averaged weights ``(B, N)`` with which timm's ``AttentionPoolLatent`` pools ``tokens``."""
     batch, num_tokens, channels = tokens.shape
@@ -129,3 +138,6 @@ class TimmViTAdapter(ModelAdapter):
         from timm.data import resolve_model_data_config
 
         return resolve_model_data_config(self.root)
+
+    def input_channels(self) -> Optional[int]:
+        return timm_input_channels(self.root)
