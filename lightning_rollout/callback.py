@@ -8,7 +8,7 @@ The callback is glue: it keeps the fixed batch (:mod:`~lightning_rollout.batch`)
 import math
 import os
 import warnings
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import matplotlib
 from torch import Tensor, nn

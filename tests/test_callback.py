@@ -1,7 +1,6 @@
 """AttentionRolloutCallback in real Trainer runs, read back from the TensorBoard event files."""
 
 import os
-import warnings
 
 import lightning.pytorch as pl
 import pytest

@@ -17,7 +17,7 @@ choice for normalised inputs), a number, or a tensor are available too.
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Tuple, Union
+from typing import Any, Tuple, Union
 
 import torch
 import torch.nn.functional as F

@@ -13,7 +13,7 @@ chain: what the class-attention stages read from the patches, carried back throu
 """
 
 from contextlib import contextmanager
-from typing import Callable, Iterator, List, Optional, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
