@@ -72,3 +72,6 @@ __all__ = [
     "registered_adapters",
     "token_readout",
 ]
+
+# The built-in adapters register themselves (after any user-registered ones), in this order.
+from lightning_rollout.models import hf, mha  # noqa: E402,F401  (isort: skip)
