@@ -11,7 +11,7 @@ from fnmatch import fnmatchcase
 from typing import Callable, Dict, Iterator, List, Sequence, Tuple
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 DEFAULT_ATTENTION_PATTERN = "*attn_drop"
 """Matches timm's ``Attention.attn_drop``, whose output is the post-softmax attention in eval mode."""
@@ -113,31 +113,3 @@ def side_pass(model: nn.Module, device: torch.device, needs_grad: bool) -> Itera
     """Everything a side pass changes, undone on exit: RNG, module modes, fused attention, grad mode."""
     with preserved_rng(device), eval_mode(model), fused_attention_disabled(model), grad_mode(needs_grad):
         yield
-
-
-@contextmanager
-def input_tokens(
-    name: str,
-    module: nn.Module,
-    sink: Callable[[str, Tensor], None],
-    pick: Callable[[tuple, dict], Tensor],
-    sequence_first: bool = False,
-) -> Iterator[str]:
-    """Hands the tokens ``module`` reads (``pick(args, kwargs)``) to ``sink(name, tokens)`` as ``(B, N, C)``.
-
-    A forward pre-hook, for Grad-CAM on the tokens an attention layer reads (the output of its input
-    norm), however the layer is called; ``sequence_first`` inputs ``(N, B, C)`` are transposed.
-
-    Yields:
-        A name for messages: ``"<name> (input)"``.
-    """
-
-    def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
-        tokens = pick(args, kwargs)
-        sink(name, tokens.transpose(0, 1) if sequence_first and tokens.dim() == 3 else tokens)
-
-    handle = module.register_forward_pre_hook(hook, with_kwargs=True)
-    try:
-        yield f"{name} (input)"
-    finally:
-        handle.remove()

@@ -34,7 +34,6 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 from torch import Tensor, nn
 
-from lightning_rollout.capture import input_tokens
 from lightning_rollout.geometry import TokenGeometry
 from lightning_rollout.models import register_adapter
 from lightning_rollout.models.base import (
@@ -45,6 +44,7 @@ from lightning_rollout.models.base import (
     patch_mean_readout,
     token_readout,
 )
+from lightning_rollout.models.layer_input import layer_input
 
 _GLOBAL_ATTENTION = {"vit", "deit", "beit", "dinov2", "dinov2_with_registers", "clip_vision_model", "clip"}
 """``config.model_type`` of the families whose geometry and head this adapter knows."""
@@ -234,7 +234,7 @@ class HFAdapter(ModelAdapter):
         if self.model_type in _SWIN:
             return super().capture_gradcam(sink)
         name, module = self.gradcam_layer()
-        return input_tokens(name, module, sink, _hidden_states, sequence_first=False)
+        return layer_input(name, module, sink, _hidden_states, sequence_first=False)
 
 
 register_adapter(HFAdapter, first=False)

@@ -25,10 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_rollout.capture import input_tokens
 from lightning_rollout.geometry import TokenGeometry
 from lightning_rollout.models import register_adapter
 from lightning_rollout.models.base import AttentionSink, ModelAdapter, Readout, UnsupportedModelError, token_readout
+from lightning_rollout.models.layer_input import layer_input
 
 
 def _additive_mask(mask: Optional[Tensor], dtype: torch.dtype) -> Optional[Tensor]:
@@ -212,7 +212,7 @@ class MultiheadAttentionAdapter(ModelAdapter):
 
     def capture_gradcam(self, sink: AttentionSink):
         name, module = self.gradcam_layer()
-        return input_tokens(name, module, sink, _query, sequence_first=not module.batch_first)
+        return layer_input(name, module, sink, _query, sequence_first=not module.batch_first)
 
 
 def _torchvision_vit() -> type:
