@@ -128,6 +128,14 @@ def test_find_takes_the_outermost_hf_model_and_a_tower_inside_a_user_module():
     assert HFAdapter.find(nn.Sequential(nn.Linear(2, 2))) is None
 
 
+def test_find_leaves_a_wrapped_timm_model_to_the_timm_adapters():
+    config = transformers.TimmWrapperConfig(
+        architecture="vit_tiny_patch16_224", num_labels=5,
+        model_args=dict(img_size=32, patch_size=8, depth=2, embed_dim=32, num_heads=2),
+    )
+    assert HFAdapter.find(transformers.TimmWrapperForImageClassification(config)) is None
+
+
 def test_find_never_imports_transformers(monkeypatch):
     # Without transformers' modeling module loaded, no Hugging Face model can exist: find looks no further.
     monkeypatch.delitem(sys.modules, "transformers.modeling_utils")

@@ -51,6 +51,9 @@ _GLOBAL_ATTENTION = {"vit", "deit", "beit", "dinov2", "dinov2_with_registers", "
 
 _SWIN = {"swin", "swinv2"}
 
+_TIMM_INSIDE = {"timm_wrapper", "timm_backbone"}
+"""Hugging Face wrappers around a timm model: left to the timm adapters, which find the model inside."""
+
 _WHY_NOT: Dict[str, str] = {
     "swin": "it attends within shifted local windows, and its token grid shrinks between stages",
     "swinv2": "it attends within shifted local windows, and its token grid shrinks between stages",
@@ -140,7 +143,7 @@ class HFAdapter(ModelAdapter):
         if modeling is None:  # no Hugging Face model can exist
             return None
         for module in model.modules():
-            if isinstance(module, modeling.PreTrainedModel):
+            if isinstance(module, modeling.PreTrainedModel) and module.config.model_type not in _TIMM_INSIDE:
                 return module
         return None
 
