@@ -292,17 +292,28 @@ def test_readout():
                                         ("torchvision", "encoder.layers.encoder_layer_1.ln_1")])
 def test_gradcam_reads_the_tokens_of_the_last_attention_batch_first(name, norm):
     model = MODELS[name]()
+    images = _images()
+    with torch.no_grad():
+        logits = model(images)
     expected, tokens = [], []
     handle = model.get_submodule(norm).register_forward_hook(lambda m, i, o: expected.append(o))
     try:
-        with torch.no_grad(), find_adapter(model).capture_gradcam(lambda n, x: tokens.append(x)) as layer_name:
-            model(_images())
+        with torch.enable_grad(), find_adapter(model).capture_gradcam(lambda n, x: tokens.append(x)) as layer_name:
+            score = model(images)[:, 1].sum()
+            (gradient,) = torch.autograd.grad(score, tokens[0], retain_graph=True)
+            (expected_gradient,) = torch.autograd.grad(score, expected[0])
     finally:
         handle.remove()
     assert layer_name.endswith("(input)")
-    reference = expected[0] if name != "course_seq_first" else expected[0].transpose(0, 1)
+    reference, expected_gradient = expected[0], expected_gradient
+    if name == "course_seq_first":
+        reference, expected_gradient = reference.transpose(0, 1), expected_gradient.transpose(0, 1)
     assert tokens[0].shape == (2, 17, 32)
     assert torch.equal(tokens[0], reference)
+    torch.testing.assert_close(gradient, expected_gradient)  # the tokens handed over are on the gradient path
+    assert float(gradient.abs().max()) > 0
+    with torch.no_grad():
+        assert torch.equal(model(images), logits)
 
 
 def test_fast_path_is_off_for_the_side_pass_and_restored():

@@ -6,7 +6,7 @@ names its norm and however it calls the layer (positional or keyword arguments).
 """
 
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional, Tuple
 
 from torch import Tensor, nn
 
@@ -28,15 +28,26 @@ def layer_input(
         module: the attention layer.
         sink: receives the tokens (on the autograd graph) each time the module runs.
         pick: selects the token tensor from the module's call arguments.
-        sequence_first: the tokens are ``(N, B, C)`` and are transposed.
+        sequence_first: the tokens are ``(N, B, C)``; the sink gets them as ``(B, N, C)``, and the module
+            reads that very view back, so gradients with respect to it are the tokens' gradients.
 
     Yields:
         A name for messages: ``"<name> (input)"``.
     """
 
-    def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+    def hook(module: nn.Module, args: tuple, kwargs: dict) -> Optional[Tuple[tuple, dict]]:
         tokens = pick(args, kwargs)
-        sink(name, tokens.transpose(0, 1) if sequence_first and tokens.dim() == 3 else tokens)
+        if not sequence_first or tokens.dim() != 3:
+            sink(name, tokens)
+            return None
+        # The batch-first view must be on the gradient path: the module reads it back (transposed) wherever
+        # it was given the tokens (query, key and value of a self-attention).
+        batch_first = tokens.transpose(0, 1)
+        sink(name, batch_first)
+        read = batch_first.transpose(0, 1)
+        args = tuple(read if arg is tokens else arg for arg in args)
+        kwargs = {key: read if value is tokens else value for key, value in kwargs.items()}
+        return args, kwargs
 
     handle = module.register_forward_pre_hook(hook, with_kwargs=True)
     try:
