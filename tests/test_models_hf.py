@@ -96,7 +96,7 @@ def _captured(model: nn.Module, images: torch.Tensor):
     adapter = find_adapter(model)
     captured, names = [], []
 
-    def sink(name, attention):
+    def sink(name, attention, *layout):
         names.append(name)
         captured.append(attention)
 
@@ -174,7 +174,7 @@ def test_swin_geometry_is_the_last_stage_grid_also_for_padded_inputs():
     # 30×44 px → padded to 8×11 patches of 4 px → one patch merging (rounded up) → 4×6.
     assert adapter.geometry((30, 44)) == TokenGeometry(0, False, (4, 6))
     tokens = []
-    with torch.no_grad(), adapter.capture_gradcam(lambda name, x: tokens.append(x)):
+    with torch.no_grad(), adapter.capture_gradcam(lambda name, x, *layout: tokens.append(x)):
         model(_images(1, (30, 44)))
     assert tokens[0].shape == (1, 24, model.swin.num_features)
 
@@ -237,7 +237,7 @@ def test_eager_switch_restores_config_and_outputs_also_when_the_forward_raises(n
 
     hooks = [(len(m._forward_hooks), len(m._forward_pre_hooks)) for m in model.modules()]
 
-    def failing_sink(name, attention):
+    def failing_sink(name, attention, *layout):
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
@@ -298,7 +298,7 @@ def test_gradcam_reads_the_last_attention_input_norm(name, norm):
     expected, tokens = [], []
     handle = model.get_submodule(norm).register_forward_hook(lambda m, i, o: expected.append(o))
     try:
-        with torch.no_grad(), adapter.capture_gradcam(lambda n, x: tokens.append(x)) as layer_name:
+        with torch.no_grad(), adapter.capture_gradcam(lambda n, x, *layout: tokens.append(x)) as layer_name:
             model(_images())
     finally:
         handle.remove()
@@ -316,6 +316,6 @@ def test_swin_refuses_the_attention_methods_and_gives_gradcam_on_its_last_stage(
         layer_name, layer = adapter.gradcam_layer()
         assert layer_name == f"{name}.layernorm" and layer is model.get_submodule(layer_name)
         tokens = []
-        with torch.no_grad(), adapter.capture_gradcam(lambda n, x: tokens.append(x)):
+        with torch.no_grad(), adapter.capture_gradcam(lambda n, x, *layout: tokens.append(x)):
             model(_images())
         assert tokens[0].shape == (2, adapter.geometry((32, 32)).num_tokens, model.config.embed_dim * 2)

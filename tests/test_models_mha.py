@@ -106,7 +106,7 @@ def _captured(model: nn.Module, images: torch.Tensor, grad: bool = False):
     captured = []
     layers = adapter.attention_layers()
     with torch.set_grad_enabled(grad), adapter.attention_settings():
-        with adapter.capture_attention(layers, lambda name, attention: captured.append((name, attention))):
+        with adapter.capture_attention(layers, lambda name, attention, *layout: captured.append((name, attention))):
             logits = model(images)
     assert [name for name, _ in captured] == [name for name, _ in layers]
     return logits, [attention for _, attention in captured]
@@ -155,7 +155,7 @@ def test_replay_equals_the_module_weights_and_output(batch_first, options, case)
 
     expected, expected_weights = module(query, key, value, **kwargs)
     handed = []
-    with replayed_attention([("attn", module)], lambda name, attention: handed.append(attention)):
+    with replayed_attention([("attn", module)], lambda name, attention, *layout: handed.append(attention)):
         output, weights = module(query, key, value, **kwargs)
         averaged = module(query, key, value, attn_mask=attn_mask, key_padding_mask=key_padding_mask)[1]
         no_weights = module(query, key, value, need_weights=False, attn_mask=attn_mask,
@@ -176,7 +176,7 @@ def test_replay_of_unbatched_input():
     x = torch.randn(5, 16)
     expected, expected_weights = module(x, x, x, average_attn_weights=False)
     handed = []
-    with replayed_attention([("attn", module)], lambda name, attention: handed.append(attention)):
+    with replayed_attention([("attn", module)], lambda name, attention, *layout: handed.append(attention)):
         output, weights = module(x, x, x, average_attn_weights=False)
     torch.testing.assert_close(output, expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(weights, expected_weights, rtol=1e-5, atol=1e-6)
@@ -191,7 +191,7 @@ def test_the_output_is_computed_from_the_handed_out_attention(batch_first):
     x = torch.randn(3, 5, 16) if batch_first else torch.randn(5, 3, 16)
     direction = torch.randn_like(x)
     handed = []
-    with torch.enable_grad(), replayed_attention([("attn", module)], lambda n, a: handed.append(a)):
+    with torch.enable_grad(), replayed_attention([("attn", module)], lambda n, a, *layout: handed.append(a)):
         output, _ = module(x, x, x, need_weights=False)
         (gradient,) = torch.autograd.grad((output * direction).sum(), handed[0])
 
@@ -212,7 +212,7 @@ def test_replay_restores_forward_when_the_forward_raises():
     module = nn.MultiheadAttention(16, 2).eval()
     own = module.forward
 
-    def failing_sink(name, attention):
+    def failing_sink(name, attention, *layout):
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
@@ -223,7 +223,7 @@ def test_replay_restores_forward_when_the_forward_raises():
 
 def test_replay_refuses_other_modules():
     with pytest.raises(UnsupportedModelError, match="'blocks.0' is a Linear, not an nn.MultiheadAttention"):
-        with replayed_attention([("blocks.0", nn.Linear(2, 2))], lambda n, a: None):
+        with replayed_attention([("blocks.0", nn.Linear(2, 2))], lambda n, a, *layout: None):
             pass
 
 
@@ -298,7 +298,7 @@ def test_gradcam_reads_the_tokens_of_the_last_attention_batch_first(name, norm):
     expected, tokens = [], []
     handle = model.get_submodule(norm).register_forward_hook(lambda m, i, o: expected.append(o))
     try:
-        with torch.enable_grad(), find_adapter(model).capture_gradcam(lambda n, x: tokens.append(x)) as layer_name:
+        with torch.enable_grad(), find_adapter(model).capture_gradcam(lambda n, x, *layout: tokens.append(x)) as layer_name:
             score = model(images)[:, 1].sum()
             (gradient,) = torch.autograd.grad(score, tokens[0], retain_graph=True)
             (expected_gradient,) = torch.autograd.grad(score, expected[0])
@@ -326,11 +326,11 @@ def test_fast_path_is_off_for_the_side_pass_and_restored():
     captured = []
     with torch.no_grad():
         expected = encoder(x)
-        with adapter.capture_attention(adapter.attention_layers(), lambda n, a: captured.append(a)):
+        with adapter.capture_attention(adapter.attention_layers(), lambda n, a, *layout: captured.append(a)):
             encoder(x)
         assert captured == []  # the fast path skipped the attention modules
         with adapter.attention_settings(), adapter.capture_attention(
-            adapter.attention_layers(), lambda n, a: captured.append(a)
+            adapter.attention_layers(), lambda n, a, *layout: captured.append(a)
         ):
             assert not torch.backends.mha.get_fastpath_enabled()
             output = encoder(x)
