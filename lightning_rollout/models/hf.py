@@ -21,8 +21,8 @@
   half patch mean.
 - Grad-CAM: the tokens the last attention layer reads (the output of its input norm:
   ``layernorm_before``, ``norm1``, ``layer_norm1``); Swin: the output of the final ``layernorm``.
-- Swin (and the other windowed or hierarchical models) have no global token attention: the attention
-  methods refuse, Grad-CAM works for Swin and SwinV2.
+- Swin (also SwinV2, Donut-Swin, MaskFormer-Swin) has no global token attention: the attention methods
+  refuse with the reason; Grad-CAM works for Swin and SwinV2.
 
 Other Hugging Face models whose attention modules return ``(output, attn_weights)`` work with the
 ``num_prefix_tokens`` and ``grid_size`` arguments.
@@ -55,16 +55,10 @@ _TIMM_INSIDE = {"timm_wrapper", "timm_backbone"}
 """Hugging Face wrappers around a timm model: left to the timm adapters, which find the model inside."""
 
 _WHY_NOT: Dict[str, str] = {
-    "swin": "it attends within shifted local windows, and its token grid shrinks between stages",
-    "swinv2": "it attends within shifted local windows, and its token grid shrinks between stages",
-    "donut-swin": "it attends within shifted local windows, and its token grid shrinks between stages",
-    "maskformer-swin": "it attends within shifted local windows, and its token grid shrinks between stages",
-    "hiera": "it attends within local units on a token grid that shrinks between stages",
-    "pvt": "its attention reads spatially reduced keys on grids that shrink between stages",
-    "pvt_v2": "its attention reads spatially reduced keys on grids that shrink between stages",
-    "segformer": "its attention reads spatially reduced keys on grids that shrink between stages",
-    "levit": "its attention runs on a token grid that shrinks between stages",
+    model_type: "it attends within shifted local windows, and its token grid shrinks between stages"
+    for model_type in ("swin", "swinv2", "donut-swin", "maskformer-swin")
 }
+"""Families without a global token attention, and why."""
 
 
 def _vision_config(config):
