@@ -1,17 +1,19 @@
 """lightning_rollout: explanation maps of Vision Transformers, logged while they train."""
 
 from lightning_rollout.callback import AttentionRolloutCallback
-from lightning_rollout.capture import DEFAULT_ATTENTION_PATTERN
 from lightning_rollout.explain import explain
-from lightning_rollout.geometry import TokenGeometry, resolve_geometry
+from lightning_rollout.geometry import TokenGeometry
+from lightning_rollout.models import ModelAdapter, register_adapter
+from lightning_rollout.models.custom import resolve_geometry
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AttentionRolloutCallback",
-    "DEFAULT_ATTENTION_PATTERN",
+    "ModelAdapter",
     "TokenGeometry",
     "__version__",
     "explain",
+    "register_adapter",
     "resolve_geometry",
 ]

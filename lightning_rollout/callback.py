@@ -15,9 +15,9 @@ from typing_extensions import override
 
 from lightning_rollout._lightning import callback_bases
 from lightning_rollout.batch import BatchKey, FixedBatch, check_key, take_samples
-from lightning_rollout.capture import DEFAULT_ATTENTION_PATTERN, require_modules, side_pass
-from lightning_rollout.explain import DEFAULT_GRADCAM_LAYER, explain, validate_options
-from lightning_rollout.geometry import check_overrides, find_vit, resolve_geometry
+from lightning_rollout.capture import side_pass
+from lightning_rollout.explain import check_model, explain, logits_of, validate_options
+from lightning_rollout.geometry import check_overrides
 from lightning_rollout.methods import METHODS
 from lightning_rollout.rendering import to_display_images
 from lightning_rollout.report import all_finite, captions, map_scalars, render_filmstrips, render_samples
@@ -114,8 +114,8 @@ class AttentionRolloutCallback(*callback_bases()):
         log_initial_maps: bool = True,
         class_names: Optional[List[str]] = None,
         filmstrip_columns: int = 10,
-        attention_pattern: str = DEFAULT_ATTENTION_PATTERN,
-        gradcam_layer: str = DEFAULT_GRADCAM_LAYER,
+        attention_pattern: Optional[str] = None,
+        gradcam_layer: Optional[str] = None,
         num_prefix_tokens: Optional[int] = None,
         grid_size: Optional[Tuple[int, int]] = None,
         tag_prefix: str = "attention",
@@ -184,13 +184,16 @@ class AttentionRolloutCallback(*callback_bases()):
 
     @override
     def setup(self, trainer: Any, pl_module: nn.Module, stage: str) -> None:
-        """Checks the model before anything runs: attention modules, Grad-CAM layer, token geometry."""
-        if any(method != "gradcam" for method in self.methods):
-            require_modules(pl_module, self.attention_pattern, "attention_pattern")
-        if "gradcam" in self.methods:
-            require_modules(pl_module, self.gradcam_layer, "gradcam_layer")
-        resolve_geometry(pl_module, None, self.num_prefix_tokens, self.grid_size)
-        self._display_stats = self._resolve_display_stats(pl_module)
+        """Checks the model before anything runs: attention layers, Grad-CAM layer, token geometry."""
+        adapter = check_model(
+            pl_module,
+            self.methods,
+            attention_pattern=self.attention_pattern,
+            gradcam_layer=self.gradcam_layer,
+            num_prefix_tokens=self.num_prefix_tokens,
+            grid_size=self.grid_size,
+        )
+        self._display_stats = self._resolve_display_stats(adapter.data_config())
         self._sink, self._sink_resolved = None, False
 
     @override
@@ -253,15 +256,7 @@ class AttentionRolloutCallback(*callback_bases()):
 
     # ------------------------------------------------------------------------------------ internals
 
-    def _resolve_display_stats(self, pl_module: nn.Module) -> Tuple[Optional[List[float]], Optional[List[float]]]:
-        if self.mean is not None and self.std is not None:
-            return self.mean, self.std
-        vit = find_vit(pl_module)
-        config: Dict[str, Any] = {}
-        if vit is not None and getattr(vit, "pretrained_cfg", None):
-            from timm.data import resolve_model_data_config
-
-            config = resolve_model_data_config(vit)
+    def _resolve_display_stats(self, config: Dict[str, Any]) -> Tuple[Optional[List[float]], Optional[List[float]]]:
         mean = self.mean if self.mean is not None else config.get("mean")
         std = self.std if self.std is not None else config.get("std")
         return (None if mean is None else list(mean)), (None if std is None else list(std))
@@ -359,7 +354,7 @@ class AttentionRolloutCallback(*callback_bases()):
         images = precision.convert_input(batch.images.to(device))
         with precision.forward_context():
             with side_pass(pl_module, images.device, needs_grad=False):
-                probabilities = pl_module(images).float().softmax(dim=-1).cpu()
+                probabilities = logits_of(pl_module(images)).float().softmax(dim=-1).cpu()
             target = None
             if self.target == "label" and batch.labels is not None:
                 target = batch.labels.to(device)

@@ -1,8 +1,8 @@
 """Context managers for the hooked side pass: every change to model or global state is undone on exit.
 
-The side pass switches timm's fused attention off (a fused kernel never materialises the attention
-matrix, so nothing could be captured), puts the model in eval mode, chooses the autograd mode and
-hooks modules; each of these lives in its own context manager that restores the previous state in a
+The side pass puts the model in eval mode, chooses the autograd mode, keeps the RNG streams and hooks
+modules; a model's adapter adds what its family needs (timm's fused attention off: a fused kernel never
+materialises the attention matrix, so nothing could be captured); each of these lives in its own context manager that restores the previous state in a
 ``finally`` block, also when the forward raises.
 """
 
@@ -12,10 +12,6 @@ from typing import Callable, Dict, Iterator, List, Sequence, Tuple
 
 import torch
 from torch import nn
-
-DEFAULT_ATTENTION_PATTERN = "*attn_drop"
-"""Matches timm's ``Attention.attn_drop``, whose output is the post-softmax attention in eval mode."""
-
 
 def find_modules(model: nn.Module, pattern: str) -> List[Tuple[str, nn.Module]]:
     """Returns ``(name, module)`` for every submodule whose qualified name matches ``pattern``.
@@ -110,6 +106,6 @@ def forward_hooks(modules: Sequence[nn.Module], hook: Callable) -> Iterator[None
 
 @contextmanager
 def side_pass(model: nn.Module, device: torch.device, needs_grad: bool) -> Iterator[None]:
-    """Everything a side pass changes, undone on exit: RNG, module modes, fused attention, grad mode."""
-    with preserved_rng(device), eval_mode(model), fused_attention_disabled(model), grad_mode(needs_grad):
+    """Everything a side pass changes in any model, undone on exit: RNG, module modes, grad mode."""
+    with preserved_rng(device), eval_mode(model), grad_mode(needs_grad):
         yield

@@ -1,28 +1,26 @@
 """``explain``: one hooked side pass through a ViT, returning a batch of explanation maps.
 
-Data flow: validate the arguments → resolve the token geometry → hook the attention modules (or the
-Grad-CAM layer) inside :func:`~lightning_rollout.capture.side_pass` → forward (and, for gradient
-methods, one backward to the input) → per-layer factors from :mod:`lightning_rollout.methods`,
-accumulated as they arrive → read-out on the token grid.
+Data flow: validate the arguments → the model's adapter (:mod:`lightning_rollout.models`: where the
+attention comes from, the token geometry, what the head reads) → capture the attention (or Grad-CAM's
+activation) inside :func:`~lightning_rollout.capture.side_pass` and the adapter's settings → forward
+(and, for gradient methods, one backward down to the first attention layer) → per-layer factors from
+:mod:`lightning_rollout.methods`, accumulated as they arrive → read-out on the token grid.
 
 Memory does not grow with depth: plain rollout multiplies each layer's ``(B, N, N)`` factor into the
-running product inside the forward hook; gradient methods fold each layer's factor into the read-out
-row ``u @ A_L ⋯ A_l`` inside a tensor hook while the backward pass walks the layers in reverse.
+running product as the layer runs; gradient methods fold each layer's factor into the read-out row
+``u @ A_L ⋯ A_l`` (or, for heads that pool tokens, the product ``A_L ⋯ A_l``) inside a tensor hook
+while the backward pass walks the layers in reverse.
 """
 
+from collections.abc import Mapping
 from functools import partial
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Any, List, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
-from lightning_rollout.capture import (
-    DEFAULT_ATTENTION_PATTERN,
-    forward_hooks,
-    require_modules,
-    side_pass,
-)
-from lightning_rollout.geometry import TokenGeometry, resolve_geometry
+from lightning_rollout.capture import side_pass
+from lightning_rollout.geometry import TokenGeometry
 from lightning_rollout.methods import (
     GRADIENT_METHODS,
     HEAD_FUSIONS,
@@ -32,10 +30,9 @@ from lightning_rollout.methods import (
     gradcam_tokens,
     rollout_layer,
 )
-from lightning_rollout.methods.core import readout_weights, tokens_to_grid
-
-DEFAULT_GRADCAM_LAYER = "*norm1"
-"""The last module matching this pattern is Grad-CAM's layer: timm ViTs' last block ``norm1``."""
+from lightning_rollout.methods.core import tokens_to_grid
+from lightning_rollout.models.base import Layout, ModelAdapter, Readout
+from lightning_rollout.models.custom import resolve_adapter
 
 Target = Union[None, int, Tensor]
 
@@ -115,57 +112,59 @@ def _check_tokens(num_tokens: int, name: str, geometry: TokenGeometry, verb: str
 
 
 class _ForwardRollout:
-    """Forward hook multiplying each layer's rollout factor into ``R = A_l @ R``."""
+    """Attention sink multiplying each layer's rollout factor into ``R = A_l @ R`` as the layer runs."""
 
-    def __init__(self, names: dict, geometry: TokenGeometry, head_fusion: str, discard_ratio: float) -> None:
-        self.names = names
+    def __init__(self, geometry: TokenGeometry, head_fusion: str, discard_ratio: float) -> None:
         self.geometry = geometry
         self.head_fusion = head_fusion
         self.discard_ratio = discard_ratio
         self.relevance: Optional[Tensor] = None
 
-    def __call__(self, module: nn.Module, inputs: tuple, attention: Tensor) -> None:
-        _check_attention(self.names[module], attention, self.geometry)
+    def __call__(self, name: str, attention: Tensor, layout: Optional[Layout] = None) -> None:
+        attention = attention.detach() if layout is None else layout(attention.detach(), 1.0)
+        _check_attention(name, attention, self.geometry)
         with _float32(attention.device):
-            factor = rollout_layer(attention.detach(), self.head_fusion, self.discard_ratio)
+            factor = rollout_layer(attention, self.head_fusion, self.discard_ratio)
             self.relevance = factor if self.relevance is None else torch.bmm(factor, self.relevance)
 
-    def token_scores(self) -> Optional[Tensor]:
+    def token_scores(self, readout: Readout) -> Optional[Tensor]:
         if self.relevance is None:
             return None
-        weights = readout_weights(
-            self.geometry.num_tokens, self.geometry.num_prefix_tokens, self.geometry.has_class_token,
-            self.relevance.device,
-        )
         with _float32(self.relevance.device):
-            return weights @ self.relevance
+            return readout.apply(self.relevance)
 
 
-class _BackwardRow:
-    """Forward hook that puts a tensor hook on each attention; during backward (last layer first) it
-    folds each layer's factor into the read-out row ``u @ A_L ⋯ A_l``."""
+class _BackwardChain:
+    """Attention sink that puts a tensor hook on each layer's attention; during backward (last layer first)
+    each layer's factor is folded into the read-out row ``u @ A_L ⋯ A_l`` or, for a read-out that is not a
+    fixed row (pooling heads), into the product ``A_L ⋯ A_l``.
 
-    def __init__(self, names: dict, geometry: TokenGeometry, method: str, discard_ratio: float) -> None:
-        self.names = names
+    ``readout`` must be set between the forward and the backward.
+    """
+
+    def __init__(self, geometry: TokenGeometry, method: str, discard_ratio: float) -> None:
         self.geometry = geometry
         self.method = method
         self.discard_ratio = discard_ratio
-        self.num_layers = 0
+        self.readout: Optional[Readout] = None
+        self.attentions: List[Tensor] = []
         self.next_layer = -1
-        self.row: Optional[Tensor] = None
+        self.chain: Optional[Tensor] = None
 
-    def __call__(self, module: nn.Module, inputs: tuple, attention: Tensor) -> None:
-        _check_attention(self.names[module], attention, self.geometry)
+    def __call__(self, name: str, attention: Tensor, layout: Optional[Layout] = None) -> None:
+        _check_attention(name, attention if layout is None else layout(attention.detach(), 1.0), self.geometry)
         if attention.requires_grad:
-            attention.register_hook(partial(self._fold, self.num_layers, attention.detach()))
-        self.num_layers += 1
-        self.next_layer = self.num_layers - 1
+            attention.register_hook(partial(self._fold, len(self.attentions), attention.detach(), layout))
+        self.attentions.append(attention)
+        self.next_layer = len(self.attentions) - 1
 
-    def _fold(self, layer: int, attention: Tensor, gradient: Tensor) -> None:
+    def _fold(self, layer: int, attention: Tensor, layout: Optional[Layout], gradient: Tensor) -> None:
+        if layout is not None:
+            attention, gradient = layout(attention, 1.0), layout(gradient, 0.0)
         if layer != self.next_layer:
             raise RuntimeError(
                 f"attention gradients arrived out of order (layer {layer}, expected {self.next_layer}); "
-                "gradient methods need the hooked attention modules to run once each, in sequence"
+                "gradient methods need the attention layers to run once each, in sequence"
             )
         self.next_layer -= 1
         with _float32(attention.device):
@@ -173,36 +172,71 @@ class _BackwardRow:
                 factor = grad_rollout_layer(attention, gradient, self.discard_ratio)
             else:
                 factor = chefer_layer(attention, gradient)
-            if self.row is None:
-                weights = readout_weights(
-                    self.geometry.num_tokens, self.geometry.num_prefix_tokens, self.geometry.has_class_token,
-                    factor.device,
-                )
-                self.row = weights.expand(factor.shape[0], -1)
-            self.row = torch.bmm(self.row.unsqueeze(1), factor).squeeze(1)
+            if self.readout.is_linear:
+                row = self.readout.vector(factor.shape[0], factor.device) if self.chain is None else self.chain
+                self.chain = torch.bmm(row.unsqueeze(1), factor).squeeze(1)
+            else:
+                self.chain = factor if self.chain is None else torch.bmm(self.chain, factor)
 
     def token_scores(self) -> Optional[Tensor]:
-        if self.num_layers == 0:
+        if not self.attentions:
             return None
-        if self.next_layer != -1 or self.row is None:
+        if self.next_layer != -1 or self.chain is None:
             raise RuntimeError(
-                f"only {self.num_layers - 1 - self.next_layer} of {self.num_layers} hooked attention layers "
+                f"only {len(self.attentions) - 1 - self.next_layer} of {len(self.attentions)} attention layers "
                 "received a gradient from the target score"
             )
-        return self.row
+        if self.readout.is_linear:
+            return self.chain
+        with _float32(self.chain.device):
+            return self.readout.apply(self.chain)
 
 
-class _GradCAMRecorder:
-    """Forward hook keeping the Grad-CAM layer's output (with its autograd graph)."""
+class _Recorder:
+    """Sink keeping the last tensor it was handed (Grad-CAM's activation, with its autograd graph)."""
 
     def __init__(self) -> None:
-        self.output: Optional[Tensor] = None
+        self.value: Optional[Tensor] = None
+        self.layout: Optional[Layout] = None
 
-    def __call__(self, module: nn.Module, inputs: tuple, output: Tensor) -> None:
-        if not isinstance(output, Tensor) or output.dim() != 3:
-            got = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
-            raise ValueError(f"the Grad-CAM layer must output tokens (B, N, C), got {got}")
-        self.output = output
+    def __call__(self, name: str, value: Tensor, layout: Optional[Layout] = None) -> None:
+        self.value, self.layout = value, layout
+
+
+def logits_of(output: Any) -> Tensor:
+    """The logits in a model's output: the output itself, its ``.logits`` (Hugging Face ``ModelOutput``) or
+    its ``"logits"`` entry.
+
+    Raises:
+        ValueError: when the output is neither.
+    """
+    if isinstance(output, Tensor):
+        return output
+    logits = output.get("logits") if isinstance(output, Mapping) else getattr(output, "logits", None)
+    if isinstance(logits, Tensor):
+        return logits
+    raise ValueError(
+        "the model must return logits (B, num_classes): a tensor, an output with `.logits` or a dict with "
+        f"'logits', got {type(output).__name__}"
+    )
+
+
+def _gradcam_map(activation: Tensor, gradient: Tensor, geometry: TokenGeometry, layer: str) -> Tensor:
+    """Grad-CAM on tokens ``(B, N, C)`` (prefix dropped, laid on the token grid) or a map ``(B, C, h, w)``."""
+    with _float32(activation.device):
+        if activation.dim() == 4:
+            height, width = activation.shape[-2:]
+            tokens = activation.detach().flatten(2).transpose(1, 2)
+            scores = gradcam_tokens(tokens, gradient.flatten(2).transpose(1, 2), 0)
+            return scores.reshape(-1, height, width)
+        if activation.dim() != 3:
+            raise ValueError(
+                f"the Grad-CAM layer {layer!r} must output tokens (B, N, C) or a feature map (B, C, h, w), "
+                f"got shape {tuple(activation.shape)}"
+            )
+        _check_tokens(activation.shape[1], layer, geometry)
+        scores = gradcam_tokens(activation.detach(), gradient, geometry.num_prefix_tokens)
+        return scores.reshape(-1, *geometry.grid_size)
 
 
 def explain(
@@ -213,34 +247,39 @@ def explain(
     head_fusion: str = "mean",
     discard_ratio: float = 0.9,
     target: Target = None,
-    attention_pattern: str = DEFAULT_ATTENTION_PATTERN,
-    gradcam_layer: str = DEFAULT_GRADCAM_LAYER,
+    attention_pattern: Optional[str] = None,
+    gradcam_layer: Optional[str] = None,
     num_prefix_tokens: Optional[int] = None,
     grid_size: Optional[Sequence[int]] = None,
 ) -> Tensor:
     """Computes explanation maps of a batch in one hooked side pass.
 
-    The model's state is left exactly as found, also when the forward raises: fused attention flags,
-    every submodule's train/eval mode, parameters' ``.grad`` and the global RNG state. Gradient methods
-    work inside ``torch.no_grad()`` and ``torch.inference_mode()``; under autocast the chain runs in
-    float32.
+    The model's state is left exactly as found, also when the forward raises: fused attention and
+    attention-implementation settings, every submodule's train/eval mode, parameters' ``.grad`` and the
+    global RNG state. Gradient methods work inside ``torch.no_grad()`` and ``torch.inference_mode()``;
+    under autocast the chain runs in float32.
 
     Args:
-        model: a timm ViT or any module containing one that returns logits (a LightningModule wrapping
-            it works as is); other models with ``num_prefix_tokens`` and ``grid_size`` given.
+        model: a timm, Hugging Face transformers or torchvision ViT, any ``nn.MultiheadAttention`` model,
+            or any module containing one that returns logits (a tensor, or an output with ``.logits``);
+            a LightningModule wrapping it works as is. The family's adapter
+            (:mod:`lightning_rollout.models`) says where its attention comes from, its token geometry
+            and what its head reads; other models work with ``attention_pattern``,
+            ``num_prefix_tokens`` and ``grid_size`` given, or with an adapter of their own.
         images: ``(B, C, H, W)`` float batch on the model's device.
         method: ``"rollout"`` (Abnar & Zuidema 2020), ``"grad_rollout"`` (class-specific gradient
             rollout), ``"chefer"`` (Chefer et al., ICCV 2021) or ``"gradcam"`` (Grad-CAM on the token
-            grid).
+            grid, or on the last feature map of hierarchical models).
         head_fusion: ``"mean"``, ``"max"`` or ``"min"`` over heads; used by ``"rollout"``.
         discard_ratio: fraction in ``[0, 1)`` of each layer's smallest fused entries zeroed per sample
             (never entry ``[0, 0]``); used by ``"rollout"`` and ``"grad_rollout"``.
         target: class to explain for gradient methods: ``None`` for the predicted class, an int, or a
             LongTensor of shape ``(B,)``.
-        attention_pattern: fnmatch pattern of the modules whose output is the post-softmax attention
-            ``(B, heads, N, N)``; the default matches timm.
-        gradcam_layer: fnmatch pattern; the last matching module's ``(B, N, C)`` output is Grad-CAM's
-            activation (default: timm's last block ``norm1``).
+        attention_pattern: ``None`` (the adapter's attention layers) or an fnmatch pattern of the modules
+            whose output is the post-softmax attention ``(B, heads, N, N)``.
+        gradcam_layer: ``None`` (the adapter's layer: timm ViTs' last block ``norm1``) or an fnmatch
+            pattern; the last matching module's ``(B, N, C)`` or ``(B, C, h, w)`` output is Grad-CAM's
+            activation.
         num_prefix_tokens: override of the number of leading non-patch tokens.
         grid_size: override of the patch grid ``(grid_h, grid_w)``.
 
@@ -249,8 +288,10 @@ def explain(
         method's own (not normalised).
 
     Raises:
-        ValueError: on a bad argument, a model without matching modules or readable geometry, or a
-            forward that captured nothing.
+        ValueError: on a bad argument, a model whose attention layers, Grad-CAM layer or geometry cannot
+            be found, or a forward that captured nothing.
+        lightning_rollout.models.UnsupportedModelError: an attention method on a model without global
+            token attention (Swin, MaxViT, XCiT, ...); its message points to ``"gradcam"``.
 
     Example::
 
@@ -260,49 +301,83 @@ def explain(
     validate_options(method, head_fusion, discard_ratio)
     _check_images(images)
     _check_target_shape(target, images.shape[0])
-    geometry = resolve_geometry(model, tuple(images.shape[-2:]), num_prefix_tokens, grid_size)
-
+    adapter = resolve_adapter(model, attention_pattern, gradcam_layer, num_prefix_tokens, grid_size)
+    geometry = adapter.geometry(tuple(images.shape[-2:]))
     if method == "gradcam":
-        hooked = [require_modules(model, gradcam_layer, "gradcam_layer")[-1]]
-        recorder = _GradCAMRecorder()
+        return _explain_gradcam(model, adapter, images, geometry, target)
+
+    layers = adapter.attention_layers()
+    if method == "rollout":
+        chain = _ForwardRollout(geometry, head_fusion, discard_ratio)
     else:
-        hooked = require_modules(model, attention_pattern, "attention_pattern")
-        names = {module: name for name, module in hooked}
-        if method == "rollout":
-            recorder = _ForwardRollout(names, geometry, head_fusion, discard_ratio)
-        else:
-            recorder = _BackwardRow(names, geometry, method, discard_ratio)
-
+        chain = _BackwardChain(geometry, method, discard_ratio)
     needs_grad = method in GRADIENT_METHODS
-    with side_pass(model, images.device, needs_grad), forward_hooks([m for _, m in hooked], recorder):
+    with side_pass(model, images.device, needs_grad), adapter.attention_settings():
+        with adapter.capture_attention(layers, chain), adapter.capture_readout() as readout_of:
+            if needs_grad:
+                images = images.detach().clone().requires_grad_(True)
+            logits = logits_of(model(images))
+        readout = readout_of(geometry)
         if needs_grad:
-            images = images.detach().clone().requires_grad_(True)
-        logits = model(images)
-        if method == "gradcam":
-            layer_name = hooked[0][0]
-            if recorder.output is None:
-                raise ValueError(
-                    f"the Grad-CAM layer {layer_name!r} (from `gradcam_layer`={gradcam_layer!r}) never ran in "
-                    "the forward"
-                )
-            _check_tokens(recorder.output.shape[1], layer_name, geometry)
-        if needs_grad:
-            target_index = _resolve_target(target, logits)
-            score = logits.gather(1, target_index[:, None]).sum()
-            # Grad-CAM needs the gradient at its layer only; the attention methods' tensor hooks fire while
-            # the backward walks down to the input.
-            gradient_of = recorder.output if method == "gradcam" else images
-            (gradient,) = torch.autograd.grad(score, gradient_of)
-
-    if method == "gradcam":
-        with _float32(images.device):
-            scores = gradcam_tokens(recorder.output.detach(), gradient, geometry.num_prefix_tokens)
-        return scores.reshape(-1, *geometry.grid_size)
-
-    scores = recorder.token_scores()
+            chain.readout = readout
+            score = _target_score(logits, target)
+            if chain.attentions:
+                # The backward stops at the first attention layer: nothing below it is needed.
+                torch.autograd.grad(score, chain.attentions[0])
+    scores = chain.token_scores(readout) if method == "rollout" else chain.token_scores()
     if scores is None:
         raise ValueError(
-            f"the modules matched by `attention_pattern`={attention_pattern!r} captured no attention in the "
-            "forward: they never ran (is a fused attention kernel bypassing them?)"
+            f"the attention layers of {type(adapter.root).__name__} ({adapter.family} adapter"
+            + (f", `attention_pattern`={attention_pattern!r}" if attention_pattern is not None else "")
+            + ") captured no attention in the forward: they never ran (is a fused attention kernel bypassing them?)"
         )
     return tokens_to_grid(scores, geometry.num_prefix_tokens, geometry.grid_size)
+
+
+def _target_score(logits: Tensor, target: Target) -> Tensor:
+    target_index = _resolve_target(target, logits)
+    return logits.gather(1, target_index[:, None]).sum()
+
+
+def _explain_gradcam(
+    model: nn.Module, adapter: ModelAdapter, images: Tensor, geometry: TokenGeometry, target: Target
+) -> Tensor:
+    recorder = _Recorder()
+    with side_pass(model, images.device, needs_grad=True), adapter.capture_gradcam(recorder) as layer:
+        images = images.detach().clone().requires_grad_(True)
+        logits = logits_of(model(images))
+        if recorder.value is None:
+            raise ValueError(f"the Grad-CAM layer {layer!r} never ran in the forward")
+        # Grad-CAM needs the gradient at its layer only: the backward stops there.
+        (gradient,) = torch.autograd.grad(_target_score(logits, target), recorder.value)
+    activation = recorder.value.detach()
+    if recorder.layout is not None:
+        activation, gradient = recorder.layout(activation, 0.0), recorder.layout(gradient, 0.0)
+    return _gradcam_map(activation, gradient, geometry, layer)
+
+
+def check_model(
+    model: nn.Module,
+    methods: Sequence[str],
+    *,
+    attention_pattern: Optional[str] = None,
+    gradcam_layer: Optional[str] = None,
+    num_prefix_tokens: Optional[int] = None,
+    grid_size: Optional[Sequence[int]] = None,
+) -> ModelAdapter:
+    """Checks, without running the model, that :func:`explain` can serve ``methods`` on ``model``.
+
+    Returns:
+        The adapter ``explain`` will use.
+
+    Raises:
+        ValueError: (or :class:`~lightning_rollout.models.UnsupportedModelError`) with the reason, as
+            ``explain`` would raise it.
+    """
+    adapter = resolve_adapter(model, attention_pattern, gradcam_layer, num_prefix_tokens, grid_size)
+    adapter.geometry(None)
+    if any(method != "gradcam" for method in methods):
+        adapter.attention_layers()
+    if "gradcam" in methods:
+        adapter.gradcam_layer()
+    return adapter

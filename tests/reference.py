@@ -49,8 +49,8 @@ def _normalised(fused):
 
 
 def reference_map(model, image, method, geometry, head_fusion="mean", discard_ratio=0.9, target=None):
-    """Map of one image, shape (grid_h, grid_w)."""
-    prefix, has_cls, (gh, gw) = geometry
+    """Map of one image, shape (grid_h, grid_w); ``geometry`` is (num_prefix_tokens, read-out, grid)."""
+    prefix, readout, (gh, gw) = geometry
     need_grads = method != "rollout"
     attentions, grads = _attentions_and_grads(model, image, target, need_grads)
     n = attentions[0].shape[-1]
@@ -65,8 +65,18 @@ def reference_map(model, image, method, geometry, head_fusion="mean", discard_ra
         elif method == "chefer":
             fused = torch.clamp(grads[layer] * attention, min=0).mean(0)
             relevance = relevance + fused @ relevance
-    if has_cls:
-        row = relevance[0]
-    else:
-        row = relevance[prefix:].mean(0)
+    row = read_out(relevance, prefix, readout)
     return row[prefix:].reshape(gh, gw)
+
+
+def read_out(relevance, prefix, readout):
+    """The token scores a head reads from R: "cls" (row 0), "cls_dist" (mean of rows 0 and 1), "pool"
+    (mean of the patch rows with their diagonal entries zeroed)."""
+    if readout == "cls":
+        return relevance[0]
+    if readout == "cls_dist":
+        return (relevance[0] + relevance[1]) / 2
+    assert readout == "pool", readout
+    off_diagonal = relevance.clone()
+    off_diagonal.fill_diagonal_(0)
+    return off_diagonal[prefix:].mean(0)

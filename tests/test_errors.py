@@ -52,18 +52,18 @@ def test_forward_that_never_reaches_the_hooks(vit, images):
 
 
 def test_gradient_method_needs_logits(vit, images):
-    class ReturnsDict(torch.nn.Module):
+    class ReturnsTuple(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.vit = vit
 
         def forward(self, x):
-            return {"logits": self.vit(x)}
+            return self.vit(x), None
 
-    with pytest.raises(ValueError, match=r"need a model returning logits of shape \(B, num_classes\), got dict"):
-        explain(ReturnsDict(), images, "grad_rollout")
+    with pytest.raises(ValueError, match=r"must return logits \(B, num_classes\).*got tuple"):
+        explain(ReturnsTuple(), images, "grad_rollout")
 
 
 def test_geometry_of_a_model_without_vit():
-    with pytest.raises(ValueError, match=r"contains no timm ViT.*pass both `num_prefix_tokens` and `grid_size`"):
+    with pytest.raises(ValueError, match=r"no model adapter knows it.*pass both `num_prefix_tokens` and `grid_size`"):
         resolve_geometry(torch.nn.Linear(2, 2), num_prefix_tokens=1)

@@ -10,14 +10,15 @@ from reference import reference_map
 ATTENTION_METHODS = ["rollout", "grad_rollout", "chefer"]
 
 SHAPES = {
-    # name: (timm kwargs, input size, (num_prefix_tokens, has_class_token, grid))
-    "class_token": ({}, (32, 32), (1, True, (4, 4))),
-    "no_class_token": (dict(class_token=False, global_pool="avg"), (32, 32), (0, False, (4, 4))),
-    "distilled": (dict(model_name="deit_tiny_distilled_patch16_224"), (32, 32), (2, True, (4, 4))),
-    "registers": (dict(reg_tokens=4), (32, 32), (5, True, (4, 4))),
-    "registers_no_class": (dict(reg_tokens=2, class_token=False, global_pool="avg"), (32, 32), (2, False, (4, 4))),
-    "non_square": (dict(img_size=(32, 48)), (32, 48), (1, True, (4, 6))),
-    "dynamic": (dict(dynamic_img_size=True), (24, 40), (1, True, (3, 5))),
+    # name: (timm kwargs, input size, (num_prefix_tokens, what the head reads, grid))
+    "class_token": ({}, (32, 32), (1, "cls", (4, 4))),
+    "no_class_token": (dict(class_token=False, global_pool="avg"), (32, 32), (0, "pool", (4, 4))),
+    "class_token_avg_pool": (dict(global_pool="avg"), (32, 32), (1, "pool", (4, 4))),
+    "distilled": (dict(model_name="deit_tiny_distilled_patch16_224"), (32, 32), (2, "cls_dist", (4, 4))),
+    "registers": (dict(reg_tokens=4), (32, 32), (5, "cls", (4, 4))),
+    "registers_no_class": (dict(reg_tokens=2, class_token=False, global_pool="avg"), (32, 32), (2, "pool", (4, 4))),
+    "non_square": (dict(img_size=(32, 48)), (32, 48), (1, "cls", (4, 6))),
+    "dynamic": (dict(dynamic_img_size=True), (24, 40), (1, "cls", (3, 5))),
 }
 
 
@@ -38,7 +39,7 @@ def test_batched_equals_per_image_reference(shape, method):
 def test_rollout_options_match_reference(vit, images, fusion, ratio):
     maps = explain(vit, images, "rollout", head_fusion=fusion, discard_ratio=ratio)
     expected = torch.stack(
-        [reference_map(vit, i, "rollout", (1, True, (4, 4)), fusion, ratio) for i in images]
+        [reference_map(vit, i, "rollout", (1, "cls", (4, 4)), fusion, ratio) for i in images]
     )
     torch.testing.assert_close(maps, expected, rtol=1e-4, atol=1e-6)
 
@@ -55,7 +56,7 @@ def test_targets_change_gradient_maps_and_match_reference(vit, images):
     labels = torch.tensor([4, 0, 2])
     maps = explain(vit, images, "chefer", target=labels)
     expected = torch.stack(
-        [reference_map(vit, i, "chefer", (1, True, (4, 4)), target=t) for i, t in zip(images, labels)]
+        [reference_map(vit, i, "chefer", (1, "cls", (4, 4)), target=t) for i, t in zip(images, labels)]
     )
     torch.testing.assert_close(maps, expected, rtol=1e-4, atol=1e-6)
 
@@ -156,7 +157,7 @@ def test_custom_model_through_pattern_and_overrides():
     maps = explain(model, images, "grad_rollout", **options)
     assert maps.shape == (2, 2, 3) and maps.sum() > 0
     assert explain(model, images, "rollout", **options).shape == (2, 2, 3)
-    with pytest.raises(ValueError, match="contains no timm ViT"):
+    with pytest.raises(ValueError, match="no model adapter knows it"):
         explain(model, images, attention_pattern="layers.*.probs")
 
 

@@ -30,12 +30,22 @@ from lightning_rollout.models.base import (
 _ADAPTERS: List[Type[ModelAdapter]] = []
 
 
-def register_adapter(adapter: Type[ModelAdapter], *, first: bool = True) -> Type[ModelAdapter]:
-    """Registers an adapter class (usable as a decorator); by default it is tried before the built-in ones.
+def register_adapter(adapter: Optional[Type[ModelAdapter]] = None, *, first: bool = True):
+    """Registers an adapter class; usable as ``@register_adapter`` or ``@register_adapter(first=False)``.
+
+    Args:
+        adapter: the :class:`ModelAdapter` subclass.
+        first: try it before the adapters registered so far (a user's adapter wins over the built-in
+            ones); ``False`` appends it.
+
+    Returns:
+        ``adapter`` itself.
 
     Raises:
         TypeError: if ``adapter`` is not a :class:`ModelAdapter` subclass.
     """
+    if adapter is None:
+        return lambda cls: register_adapter(cls, first=first)
     if not (isinstance(adapter, type) and issubclass(adapter, ModelAdapter)):
         raise TypeError(f"`adapter` must be a ModelAdapter subclass, got {adapter!r}")
     if adapter in _ADAPTERS:
@@ -73,5 +83,6 @@ __all__ = [
     "token_readout",
 ]
 
-# The built-in adapters register themselves (after any user-registered ones), in this order.
-from lightning_rollout.models import hf, mha  # noqa: E402,F401  (isort: skip)
+# The built-in families, in the order they are tried; the generic ones come last (mha.py registers
+# torchvision's ViT, then any nn.MultiheadAttention model).
+from lightning_rollout.models import hf, timm_vit, timm_cait, timm_spatial, mha  # noqa: E402,F401  (register themselves)

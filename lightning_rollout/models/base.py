@@ -8,7 +8,8 @@ An adapter answers, for one model it was built on:
 - what the side pass switches and restores so that the attention exists at all
   (:meth:`ModelAdapter.attention_settings`: fused kernels, SDPA);
 - Grad-CAM's layer and how its output becomes a ``(B, N, C)`` token or ``(B, C, h, w)`` map
-  (:meth:`ModelAdapter.gradcam_layer`, :meth:`ModelAdapter.gradcam_activation`);
+  (:meth:`ModelAdapter.gradcam_layer`, :meth:`ModelAdapter.gradcam_activation`,
+  :meth:`ModelAdapter.gradcam_layout`);
 - what the model's head reads (:meth:`ModelAdapter.readout`).
 
 A family without a global token attention (Swin, MaxViT, XCiT, ...) raises :class:`UnsupportedModelError`
@@ -25,8 +26,13 @@ from torch import Tensor, nn
 from lightning_rollout.capture import forward_hooks
 from lightning_rollout.geometry import TokenGeometry
 
-AttentionSink = Callable[[str, Tensor], None]
-"""Receives ``(layer_name, attention)`` once per attention layer, in forward order."""
+Layout = Callable[[Tensor, float], Tensor]
+"""Lays a captured tensor (and, with ``fill=0``, its gradient) out on the model's full token sequence;
+``fill`` goes in the places the layer does not compute (see :mod:`lightning_rollout.models.timm_cait`)."""
+
+AttentionSink = Callable[..., None]
+"""Called as ``sink(layer_name, tensor)`` or ``sink(layer_name, tensor, layout)`` once per layer, in forward
+order; ``tensor`` is on the autograd graph (gradients flow through it)."""
 
 
 class UnsupportedModelError(ValueError):
@@ -88,10 +94,14 @@ def token_readout(num_tokens: int, tokens: Sequence[int] = (0,)) -> Readout:
     return Readout(rows=rows)
 
 
-def patch_mean_readout(geometry: TokenGeometry, class_weight: float = 0.0) -> Readout:
-    """The head averages the patch tokens; with ``class_weight`` > 0 it also reads the class token."""
+def patch_mean_readout(geometry: TokenGeometry, class_weight: float = 0.0, include_prefix: bool = False) -> Readout:
+    """The head averages the patch tokens; with ``class_weight`` > 0 it also reads the class token.
+
+    ``include_prefix``: the average runs over every token, prefix tokens included.
+    """
     pooled = torch.zeros(geometry.num_tokens)
-    pooled[geometry.num_prefix_tokens:] = (1.0 - class_weight) / (geometry.num_tokens - geometry.num_prefix_tokens)
+    first = 0 if include_prefix else geometry.num_prefix_tokens
+    pooled[first:] = (1.0 - class_weight) / (geometry.num_tokens - first)
     rows = None
     if class_weight:
         rows = torch.zeros(geometry.num_tokens)
@@ -187,12 +197,16 @@ class ModelAdapter:
         raise NotImplementedError
 
     def gradcam_activation(self, output) -> Tensor:
-        """Grad-CAM's activation from the layer's output: tokens ``(B, N, C)`` or a map ``(B, C, h, w)``."""
+        """The tensor Grad-CAM differentiates, picked from the layer's output (on the autograd graph)."""
         return output[0] if isinstance(output, tuple) else output
+
+    def gradcam_layout(self, activation: Tensor, fill: float) -> Tensor:
+        """Lays the activation (and its gradient) out as tokens ``(B, N, C)`` or a map ``(B, C, h, w)``."""
+        return activation
 
     @contextmanager
     def capture_gradcam(self, sink: AttentionSink) -> Iterator[str]:
-        """Hands Grad-CAM's activation (on the autograd graph) to ``sink`` during the forward.
+        """Hands Grad-CAM's activation (on the autograd graph) and its layout to ``sink`` during the forward.
 
         Yields:
             The layer's name, for messages.
@@ -200,7 +214,7 @@ class ModelAdapter:
         name, layer = self.gradcam_layer()
 
         def hook(module: nn.Module, inputs: tuple, output) -> None:
-            sink(name, self.gradcam_activation(output))
+            sink(name, self.gradcam_activation(output), self.gradcam_layout)
 
         with forward_hooks([layer], hook):
             yield name
