@@ -12,6 +12,9 @@ from torch import nn
 
 transformers = pytest.importorskip("transformers")
 
+from reference import _discard, _normalised  # noqa: E402
+
+from lightning_rollout import explain  # noqa: E402
 from lightning_rollout.geometry import TokenGeometry  # noqa: E402
 from lightning_rollout.models import UnsupportedModelError, find_adapter  # noqa: E402
 from lightning_rollout.models.hf import HFAdapter  # noqa: E402
@@ -133,7 +136,10 @@ def test_find_leaves_a_wrapped_timm_model_to_the_timm_adapters():
         architecture="vit_tiny_patch16_224", num_labels=5,
         model_args=dict(img_size=32, patch_size=8, depth=2, embed_dim=32, num_heads=2),
     )
-    assert HFAdapter.find(transformers.TimmWrapperForImageClassification(config)) is None
+    wrapper = transformers.TimmWrapperForImageClassification(config)
+    assert HFAdapter.find(wrapper) is None
+    adapter = find_adapter(wrapper)
+    assert adapter.family == "timm-vit" and adapter.root is wrapper.timm_model
 
 
 def test_find_never_imports_transformers(monkeypatch):
@@ -319,3 +325,109 @@ def test_swin_refuses_the_attention_methods_and_gives_gradcam_on_its_last_stage(
         with torch.no_grad(), adapter.capture_gradcam(lambda n, x, *layout: tokens.append(x)):
             model(_images())
         assert tokens[0].shape == (2, adapter.geometry((32, 32)).num_tokens, model.config.embed_dim * 2)
+
+
+# ------------------------------------------------------------------------------------ end to end
+
+READOUTS = {  # token rows the head reads, and (first pooled token, weight) of a patch-mean head
+    "vit": ({0: 1.0}, None),
+    "deit_teacher": ({0: 0.5, 1: 0.5}, None),
+    "beit": ({}, (1, 1.0)),
+    "dinov2_reg": ({0: 0.5}, (5, 0.5)),
+    "clip": ({0: 1.0}, None),
+}
+
+
+def _eager_copy(model: nn.Module):
+    """A copy on transformers' eager attention, and a function image → (logits, attentions) through it."""
+    reference = copy.deepcopy(model)
+    if isinstance(reference, CLIPClassifier):
+        reference.backbone.set_attn_implementation("eager")
+
+        def run(image):
+            out = reference.backbone(pixel_values=image[None], output_attentions=True)
+            return reference.head(out.pooler_output), out.attentions
+
+    else:
+        reference.set_attn_implementation("eager")
+
+        def run(image):
+            out = reference(image[None], output_attentions=True)
+            return out.logits, out.attentions
+
+    return reference, run
+
+
+def reference_map(model, image, method, geometry, readout, discard_ratio=0.9):
+    """One image, the textbook recipe over transformers' own ``output_attentions`` (autograd on them)."""
+    _, run = _eager_copy(model)
+    with torch.enable_grad():
+        logits, attentions = run(image)
+        gradients = torch.autograd.grad(logits[0, int(logits.argmax())], attentions)
+    relevance = torch.eye(geometry.num_tokens)
+    for attention, gradient in zip(attentions, gradients):
+        attention, gradient = attention[0].detach(), gradient[0]
+        if method == "rollout":
+            relevance = _normalised(_discard(attention.mean(0), discard_ratio)) @ relevance
+        elif method == "grad_rollout":
+            relevance = _normalised(_discard((attention * gradient).mean(0).clamp(min=0), discard_ratio)) @ relevance
+        else:
+            relevance = relevance + (gradient * attention).clamp(min=0).mean(0) @ relevance
+    rows, pooled = readout
+    row = sum(weight * relevance[token] for token, weight in rows.items()) if rows else 0
+    if pooled is not None:
+        first, weight = pooled
+        off_diagonal = relevance - torch.diag(relevance.diagonal())
+        row = row + weight * off_diagonal[first:].mean(0)
+    return row[geometry.num_prefix_tokens:].reshape(geometry.grid_size)
+
+
+@pytest.mark.parametrize("method", ["rollout", "grad_rollout", "chefer"])
+@pytest.mark.parametrize("name", list(READOUTS))
+def test_explain_equals_the_recipe_over_transformers_attentions(name, method):
+    model = model_for(name)
+    images = _images()
+    geometry = find_adapter(model).geometry((32, 32))
+    maps = explain(model, images, method)
+    expected = torch.stack([reference_map(model, image, method, geometry, READOUTS[name]) for image in images])
+    assert maps.shape == (2, *geometry.grid_size)
+    assert float(expected.abs().max()) > 0
+    torch.testing.assert_close(maps, expected, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name, norm", [("vit", "vit.layers.1.layernorm_before"),
+                                        ("dinov2_reg", "dinov2_with_registers.encoder.layer.1.norm1"),
+                                        ("swin", "swin.layernorm")])
+def test_explain_gradcam_equals_the_recipe(name, norm):
+    model = model_for(name)
+    images = _images()
+    geometry = find_adapter(model).geometry((32, 32))
+    maps = explain(model, images, "gradcam")
+    reference, run = _eager_copy(model)
+    expected = []
+    for image in images:
+        kept = []
+        handle = reference.get_submodule(norm).register_forward_hook(lambda m, i, o: kept.append(o))
+        with torch.enable_grad():
+            logits, _ = run(image)
+            (gradient,) = torch.autograd.grad(logits[0, int(logits.argmax())], kept[0])
+        handle.remove()
+        tokens, gradient = kept[0][0, geometry.num_prefix_tokens:].detach(), gradient[0, geometry.num_prefix_tokens:]
+        expected.append((tokens * gradient.mean(0)).sum(-1).clamp(min=0).reshape(geometry.grid_size))
+    torch.testing.assert_close(maps, torch.stack(expected), rtol=1e-4, atol=1e-6)
+
+
+def test_explain_leaves_the_model_bit_identical_and_swin_refuses_attention_methods():
+    model = copy.deepcopy(model_for("vit"))
+    images = _images()
+    state = _config_state(model)
+    with torch.no_grad():
+        before = model(images).logits
+    for method in ("rollout", "grad_rollout", "chefer", "gradcam"):
+        explain(model, images, method)
+    assert _config_state(model) == state
+    with torch.no_grad():
+        assert torch.equal(model(images).logits, before)
+    assert all(p.grad is None for p in model.parameters())
+    with pytest.raises(UnsupportedModelError, match="Use method 'gradcam'"):
+        explain(model_for("swin"), images, "rollout")

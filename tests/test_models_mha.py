@@ -4,12 +4,16 @@ Parity: the replayed attention equals ``nn.MultiheadAttention(need_weights=True,
 the replayed output equals the module's own, and gradients reach the handed-out attention.
 """
 
+import copy
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models import VisionTransformer
 
+from lightning_rollout import explain
 from lightning_rollout.geometry import TokenGeometry
 from lightning_rollout.models import UnsupportedModelError, find_adapter
 from lightning_rollout.models.mha import (
@@ -18,6 +22,7 @@ from lightning_rollout.models.mha import (
     fast_path_disabled,
     replayed_attention,
 )
+from reference import _discard, _normalised
 
 
 def patches(images: torch.Tensor, patch: int) -> torch.Tensor:
@@ -354,3 +359,109 @@ def test_side_pass_leaves_outputs_bit_identical():
         after = model(images)
     assert torch.equal(before, after)
     assert all("forward" not in m.__dict__ for m in model.modules())
+
+
+# ------------------------------------------------------------------------------------ end to end
+
+
+class EagerSelfAttention(nn.Module):
+    """Test-only twin of a (mask-free, self-) ``nn.MultiheadAttention`` written the textbook way, keeping
+    its attention on the graph in ``store``."""
+
+    def __init__(self, attention: nn.MultiheadAttention, store: list) -> None:
+        super().__init__()
+        self.attention = attention
+        self.store = store
+
+    def forward(self, query, key, value, need_weights=True, **ignored):
+        mha = self.attention
+        x = query if mha.batch_first else query.transpose(0, 1)
+        batch, tokens, dim = x.shape
+        heads = mha.num_heads
+        qkv = F.linear(x, mha.in_proj_weight, mha.in_proj_bias).reshape(batch, tokens, 3, heads, dim // heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)
+        weights = (q @ k.transpose(-2, -1) / math.sqrt(dim // heads)).softmax(dim=-1)
+        self.store.append(weights)
+        out = mha.out_proj((weights @ v).transpose(1, 2).reshape(batch, tokens, dim))
+        return (out if mha.batch_first else out.transpose(0, 1)), None
+
+
+def _eager_twin(model: nn.Module):
+    twin, store = copy.deepcopy(model), []
+    for module in list(twin.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, nn.MultiheadAttention):
+                setattr(module, name, EagerSelfAttention(child, store))
+    return twin, store
+
+
+def reference_map(model, image, method, discard_ratio=0.9):
+    """One image, the textbook recipe over the twin's attentions (autograd on them); class-token read-out."""
+    twin, store = _eager_twin(model)
+    with torch.enable_grad():
+        logits = twin(image[None])
+        gradients = torch.autograd.grad(logits[0, int(logits.argmax())], store)
+    relevance = torch.eye(17)
+    for attention, gradient in zip(store, gradients):
+        attention, gradient = attention[0].detach(), gradient[0]
+        if method == "rollout":
+            relevance = _normalised(_discard(attention.mean(0), discard_ratio)) @ relevance
+        elif method == "grad_rollout":
+            relevance = _normalised(_discard((attention * gradient).mean(0).clamp(min=0), discard_ratio)) @ relevance
+        else:
+            relevance = relevance + (gradient * attention).clamp(min=0).mean(0) @ relevance
+    return relevance[0, 1:].reshape(4, 4)
+
+
+@pytest.mark.parametrize("method", ["rollout", "grad_rollout", "chefer"])
+@pytest.mark.parametrize("name", list(MODELS))
+def test_explain_equals_the_recipe_over_an_eager_twin(name, method):
+    model = MODELS[name]()
+    images = _images()
+    overrides = {} if name == "torchvision" else {"num_prefix_tokens": 1, "grid_size": (4, 4)}
+    maps = explain(model, images, method, **overrides)
+    expected = torch.stack([reference_map(model, image, method) for image in images])
+    assert float(expected.abs().max()) > 0
+    torch.testing.assert_close(maps, expected, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name, norm", [("course_seq_first", "blocks.1.norm_attn"),
+                                        ("torchvision", "encoder.layers.encoder_layer_1.ln_1")])
+def test_explain_gradcam_equals_the_recipe(name, norm):
+    model = MODELS[name]()
+    images = _images()
+    overrides = {} if name == "torchvision" else {"num_prefix_tokens": 1, "grid_size": (4, 4)}
+    maps = explain(model, images, "gradcam", **overrides)
+    expected = []
+    for image in images:
+        kept = []
+        handle = model.get_submodule(norm).register_forward_hook(lambda m, i, o: kept.append(o))
+        with torch.enable_grad():
+            logits = model(image[None])
+            (gradient,) = torch.autograd.grad(logits[0, int(logits.argmax())], kept[0])
+        handle.remove()
+        tokens, gradient = kept[0].detach(), gradient
+        if name == "course_seq_first":
+            tokens, gradient = tokens.transpose(0, 1), gradient.transpose(0, 1)
+        tokens, gradient = tokens[0, 1:], gradient[0, 1:]
+        expected.append((tokens * gradient.mean(0)).sum(-1).clamp(min=0).reshape(4, 4))
+    torch.testing.assert_close(maps, torch.stack(expected), rtol=1e-4, atol=1e-6)
+
+
+def test_explain_needs_the_geometry_of_a_generic_mha_model():
+    with pytest.raises(ValueError, match="num_prefix_tokens"):
+        explain(course_vit(batch_first=True), _images(), "rollout")
+
+
+def test_explain_leaves_an_mha_model_bit_identical():
+    model = torchvision_vit()
+    images = _images()
+    with torch.no_grad():
+        before = model(images)
+    for method in ("rollout", "grad_rollout", "chefer", "gradcam"):
+        explain(model, images, method)
+    with torch.no_grad():
+        assert torch.equal(model(images), before)
+    assert all("forward" not in m.__dict__ for m in model.modules())
+    assert all(p.grad is None for p in model.parameters())
+    assert torch.backends.mha.get_fastpath_enabled()
