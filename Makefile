@@ -23,6 +23,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_engine.py
 	$(PY) benchmarks/bench_callback.py
+	$(PY) benchmarks/bench_cli.py
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -2,7 +2,7 @@
 
 The callback is glue: it keeps the fixed batch (:mod:`~lightning_rollout.batch`), runs
 :func:`~lightning_rollout.explain` in a side pass, turns the maps into pictures and scalars
-(:mod:`~lightning_rollout.report`) and hands them to a sink (:mod:`~lightning_rollout.sinks`).
+(:mod:`~lightning_rollout.report`) and hands them to one sink per logger (:mod:`~lightning_rollout.sinks`).
 """
 
 import os
@@ -20,8 +20,15 @@ from lightning_rollout.explain import check_model, explain, logits_of, validate_
 from lightning_rollout.geometry import check_overrides
 from lightning_rollout.methods import METHODS
 from lightning_rollout.rendering import to_display_images
-from lightning_rollout.report import all_finite, captions, map_scalars, render_filmstrips, render_samples
-from lightning_rollout.sinks import ImageSink, PNGImageSink, TensorBoardImageSink
+from lightning_rollout.report import (
+    all_finite,
+    captions,
+    map_scalars,
+    pick_columns,
+    render_filmstrips,
+    render_samples,
+)
+from lightning_rollout.sinks import ImageSink, PNGImageSink, sink_for_logger
 
 TARGETS = ("label", "prediction")
 
@@ -171,8 +178,7 @@ class AttentionRolloutCallback(*callback_bases()):
         self._history: Dict[str, List[Tuple[str, Tensor]]] = {method: [] for method in self.methods}
         self._last_logged: Optional[Tuple[str, int]] = None
         self._display_stats: Tuple[Optional[List[float]], Optional[List[float]]] = (mean, std)
-        self._sink: Optional[ImageSink] = None
-        self._sink_resolved = False
+        self._sinks: Optional[List[ImageSink]] = None
         self._warned: set = set()
 
     @property
@@ -194,7 +200,7 @@ class AttentionRolloutCallback(*callback_bases()):
             grid_size=self.grid_size,
         )
         self._display_stats = self._resolve_display_stats(adapter.data_config())
-        self._sink, self._sink_resolved = None, False
+        self._sinks = None
 
     @override
     def on_validation_batch_end(
@@ -280,41 +286,48 @@ class AttentionRolloutCallback(*callback_bases()):
             self._warned.add(key)
             warnings.warn(message, UserWarning, stacklevel=2)
 
-    def _image_sink(self, trainer: Any) -> Optional[ImageSink]:
-        if self._sink_resolved:
-            return self._sink
-        self._sink_resolved = True
-        loggers = list(trainer.loggers)
-        if not loggers:
+    def _image_sinks(self, trainer: Any) -> List[ImageSink]:
+        """One sink per logger: its native one (TensorBoard, W&B, MLflow) or PNG files under its log dir."""
+        if self._sinks is not None:
+            return self._sinks
+        self._sinks = []
+        if not trainer.loggers:
             self._warn_once("no-logger", "AttentionRolloutCallback: the Trainer has no logger; nothing is logged")
-            return None
-        for logger in loggers:
-            writer = logger.experiment
-            if callable(getattr(writer, "add_image", None)):
-                self._sink = TensorBoardImageSink(writer)
-                return self._sink
-        logger = loggers[0]
-        root = getattr(logger, "log_dir", None) or logger.save_dir or trainer.default_root_dir
-        self._sink = PNGImageSink(os.path.join(root, self.tag_prefix))
-        self._warn_once(
-            "png",
-            f"AttentionRolloutCallback: {type(logger).__name__} cannot show images; PNGs are written under "
-            f"{self._sink.root} (use a TensorBoardLogger to see them in TensorBoard)",
-        )
-        return self._sink
+            return self._sinks
+        png_roots = set()
+        for logger in trainer.loggers:
+            sink = sink_for_logger(logger)
+            if sink is None:
+                # The tags start with ``tag_prefix``: files land in <log_dir>/<tag_prefix>/<method>/...
+                root = getattr(logger, "log_dir", None) or logger.save_dir or trainer.default_root_dir
+                if root in png_roots:
+                    continue
+                png_roots.add(root)
+                sink = PNGImageSink(root)
+                self._warn_once(
+                    f"png-{root}",
+                    f"AttentionRolloutCallback: {type(logger).__name__} cannot show images; PNGs are written under "
+                    f"{os.path.join(root, self.tag_prefix)} (TensorBoardLogger, WandbLogger and MLFlowLogger show "
+                    "them in their UI)",
+                )
+            self._sinks.append(sink)
+        return self._sinks
 
-    def _log_maps(self, trainer: Any, pl_module: nn.Module, label: Optional[str], root: str) -> None:
-        """Explains the fixed batch and logs pictures and scalars under ``root`` at the global step.
+    def _log_maps(
+        self, trainer: Any, pl_module: nn.Module, label: Optional[str], root: str, step: Optional[int] = None
+    ) -> None:
+        """Explains the fixed batch and logs pictures and scalars under ``root`` at ``step``.
 
         ``label`` names the filmstrip column; ``None`` (test runs) logs no filmstrip and keeps no history.
+        ``step`` defaults to the global step (``lightning-rollout replay`` passes each checkpoint's).
         """
         if not trainer.is_global_zero or self._batch is None:
             return
-        step = trainer.global_step
+        step = trainer.global_step if step is None else step
         if self._last_logged == (root, step):
             return
-        sink = self._image_sink(trainer)
-        if sink is None:
+        sinks = self._image_sinks(trainer)
+        if not sinks:
             return
         maps, probabilities = self._explain(trainer, pl_module)
         broken = [method for method, value in maps.items() if not all_finite(value)]
@@ -329,19 +342,22 @@ class AttentionRolloutCallback(*callback_bases()):
         batch = self._batch
         display = to_display_images(batch.images, *self._display_stats)
         sample_captions = captions(batch.labels, probabilities, self.class_names)
+        samples_caption = " | ".join(f"{i}: " + ", ".join(lines) for i, lines in enumerate(sample_captions))
         scalars: Dict[str, float] = {}
         if batch.masks is not None:
             scalars[f"{root}/mask_area"] = float(batch.masks.float().mean())
         for method, method_maps in maps.items():
             tag = f"{root}/{method}"
             samples = render_samples(display, method_maps, sample_captions, self.colormap, self.alpha)
-            sink.log_image(f"{tag}/samples", samples, step)
+            for sink in sinks:
+                sink.log_image(f"{tag}/samples", samples, step, caption=samples_caption)
             if label is not None:
-                self._history[method].append((label, method_maps))
-                filmstrip = render_filmstrips(
-                    display, self._history[method], self.colormap, self.alpha, self.filmstrip_columns
-                )
-                sink.log_image(f"{tag}/filmstrip", filmstrip, step)
+                history = self._history[method]
+                history.append((label, method_maps))
+                filmstrip = render_filmstrips(display, history, self.colormap, self.alpha, self.filmstrip_columns)
+                columns = [history[i][0] for i in pick_columns(len(history), self.filmstrip_columns)]
+                for sink in sinks:
+                    sink.log_image(f"{tag}/filmstrip", filmstrip, step, caption="input | " + " | ".join(columns))
             scalars.update({f"{tag}/{name}": value for name, value in map_scalars(method_maps, batch.masks).items()})
         for logger in trainer.loggers:
             logger.log_metrics(scalars, step=step)

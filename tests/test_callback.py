@@ -216,7 +216,7 @@ def test_other_logger_writes_pngs_and_warns_once(tmp_path):
     with pytest.warns(UserWarning, match="CSVLogger cannot show images") as record:
         trainer.fit(Module())
     assert sum("cannot show images" in str(w.message) for w in record) == 1
-    folder = os.path.join(logger.log_dir, "attention", "attention", "rollout", "samples")
+    folder = os.path.join(logger.log_dir, "attention", "rollout", "samples")
     assert sorted(os.listdir(folder)) == ["step_00000000.png", "step_00000004.png", "step_00000008.png"]
     with open(os.path.join(logger.log_dir, "metrics.csv")) as metrics:
         assert "attention/rollout/energy" in metrics.readline()
@@ -323,3 +323,21 @@ def test_ddp_two_cpu_processes_log_once_from_rank_zero(tmp_path, strategy):
     for method in ["rollout", "grad_rollout", "chefer", "gradcam"]:
         assert _steps(events, f"attention/{method}/samples") == [0, 2, 4]
         assert [s.step for s in events.Scalars(f"attention/{method}/entropy")] == [0, 2, 4]
+
+
+def test_setup_refuses_attention_methods_on_a_windowed_model_and_serves_gradcam(tmp_path):
+    import timm
+
+    class SwinModule(Module):
+        def __init__(self):
+            super().__init__()
+            self.model = timm.create_model(
+                "swin_tiny_patch4_window7_224", img_size=16, patch_size=2, window_size=2, embed_dim=8,
+                depths=(1, 1), num_heads=(1, 1), num_classes=3,
+            )
+
+    with pytest.raises(ValueError, match=r"SwinTransformer has no global token attention.*Use method 'gradcam'"):
+        _trainer(tmp_path, [AttentionRolloutCallback(methods=["rollout", "gradcam"])]).fit(SwinModule())
+    trainer = _trainer(tmp_path, [AttentionRolloutCallback(methods=["gradcam"], num_samples=2)], max_epochs=1)
+    trainer.fit(SwinModule())
+    assert _steps(read_events(trainer.logger.log_dir), "attention/gradcam/samples") == [0, 4]

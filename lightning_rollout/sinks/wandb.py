@@ -1,0 +1,50 @@
+"""Pictures into a Weights & Biases run, through ``WandbLogger.log_image``.
+
+``wandb`` itself is imported by the logger, only when a picture is logged.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+
+from lightning_rollout.sinks.base import check_image_args
+
+__all__ = ["WandbImageSink"]
+
+
+class WandbImageSink:
+    """Logs pictures as ``wandb.Image`` entries of a ``WandbLogger``'s run, at the Trainer's global step.
+
+    The logger files each entry with ``trainer/global_step`` = ``step``, so the pictures line up with the
+    loss curves on W&B's step axis; ``caption`` is shown under the picture.
+
+    Args:
+        logger: A ``WandbLogger`` of ``lightning.pytorch`` or ``pytorch_lightning`` (anything with its
+            ``log_image(key, images, step, caption=...)``).
+
+    Raises:
+        TypeError: If ``logger`` has no callable ``log_image``.
+
+    Example::
+
+        sink = WandbImageSink(WandbLogger(project="vit", offline=True))
+        sink.log_image("attention/rollout/samples", grid, step=120, caption="0: true square | pred square")
+    """
+
+    def __init__(self, logger: Any) -> None:
+        if not callable(getattr(logger, "log_image", None)):
+            raise TypeError(f"`logger` must be a WandbLogger (with `log_image`), got {type(logger).__name__}.")
+        self.logger = logger
+
+    def log_image(self, tag: str, image: np.ndarray, step: int, caption: Optional[str] = None) -> None:
+        """Log ``image`` (uint8, ``(H, W, 3)``) under the key ``tag`` at ``step``.
+
+        Raises:
+            TypeError: If ``image`` is not a numpy array.
+            ValueError: If ``tag`` is empty, ``image`` is not uint8 ``(H, W, 3)`` or ``step`` is negative.
+        """
+        check_image_args(tag, image, step)
+        extra = {} if caption is None else {"caption": [caption]}
+        self.logger.log_image(key=tag, images=[np.ascontiguousarray(image)], step=int(step), **extra)
