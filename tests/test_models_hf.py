@@ -197,20 +197,8 @@ def test_unknown_model_type_asks_for_the_geometry_and_still_gives_its_attention(
 
 
 @pytest.mark.parametrize("name", GLOBAL)
-def test_captured_attention_equals_transformers_output_attentions(name):
-    model = model_for(name)
-    images = _images()
-    with torch.no_grad():
-        reference_logits, reference = _reference(model, images)
-        logits, captured = _captured(model, images)
-    assert len(captured) == len(reference) == 2
-    for ours, theirs in zip(captured, reference):
-        torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
-    torch.testing.assert_close(logits, reference_logits, rtol=0, atol=0)
-
-
-@pytest.mark.parametrize("name", GLOBAL)
-def test_gradients_through_captured_attention_equal_autograd_on_transformers_attentions(name):
+def test_captured_attention_and_its_gradients_equal_transformers_own(name):
+    """The tensors equal ``output_attentions=True`` of an eager copy, and so do autograd's gradients on them."""
     model = model_for(name)
     images = _images()
     target = torch.tensor([1, 3])
@@ -219,6 +207,10 @@ def test_gradients_through_captured_attention_equal_autograd_on_transformers_att
         expected = torch.autograd.grad(reference_logits.gather(1, target[:, None]).sum(), reference)
         logits, captured = _captured(model, images)
         gradients = torch.autograd.grad(logits.gather(1, target[:, None]).sum(), captured)
+    assert len(captured) == len(reference) == 2
+    for ours, theirs in zip(captured, reference):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+    torch.testing.assert_close(logits, reference_logits, rtol=0, atol=0)
     assert any(float(g.abs().max()) > 0 for g in expected)
     for ours, theirs in zip(gradients, expected):
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-7)
@@ -358,41 +350,47 @@ def _eager_copy(model: nn.Module):
     return reference, run
 
 
-def reference_map(model, image, method, geometry, readout, discard_ratio=0.9):
-    """One image, the textbook recipe over transformers' own ``output_attentions`` (autograd on them)."""
-    _, run = _eager_copy(model)
+def reference_maps(run, image, geometry, readout, discard_ratio=0.9):
+    """One image, the textbook recipes over transformers' own ``output_attentions`` (autograd on them)."""
     with torch.enable_grad():
         logits, attentions = run(image)
         gradients = torch.autograd.grad(logits[0, int(logits.argmax())], attentions)
-    relevance = torch.eye(geometry.num_tokens)
-    for attention, gradient in zip(attentions, gradients):
-        attention, gradient = attention[0].detach(), gradient[0]
-        if method == "rollout":
-            relevance = _normalised(_discard(attention.mean(0), discard_ratio)) @ relevance
-        elif method == "grad_rollout":
-            relevance = _normalised(_discard((attention * gradient).mean(0).clamp(min=0), discard_ratio)) @ relevance
-        else:
-            relevance = relevance + (gradient * attention).clamp(min=0).mean(0) @ relevance
-    rows, pooled = readout
-    row = sum(weight * relevance[token] for token, weight in rows.items()) if rows else 0
-    if pooled is not None:
-        first, weight = pooled
-        off_diagonal = relevance - torch.diag(relevance.diagonal())
-        row = row + weight * off_diagonal[first:].mean(0)
-    return row[geometry.num_prefix_tokens:].reshape(geometry.grid_size)
+    maps = {}
+    for method in ("rollout", "grad_rollout", "chefer"):
+        relevance = torch.eye(geometry.num_tokens)
+        for attention, gradient in zip(attentions, gradients):
+            attention, gradient = attention[0].detach(), gradient[0]
+            if method == "rollout":
+                fused = _discard(attention.mean(0), discard_ratio)
+                relevance = _normalised(fused) @ relevance
+            elif method == "grad_rollout":
+                fused = _discard((attention * gradient).mean(0).clamp(min=0), discard_ratio)
+                relevance = _normalised(fused) @ relevance
+            else:
+                relevance = relevance + (gradient * attention).clamp(min=0).mean(0) @ relevance
+        rows, pooled = readout
+        row = sum(weight * relevance[token] for token, weight in rows.items()) if rows else 0
+        if pooled is not None:
+            first, weight = pooled
+            off_diagonal = relevance - torch.diag(relevance.diagonal())
+            row = row + weight * off_diagonal[first:].mean(0)
+        maps[method] = row[geometry.num_prefix_tokens:].reshape(geometry.grid_size)
+    return maps
 
 
-@pytest.mark.parametrize("method", ["rollout", "grad_rollout", "chefer"])
 @pytest.mark.parametrize("name", list(READOUTS))
-def test_explain_equals_the_recipe_over_transformers_attentions(name, method):
+def test_explain_equals_the_recipes_over_transformers_attentions(name):
     model = model_for(name)
     images = _images()
     geometry = find_adapter(model).geometry((32, 32))
-    maps = explain(model, images, method)
-    expected = torch.stack([reference_map(model, image, method, geometry, READOUTS[name]) for image in images])
-    assert maps.shape == (2, *geometry.grid_size)
-    assert float(expected.abs().max()) > 0
-    torch.testing.assert_close(maps, expected, rtol=1e-4, atol=1e-6)
+    _, run = _eager_copy(model)
+    references = [reference_maps(run, image, geometry, READOUTS[name]) for image in images]
+    for method in ("rollout", "grad_rollout", "chefer"):
+        maps = explain(model, images, method)
+        expected = torch.stack([reference[method] for reference in references])
+        assert maps.shape == (2, *geometry.grid_size)
+        assert float(expected.abs().max()) > 0, method
+        torch.testing.assert_close(maps, expected, rtol=1e-4, atol=1e-6, msg=lambda m: f"{method}: {m}")
 
 
 @pytest.mark.parametrize("name, norm", [("vit", "vit.layers.1.layernorm_before"),

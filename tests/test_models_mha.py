@@ -119,8 +119,6 @@ def _captured(model: nn.Module, images: torch.Tensor, grad: bool = False):
 
 # ---------------------------------------------------------------------------------- the replay itself
 
-MASK_CASES = ["none", "bool_2d", "float_3d", "padding", "padding_and_bool"]
-
 
 def _masks(case: str, batch: int, heads: int, queries: int, keys: int):
     generator = torch.Generator().manual_seed(5)
@@ -136,14 +134,22 @@ def _masks(case: str, batch: int, heads: int, queries: int, keys: int):
     return attn_mask, key_padding_mask
 
 
+REPLAY_CASES = [  # module options × masks, each case on sequence-first and batch-first inputs
+    ({}, "none"),
+    ({}, "bool_2d"),
+    ({}, "float_3d"),
+    ({}, "padding_and_bool"),
+    ({"bias": False}, "padding"),
+    ({"add_bias_kv": True}, "padding_and_bool"),
+    ({"add_zero_attn": True}, "float_3d"),
+    ({"add_bias_kv": True, "add_zero_attn": True}, "bool_2d"),
+    ({"kdim": 12, "vdim": 20}, "padding_and_bool"),
+    ({"kdim": 12, "vdim": 20, "add_bias_kv": True}, "float_3d"),
+]
+
+
 @pytest.mark.parametrize("batch_first", [False, True])
-@pytest.mark.parametrize(
-    "options",
-    [{}, {"bias": False}, {"add_bias_kv": True}, {"add_zero_attn": True}, {"kdim": 12, "vdim": 20},
-     {"add_bias_kv": True, "add_zero_attn": True}],
-    ids=["plain", "no_bias", "bias_kv", "zero_attn", "kdim_vdim", "bias_kv_zero_attn"],
-)
-@pytest.mark.parametrize("case", MASK_CASES)
+@pytest.mark.parametrize("options, case", REPLAY_CASES, ids=[f"{sorted(o)}-{c}" for o, c in REPLAY_CASES])
 def test_replay_equals_the_module_weights_and_output(batch_first, options, case):
     torch.manual_seed(0)
     heads, dim, batch, queries = 2, 16, 3, 5
@@ -395,34 +401,40 @@ def _eager_twin(model: nn.Module):
     return twin, store
 
 
-def reference_map(model, image, method, discard_ratio=0.9):
-    """One image, the textbook recipe over the twin's attentions (autograd on them); class-token read-out."""
-    twin, store = _eager_twin(model)
+def reference_maps(twin, store, image, discard_ratio=0.9):
+    """One image, the textbook recipes over the twin's attentions (autograd on them); class-token read-out."""
+    store.clear()
     with torch.enable_grad():
         logits = twin(image[None])
         gradients = torch.autograd.grad(logits[0, int(logits.argmax())], store)
-    relevance = torch.eye(17)
-    for attention, gradient in zip(store, gradients):
-        attention, gradient = attention[0].detach(), gradient[0]
-        if method == "rollout":
-            relevance = _normalised(_discard(attention.mean(0), discard_ratio)) @ relevance
-        elif method == "grad_rollout":
-            relevance = _normalised(_discard((attention * gradient).mean(0).clamp(min=0), discard_ratio)) @ relevance
-        else:
-            relevance = relevance + (gradient * attention).clamp(min=0).mean(0) @ relevance
-    return relevance[0, 1:].reshape(4, 4)
+    maps = {}
+    for method in ("rollout", "grad_rollout", "chefer"):
+        relevance = torch.eye(17)
+        for attention, gradient in zip(store, gradients):
+            attention, gradient = attention[0].detach(), gradient[0]
+            if method == "rollout":
+                relevance = _normalised(_discard(attention.mean(0), discard_ratio)) @ relevance
+            elif method == "grad_rollout":
+                fused = _discard((attention * gradient).mean(0).clamp(min=0), discard_ratio)
+                relevance = _normalised(fused) @ relevance
+            else:
+                relevance = relevance + (gradient * attention).clamp(min=0).mean(0) @ relevance
+        maps[method] = relevance[0, 1:].reshape(4, 4)
+    return maps
 
 
-@pytest.mark.parametrize("method", ["rollout", "grad_rollout", "chefer"])
 @pytest.mark.parametrize("name", list(MODELS))
-def test_explain_equals_the_recipe_over_an_eager_twin(name, method):
+def test_explain_equals_the_recipes_over_an_eager_twin(name):
     model = MODELS[name]()
     images = _images()
     overrides = {} if name == "torchvision" else {"num_prefix_tokens": 1, "grid_size": (4, 4)}
-    maps = explain(model, images, method, **overrides)
-    expected = torch.stack([reference_map(model, image, method) for image in images])
-    assert float(expected.abs().max()) > 0
-    torch.testing.assert_close(maps, expected, rtol=1e-4, atol=1e-6)
+    twin, store = _eager_twin(model)
+    references = [reference_maps(twin, store, image) for image in images]
+    for method in ("rollout", "grad_rollout", "chefer"):
+        maps = explain(model, images, method, **overrides)
+        expected = torch.stack([reference[method] for reference in references])
+        assert float(expected.abs().max()) > 0, method
+        torch.testing.assert_close(maps, expected, rtol=1e-4, atol=1e-6, msg=lambda m: f"{method}: {m}")
 
 
 @pytest.mark.parametrize("name, norm", [("course_seq_first", "blocks.1.norm_attn"),
