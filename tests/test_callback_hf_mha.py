@@ -58,7 +58,8 @@ def _fit(path, module_class, callbacks):
 @pytest.mark.parametrize("module_class", [HFViTModule, TorchvisionViTModule])
 def test_callback_logs_every_method_and_leaves_training_bit_identical(tmp_path, module_class):
     without, _ = _fit(tmp_path / "without", module_class, [])
-    module, trainer = _fit(tmp_path / "with", module_class, [AttentionRolloutCallback(methods=ALL_METHODS, num_samples=4)])
+    callback = AttentionRolloutCallback(methods=ALL_METHODS, num_samples=4)
+    module, trainer = _fit(tmp_path / "with", module_class, [callback])
     expected = without.state_dict()
     for key, value in module.state_dict().items():
         assert torch.equal(value, expected[key]), key

@@ -19,7 +19,9 @@ from lightning_rollout.geometry import TokenGeometry  # noqa: E402
 from lightning_rollout.models import UnsupportedModelError, find_adapter  # noqa: E402
 from lightning_rollout.models.hf import HFAdapter  # noqa: E402
 
-SIZES = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8)
+SIZES = dict(
+    hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8
+)
 
 
 class CLIPClassifier(nn.Module):

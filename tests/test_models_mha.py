@@ -309,7 +309,8 @@ def test_gradcam_reads_the_tokens_of_the_last_attention_batch_first(name, norm):
     expected, tokens = [], []
     handle = model.get_submodule(norm).register_forward_hook(lambda m, i, o: expected.append(o))
     try:
-        with torch.enable_grad(), find_adapter(model).capture_gradcam(lambda n, x, *layout: tokens.append(x)) as layer_name:
+        sink = lambda n, x, *layout: tokens.append(x)  # noqa: E731
+        with torch.enable_grad(), find_adapter(model).capture_gradcam(sink) as layer_name:
             score = model(images)[:, 1].sum()
             (gradient,) = torch.autograd.grad(score, tokens[0], retain_graph=True)
             (expected_gradient,) = torch.autograd.grad(score, expected[0])
