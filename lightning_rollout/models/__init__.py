@@ -83,5 +83,6 @@ __all__ = [
     "token_readout",
 ]
 
-# The built-in families, in the order they are tried; the generic ones come last.
-from lightning_rollout.models import timm_vit, timm_cait, timm_spatial  # noqa: E402,F401  (register themselves)
+# The built-in families, in the order they are tried; the generic ones come last (mha.py registers
+# torchvision's ViT, then any nn.MultiheadAttention model).
+from lightning_rollout.models import hf, timm_vit, timm_cait, timm_spatial, mha  # noqa: E402,F401  (self-registering)

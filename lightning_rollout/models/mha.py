@@ -1,0 +1,247 @@
+"""Models built from ``torch.nn.MultiheadAttention``: torchvision's ``VisionTransformer`` and any other.
+
+``nn.MultiheadAttention`` cannot hand out its attention on the gradient path: torchvision calls it with
+``need_weights=False``, and the weights it can return are a copy taken after they were multiplied with
+the values, so no gradient reaches them. For the side pass only, each attention module's ``forward`` is
+swapped for a replay that computes the same attention from the module's own parameters (input
+projections, biases, ``bias_k``/``bias_v``, ``add_zero_attn``, masks, ``batch_first`` either way) and
+then the module's output *from* the attention it handed out, so that gradients of the output flow
+through it. ``torch.backends.mha`` fast paths (``TransformerEncoderLayer``'s fused kernel, which never
+calls the attention module) are switched off meanwhile.
+
+- :class:`MultiheadAttentionAdapter` (generic, tried last): every ``nn.MultiheadAttention`` in
+  registration order, which must be the forward order. The token geometry cannot be read from such a
+  model: pass ``num_prefix_tokens`` and ``grid_size``. Read-out: the class token when the geometry has
+  one, else the mean of the patch tokens. Grad-CAM: the tokens the last attention module reads.
+- :class:`TorchvisionViTAdapter`: ``torchvision.models.VisionTransformer`` (``vit_b_16`` … ``vit_h_14``),
+  whose geometry (one class token, ``patch_size``) and class-token head are known.
+"""
+
+from contextlib import contextmanager
+from functools import partial
+from typing import Iterator, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lightning_rollout.geometry import TokenGeometry
+from lightning_rollout.models import register_adapter
+from lightning_rollout.models.base import AttentionSink, ModelAdapter, Readout, UnsupportedModelError, token_readout
+from lightning_rollout.models.layer_input import layer_input
+
+
+def _additive_mask(mask: Optional[Tensor], dtype: torch.dtype) -> Optional[Tensor]:
+    """A boolean mask (``True``: not allowed to attend) as an additive float mask; float masks as given."""
+    if mask is None:
+        return None
+    if mask.dtype == torch.bool:
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(mask, float("-inf"))
+    return mask.to(dtype)
+
+
+def _pad_key(mask: Optional[Tensor]) -> Optional[Tensor]:
+    """One more (allowed) key column on a mask, for an appended key slot."""
+    return None if mask is None else F.pad(mask, (0, 1))
+
+
+def _projections(module: nn.MultiheadAttention, query: Tensor, key: Tensor, value: Tensor) -> Tuple[Tensor, ...]:
+    """``(q, k, v)`` after the module's input projections; sequence-first tensors in and out."""
+    if module._qkv_same_embed_dim:
+        weights = module.in_proj_weight.chunk(3)
+    else:
+        weights = (module.q_proj_weight, module.k_proj_weight, module.v_proj_weight)
+    biases = module.in_proj_bias.chunk(3) if module.in_proj_bias is not None else (None, None, None)
+    return tuple(F.linear(x, w, b) for x, w, b in zip((query, key, value), weights, biases))
+
+
+def _replay_forward(
+    module: nn.MultiheadAttention,
+    name: str,
+    sink: AttentionSink,
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    key_padding_mask: Optional[Tensor] = None,
+    need_weights: bool = True,
+    attn_mask: Optional[Tensor] = None,
+    average_attn_weights: bool = True,
+    is_causal: bool = False,
+) -> Tuple[Tensor, Optional[Tensor]]:
+    """``nn.MultiheadAttention.forward`` computed step by step, handing the attention to ``sink`` on the way.
+
+    Same arguments and returns as :meth:`torch.nn.MultiheadAttention.forward`. ``sink`` receives the
+    post-softmax attention ``(B, heads, L, S)`` over the given keys; the output is computed from that
+    very tensor, so ``torch.autograd.grad(output, attention)`` is the true gradient.
+    """
+    if is_causal and attn_mask is None:
+        raise RuntimeError(f"{name}: `is_causal=True` needs the causal `attn_mask` (as nn.MultiheadAttention)")
+    batched = query.dim() == 3
+    if batched and module.batch_first:
+        query, key, value = (x.transpose(0, 1) for x in (query, key, value))
+    elif not batched:
+        query, key, value = (x.unsqueeze(1) for x in (query, key, value))
+        key_padding_mask = None if key_padding_mask is None else key_padding_mask.unsqueeze(0)
+    target_len, batch, embed_dim = query.shape
+    num_keys = key.shape[0]
+    heads, head_dim = module.num_heads, module.head_dim
+
+    dtype = query.dtype
+    attn_mask = _additive_mask(attn_mask, dtype)
+    key_padding_mask = _additive_mask(key_padding_mask, dtype)
+    q, k, v = _projections(module, query, key, value)
+    if module.bias_k is not None:
+        k = torch.cat([k, module.bias_k.repeat(1, batch, 1)])
+        v = torch.cat([v, module.bias_v.repeat(1, batch, 1)])
+        attn_mask, key_padding_mask = _pad_key(attn_mask), _pad_key(key_padding_mask)
+    q, k, v = (x.reshape(x.shape[0], batch * heads, head_dim).transpose(0, 1) for x in (q, k, v))
+    if module.add_zero_attn:
+        k = torch.cat([k, k.new_zeros(batch * heads, 1, head_dim)], dim=1)
+        v = torch.cat([v, v.new_zeros(batch * heads, 1, head_dim)], dim=1)
+        attn_mask, key_padding_mask = _pad_key(attn_mask), _pad_key(key_padding_mask)
+
+    scores = torch.bmm(q * head_dim**-0.5, k.transpose(1, 2)).view(batch, heads, target_len, -1)
+    if attn_mask is not None:  # (L, S) or (B * heads, L, S)
+        scores = scores + (attn_mask.view(batch, heads, target_len, -1) if attn_mask.dim() == 3 else attn_mask)
+    if key_padding_mask is not None:  # (B, S)
+        scores = scores + key_padding_mask.view(batch, 1, 1, -1)
+    attention = scores.softmax(dim=-1)
+
+    if attention.shape[-1] > num_keys:  # hand over the token part; the output reads it back
+        tokens, extra = attention.split([num_keys, attention.shape[-1] - num_keys], dim=-1)
+        sink(name, tokens)
+        attention = torch.cat([tokens, extra], dim=-1)
+    else:
+        sink(name, attention)
+    weights = F.dropout(attention, p=module.dropout) if module.training and module.dropout > 0 else attention
+
+    output = torch.bmm(weights.reshape(batch * heads, target_len, -1), v)
+    output = output.transpose(0, 1).reshape(target_len, batch, embed_dim)
+    output = F.linear(output, module.out_proj.weight, module.out_proj.bias)
+    if batched and module.batch_first:
+        output = output.transpose(0, 1)
+    elif not batched:
+        output = output.squeeze(1)
+
+    returned = None
+    if need_weights:
+        returned = attention.mean(dim=1) if average_attn_weights else attention
+        returned = returned if batched else returned.squeeze(0)
+    return output, returned
+
+
+@contextmanager
+def replayed_attention(layers: List[Tuple[str, nn.Module]], sink: AttentionSink) -> Iterator[None]:
+    """Swaps each ``nn.MultiheadAttention``'s ``forward`` for the replay; restores it on exit.
+
+    Raises:
+        UnsupportedModelError: if a layer is not an ``nn.MultiheadAttention``.
+    """
+    for name, module in layers:
+        if not isinstance(module, nn.MultiheadAttention):
+            raise UnsupportedModelError(
+                f"module {name!r} is a {type(module).__name__}, not an nn.MultiheadAttention whose attention "
+                "can be replayed"
+            )
+    saved = {}
+    try:
+        for name, module in layers:
+            saved[module] = module.__dict__.get("forward")
+            module.forward = partial(_replay_forward, module, name, sink)
+        yield
+    finally:
+        for module, forward in saved.items():
+            if forward is None:
+                del module.__dict__["forward"]
+            else:
+                module.forward = forward
+
+
+@contextmanager
+def fast_path_disabled() -> Iterator[None]:
+    """Switches ``torch.backends.mha``'s fused fast paths off (they bypass the attention modules)."""
+    enabled = torch.backends.mha.get_fastpath_enabled()
+    try:
+        torch.backends.mha.set_fastpath_enabled(False)
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(enabled)
+
+
+def _query(args: tuple, kwargs: dict) -> Tensor:
+    return args[0] if args else kwargs["query"]
+
+
+class MultiheadAttentionAdapter(ModelAdapter):
+    """Any model whose token self-attention is ``nn.MultiheadAttention`` (see the module docstring).
+
+    The geometry must come from the caller (``num_prefix_tokens``, ``grid_size``); a subclass that knows
+    it overrides :meth:`geometry`.
+    """
+
+    family = "mha"
+
+    @classmethod
+    def find(cls, model: nn.Module) -> Optional[nn.Module]:
+        if any(isinstance(module, nn.MultiheadAttention) for module in model.modules()):
+            return model
+        return None
+
+    def geometry(self, image_size: Optional[Tuple[int, int]]) -> TokenGeometry:
+        raise ValueError(
+            f"cannot read the token geometry of {type(self.root).__name__} (a model built from "
+            "nn.MultiheadAttention): pass `num_prefix_tokens` (e.g. 1 for a class token) and `grid_size` "
+            "(grid_h, grid_w) of the patch tokens"
+        )
+
+    def attention_layers(self) -> List[Tuple[str, nn.Module]]:
+        layers = [(name, m) for name, m in self.root.named_modules() if isinstance(m, nn.MultiheadAttention)]
+        if not layers:
+            raise UnsupportedModelError(f"{type(self.root).__name__} contains no nn.MultiheadAttention")
+        return layers
+
+    def attention_settings(self):
+        return fast_path_disabled()
+
+    def capture_attention(self, layers: List[Tuple[str, nn.Module]], sink: AttentionSink):
+        return replayed_attention(layers, sink)
+
+    def gradcam_layer(self) -> Tuple[str, nn.Module]:
+        """The last attention module; Grad-CAM reads the tokens it attends over (its normalised input)."""
+        return self.attention_layers()[-1]
+
+    def capture_gradcam(self, sink: AttentionSink):
+        name, module = self.gradcam_layer()
+        return layer_input(name, module, sink, _query, sequence_first=not module.batch_first)
+
+
+def _torchvision_vit() -> type:
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    return VisionTransformer
+
+
+class TorchvisionViTAdapter(MultiheadAttentionAdapter):
+    """``torchvision.models.VisionTransformer``: one class token, ``patch_size`` patches, class-token head."""
+
+    family = "torchvision-vit"
+
+    @classmethod
+    def find(cls, model: nn.Module) -> Optional[nn.Module]:
+        vit = _torchvision_vit()
+        for module in model.modules():
+            if isinstance(module, vit):
+                return module
+        return None
+
+    def geometry(self, image_size: Optional[Tuple[int, int]]) -> TokenGeometry:
+        height, width = image_size if image_size is not None else (self.root.image_size, self.root.image_size)
+        patch = self.root.patch_size
+        return TokenGeometry(1, True, (int(height) // patch, int(width) // patch))
+
+    def readout(self, geometry: TokenGeometry) -> Readout:
+        return token_readout(geometry.num_tokens)
+
+
+register_adapter(TorchvisionViTAdapter, first=False)
+register_adapter(MultiheadAttentionAdapter, first=False)
