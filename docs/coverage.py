@@ -1,5 +1,8 @@
 """The model-coverage table: every family this project claims, random init, all four methods.
 
+timm, Hugging Face transformers and torchvision rows; any other ``nn.MultiheadAttention`` model needs its
+geometry given (``num_prefix_tokens``, ``grid_size``) and is covered by ``tests/test_models_mha.py``.
+
     python docs/coverage.py                 # prints the Markdown table (about 2 minutes on 2 CPU cores)
     python docs/coverage.py --out docs/coverage.md
 
@@ -62,6 +65,60 @@ TIMM_CASES: List[Case] = [
 ]
 
 
+def _hf(model_class: str, config_class: str, **kwargs) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        import transformers
+
+        config = getattr(transformers, config_class)(num_labels=5, **kwargs)
+        return getattr(transformers, model_class)(config)
+
+    return build
+
+
+HF_VIT = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, image_size=64,
+              patch_size=16)
+
+
+class _CLIPClassifier(nn.Module):
+    """A user's module around Hugging Face's ``CLIPVisionModel``: a linear head on the pooled class token."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import transformers
+
+        self.vision = transformers.CLIPVisionModel(transformers.CLIPVisionConfig(**HF_VIT))
+        self.head = nn.Linear(HF_VIT["hidden_size"], 5)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.vision(pixel_values=images).pooler_output)
+
+
+def _torchvision_vit() -> nn.Module:
+    from torchvision.models import VisionTransformer
+
+    return VisionTransformer(image_size=64, patch_size=16, num_layers=2, num_heads=2, hidden_dim=64, mlp_dim=128,
+                             num_classes=5)
+
+
+OTHER_CASES: List[Case] = [
+    ("HF vit", "ViTForImageClassification", _hf("ViTForImageClassification", "ViTConfig", **HF_VIT), (64, 64)),
+    ("HF deit", "DeiTForImageClassification", _hf("DeiTForImageClassification", "DeiTConfig", **HF_VIT), (64, 64)),
+    ("HF deit (teacher)", "DeiTForImageClassificationWithTeacher",
+     _hf("DeiTForImageClassificationWithTeacher", "DeiTConfig", **HF_VIT), (64, 64)),
+    ("HF beit", "BeitForImageClassification", _hf("BeitForImageClassification", "BeitConfig", **HF_VIT), (64, 64)),
+    ("HF dinov2", "Dinov2ForImageClassification", _hf("Dinov2ForImageClassification", "Dinov2Config", **HF_VIT),
+     (64, 64)),
+    ("HF dinov2 (registers)", "Dinov2WithRegistersForImageClassification",
+     _hf("Dinov2WithRegistersForImageClassification", "Dinov2WithRegistersConfig", num_register_tokens=4, **HF_VIT),
+     (64, 64)),
+    ("HF clip vision", "CLIPVisionModel + Linear", _CLIPClassifier, (64, 64)),
+    ("HF swin", "SwinForImageClassification",
+     _hf("SwinForImageClassification", "SwinConfig", image_size=64, patch_size=4, embed_dim=16, depths=[1, 1],
+         num_heads=[2, 2], window_size=4), (64, 64)),
+    ("torchvision vit", "VisionTransformer (vit_b_16 shape)", _torchvision_vit, (64, 64)),
+]
+
+
 def _status(model: nn.Module, images: torch.Tensor, method: str) -> str:
     try:
         maps = explain(model, images, method, discard_ratio=0.5)
@@ -117,7 +174,7 @@ def table(cases: List[Case]) -> str:
 
 
 def all_cases() -> List[Case]:
-    return list(TIMM_CASES)
+    return TIMM_CASES + OTHER_CASES
 
 
 def main(argv: Optional[List[str]] = None) -> None:

@@ -233,5 +233,15 @@ class HFAdapter(ModelAdapter):
         name, module = self.gradcam_layer()
         return layer_input(name, module, sink, _hidden_states, sequence_first=False)
 
+    # -------------------------------------------------------------------------------------- display
+
+    def input_channels(self) -> Optional[int]:
+        channels = getattr(_vision_config(self.root.config), "num_channels", None)
+        return channels if isinstance(channels, int) else None
+
+    def num_classes(self) -> Optional[int]:
+        labels = getattr(self.root, "num_labels", None)
+        return labels if isinstance(labels, int) else None
+
 
 register_adapter(HFAdapter, first=False)

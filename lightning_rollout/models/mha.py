@@ -242,6 +242,9 @@ class TorchvisionViTAdapter(MultiheadAttentionAdapter):
     def readout(self, geometry: TokenGeometry) -> Readout:
         return token_readout(geometry.num_tokens)
 
+    def input_channels(self) -> Optional[int]:
+        return self.root.conv_proj.in_channels
+
 
 register_adapter(TorchvisionViTAdapter, first=False)
 register_adapter(MultiheadAttentionAdapter, first=False)
