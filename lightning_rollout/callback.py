@@ -18,7 +18,8 @@ from lightning_rollout._lightning import callback_bases
 from lightning_rollout.batch import BatchKey, FixedBatch, check_key, count_samples, take_samples
 from lightning_rollout.capture import side_pass
 from lightning_rollout.distributed import broadcast_from_rank_zero, is_sharded
-from lightning_rollout.explain import check_model, explain, logits_of, validate_options
+from lightning_rollout.checks import check_int, logits_of
+from lightning_rollout.explain import check_model, explain, validate_options
 from lightning_rollout.geometry import check_overrides
 from lightning_rollout.methods import METHODS
 from lightning_rollout.rendering import to_display_images
@@ -57,11 +58,6 @@ CONSTANT_MAP_CAUSES = {
     ),
 }
 """Why each method's maps come out constant, and what to change; shown in the warning."""
-
-
-def _check_int(argument: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"`{argument}` must be an int >= {minimum}, got {value!r}")
 
 
 def _check_stats(argument: str, value: Optional[Sequence[float]]) -> None:
@@ -181,10 +177,10 @@ class AttentionRolloutCallback(*callback_bases()):
             raise ValueError(f"`methods` must not repeat a name, got {methods!r}")
         for method in methods:
             validate_options(method, head_fusion, discard_ratio)
-        _check_int("num_samples", num_samples, 1)
-        _check_int("every_n_epochs", every_n_epochs, 1)
-        _check_int("filmstrip_columns", filmstrip_columns, 1)
-        _check_int("faithfulness_steps", faithfulness_steps, 0)
+        check_int("num_samples", num_samples, 1)
+        check_int("every_n_epochs", every_n_epochs, 1)
+        check_int("filmstrip_columns", filmstrip_columns, 1)
+        check_int("faithfulness_steps", faithfulness_steps, 0)
         if target not in TARGETS:
             raise ValueError(f"`target` must be one of {list(TARGETS)}, got {target!r}")
         for argument, key in (("image_key", image_key), ("label_key", label_key), ("mask_key", mask_key)):

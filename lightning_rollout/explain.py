@@ -12,14 +12,14 @@ running product as the layer runs; gradient methods fold each layer's factor int
 while the backward pass walks the layers in reverse.
 """
 
-from collections.abc import Mapping
 from functools import partial
-from typing import Any, List, Optional, Sequence, Union
+from typing import List, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from lightning_rollout.capture import side_pass
+from lightning_rollout.checks import Target, check_images, check_target, logits_of
 from lightning_rollout.geometry import TokenGeometry
 from lightning_rollout.methods import (
     GRADIENT_METHODS,
@@ -34,7 +34,6 @@ from lightning_rollout.methods.core import tokens_to_grid
 from lightning_rollout.models.base import Layout, ModelAdapter, Readout
 from lightning_rollout.models.custom import resolve_adapter
 
-Target = Union[None, int, Tensor]
 
 
 def validate_options(method: str, head_fusion: str, discard_ratio: float) -> None:
@@ -49,27 +48,6 @@ def validate_options(method: str, head_fusion: str, discard_ratio: float) -> Non
         raise ValueError(f"`head_fusion` must be one of {list(HEAD_FUSIONS)}, got {head_fusion!r}")
     if isinstance(discard_ratio, bool) or not isinstance(discard_ratio, (int, float)) or not 0 <= discard_ratio < 1:
         raise ValueError(f"`discard_ratio` must be a number in [0, 1), got {discard_ratio!r}")
-
-
-def _check_images(images: Tensor) -> None:
-    if not isinstance(images, Tensor) or images.dim() != 4 or not images.is_floating_point():
-        got = f"a {images.dim()}-D {images.dtype} tensor of shape {tuple(images.shape)}" if isinstance(
-            images, Tensor
-        ) else type(images).__name__
-        raise ValueError(f"`images` must be a float tensor of shape (B, C, H, W), got {got}")
-
-
-def _check_target_shape(target: Target, batch_size: int) -> None:
-    if target is None:
-        return
-    if isinstance(target, Tensor):
-        if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
-            raise ValueError(f"`target` must hold integer class indices, got dtype {target.dtype}")
-        if tuple(target.shape) != (batch_size,):
-            raise ValueError(f"`target` must have shape ({batch_size},) for this batch, got {tuple(target.shape)}")
-        return
-    if isinstance(target, bool) or not isinstance(target, int):
-        raise ValueError(f"`target` must be None, an int or a LongTensor of shape (B,), got {type(target).__name__}")
 
 
 def _resolve_target(target: Target, logits: Tensor) -> Tensor:
@@ -203,24 +181,6 @@ class _Recorder:
         self.value, self.layout = value, layout
 
 
-def logits_of(output: Any) -> Tensor:
-    """The logits in a model's output: the output itself, its ``.logits`` (Hugging Face ``ModelOutput``) or
-    its ``"logits"`` entry.
-
-    Raises:
-        ValueError: when the output is neither.
-    """
-    if isinstance(output, Tensor):
-        return output
-    logits = output.get("logits") if isinstance(output, Mapping) else getattr(output, "logits", None)
-    if isinstance(logits, Tensor):
-        return logits
-    raise ValueError(
-        "the model must return logits (B, num_classes): a tensor, an output with `.logits` or a dict with "
-        f"'logits', got {type(output).__name__}"
-    )
-
-
 def _gradcam_map(activation: Tensor, gradient: Tensor, geometry: TokenGeometry, layer: str) -> Tensor:
     """Grad-CAM on tokens ``(B, N, C)`` (prefix dropped, laid on the token grid) or a map ``(B, C, h, w)``."""
     with _float32(activation.device):
@@ -300,8 +260,8 @@ def explain(
         maps = explain(model, images, "grad_rollout", target=labels)  # (B, 14, 14)
     """
     validate_options(method, head_fusion, discard_ratio)
-    _check_images(images)
-    _check_target_shape(target, images.shape[0])
+    check_images(images)
+    check_target(target, images.shape[0])
     adapter = resolve_adapter(model, attention_pattern, gradcam_layer, num_prefix_tokens, grid_size)
     geometry = adapter.geometry(tuple(images.shape[-2:]))
     if method == "gradcam":

@@ -140,7 +140,7 @@ def test_models_returning_an_object_with_logits_and_a_predicted_target():
         (dict(batch_size=0), "`batch_size` must be an int >= 1"),
         (dict(baseline="zeros"), "`baseline` must be one of"),
         (dict(baseline=torch.zeros(2, 3, 16, 16)), "must broadcast"),
-        (dict(target=torch.tensor([0.0, 0, 0, 0])), "`target` must be an integer tensor"),
+        (dict(target=torch.tensor([0.0, 0, 0, 0])), "`target` must hold integer class indices"),
         (dict(target=5), r"`target` values must be in \[0, 2\)"),
         (dict(maps=torch.zeros(3, 4, 4)), r"`maps` must be a tensor of shape \(4, grid_h, grid_w\)"),
         (dict(maps=torch.full((4, 4, 4), float("nan"))), "`maps` must be finite"),

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_rollout.capture import eval_mode, preserved_rng
+from lightning_rollout.checks import Target, check_images, check_int, check_target, logits_of
 
 __all__ = ["BASELINES", "deletion_insertion_auc", "perturbation_curves", "pixel_ranks"]
 
@@ -31,11 +32,6 @@ BASELINES = ("blur", "mean")
 """Named baselines; a float or a tensor broadcastable to the images works too."""
 
 Baseline = Union[str, float, Tensor]
-
-
-def _check_int(argument: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"`{argument}` must be an int >= {minimum}, got {value!r}")
 
 
 def _gaussian_blur(images: Tensor, sigma: float) -> Tensor:
@@ -89,30 +85,20 @@ def pixel_ranks(maps: Tensor, image_size: Tuple[int, int]) -> Tensor:
 
 
 def _logits(output: Any) -> Tensor:
-    logits = getattr(output, "logits", output)
-    if not isinstance(logits, Tensor) or logits.dim() != 2:
-        got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
-        raise ValueError(f"the model must return logits of shape (B, num_classes) (or an object with .logits), got {got}")
+    logits = logits_of(output)
+    if logits.dim() != 2:
+        raise ValueError(f"the model must return logits of shape (B, num_classes), got {tuple(logits.shape)}")
     return logits
 
 
-def _check_inputs(images: Tensor, maps: Tensor, target: Union[None, int, Tensor]) -> None:
-    if not isinstance(images, Tensor) or images.dim() != 4 or not images.is_floating_point():
-        got = f"shape {tuple(images.shape)}, dtype {images.dtype}" if isinstance(images, Tensor) else type(images).__name__
-        raise ValueError(f"`images` must be a float tensor of shape (B, C, H, W), got {got}")
+def _check_inputs(images: Tensor, maps: Tensor, target: Target) -> None:
+    check_images(images)
     if not isinstance(maps, Tensor) or maps.dim() != 3 or maps.shape[0] != images.shape[0]:
         got = tuple(maps.shape) if isinstance(maps, Tensor) else type(maps).__name__
         raise ValueError(f"`maps` must be a tensor of shape ({images.shape[0]}, grid_h, grid_w), got {got}")
     if not bool(torch.isfinite(maps).all()):
         raise ValueError("`maps` must be finite, got NaN or Inf values")
-    if isinstance(target, Tensor):
-        if target.is_floating_point() or target.dtype == torch.bool or tuple(target.shape) != (images.shape[0],):
-            raise ValueError(
-                f"`target` must be an integer tensor of shape ({images.shape[0]},), got dtype {target.dtype} and "
-                f"shape {tuple(target.shape)}"
-            )
-    elif target is not None and (isinstance(target, bool) or not isinstance(target, int)):
-        raise ValueError(f"`target` must be None, an int or a LongTensor of shape (B,), got {type(target).__name__}")
+    check_target(target, images.shape[0])
 
 
 @torch.no_grad()
@@ -120,7 +106,7 @@ def perturbation_curves(
     model: nn.Module,
     images: Tensor,
     maps: Tensor,
-    target: Union[None, int, Tensor] = None,
+    target: Target = None,
     *,
     steps: int = 16,
     baseline: Baseline = "blur",
@@ -146,8 +132,8 @@ def perturbation_curves(
         ValueError: on a bad argument or a model that does not return 2-D logits.
     """
     _check_inputs(images, maps, target)
-    _check_int("steps", steps, 1)
-    _check_int("batch_size", batch_size, 1)
+    check_int("steps", steps, 1)
+    check_int("batch_size", batch_size, 1)
     batch, _, height, width = images.shape
     reference = _baseline(images, baseline)
     ranks = pixel_ranks(maps.to(images.device), (height, width))
@@ -177,7 +163,7 @@ def deletion_insertion_auc(
     model: nn.Module,
     images: Tensor,
     maps: Tensor,
-    target: Union[None, int, Tensor] = None,
+    target: Target = None,
     *,
     steps: int = 16,
     baseline: Baseline = "blur",
