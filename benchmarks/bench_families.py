@@ -7,11 +7,13 @@ Each family is built ViT-B/16-shaped (or ViT-S/16 for timm, the engine table's m
 weights, 224 px, batch 16; the baseline is ``model(x)`` under ``torch.no_grad()`` in the model's default
 attention setting (timm's fused kernel, Hugging Face's SDPA, torchvision's ``nn.MultiheadAttention``
 fast path). Cases run interleaved in rounds as in ``bench_engine.py``; each ratio is the median over
-rounds of the per-round ratio.
+rounds of the per-round ratio. The last column is the floor of every gradient method: one forward with
+autograd in the default setting and the backward of the target score to the input, no hooks, no maps.
 """
 
 import argparse
 import os
+import subprocess
 import sys
 from typing import Callable, Dict, List, Optional
 
@@ -70,6 +72,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="2 blocks, 64 px, batch 4, 2 rounds")
     parser.add_argument("--out")
+    parser.add_argument("--row-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
         args.img_size, args.batch_size, args.repeats = 64, 4, 2
@@ -79,9 +82,20 @@ def main(argv: Optional[List[str]] = None) -> int:
         f"{args.repeats} timed rounds after a warm-up; baseline: a `torch.no_grad()` forward in the model's "
         "default attention setting.",
         "",
-        "| model | `rollout` | `grad_rollout` | `chefer` | `gradcam` | forward ms |",
-        "|---|---|---|---|---|---|",
+        "| model | `rollout` | `grad_rollout` | `chefer` | `gradcam` | forward+backward floor | forward ms |",
+        "|---|---|---|---|---|---|---|",
     ]
+    if len(args.families) > 1:
+        # One process per family, so that one model's allocations do not shape the next one's timings.
+        for family in args.families:
+            command = [sys.executable, os.path.abspath(__file__), "--families", family, "--row-only",
+                       "--img-size", str(args.img_size), "--batch-size", str(args.batch_size),
+                       "--repeats", str(args.repeats)] + (["--quick"] if args.quick else [])
+            result = subprocess.run(command, check=True, capture_output=True, text=True)
+            print(result.stderr, end="", file=sys.stderr, flush=True)
+            lines.append(result.stdout.strip().splitlines()[-1])
+        emit(lines, args.out)
+        return 0
     for family in args.families:
         torch.manual_seed(0)
         model = FAMILIES[family](args.img_size, args.quick).eval()
@@ -92,7 +106,14 @@ def main(argv: Optional[List[str]] = None) -> int:
             with torch.no_grad():
                 return logits_of(model(images))
 
-        cases = {"forward": forward}
+        def forward_backward() -> torch.Tensor:
+            # The floor of any gradient method: one forward with autograd and the backward to the input.
+            with torch.enable_grad():
+                inputs = images.clone().requires_grad_(True)
+                score = logits_of(model(inputs)).gather(1, targets[:, None]).sum()
+                return torch.autograd.grad(score, inputs)[0]
+
+        cases = {"forward": forward, "forward+backward": forward_backward}
         for method in METHODS:
             cases[method] = lambda method=method: explain(model, images, method, target=targets)
         print(f"{family}: warm-up", file=sys.stderr, flush=True)
@@ -106,7 +127,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             if family == "timm" and method in ("grad_rollout", "chefer"):
                 bar = BAR_TIMM_GRADIENT_TIME
             cells.append(f"{ratio:.2f}× ({'pass' if ratio <= bar else 'FAIL'} ≤ {bar}×)")
-        lines.append(f"| {NAMES[family]} | " + " | ".join(cells) + f" | {median_ms(times['forward']):.0f} |")
+        floor = median_ratio(times["forward+backward"], times["forward"])
+        lines.append(f"| {NAMES[family]} | " + " | ".join(cells) + f" | {floor:.2f}× | {median_ms(times['forward']):.0f} |")
+    if args.row_only:
+        print(lines[-1])
+        return 0
     emit(lines, args.out)
     return 0
 

@@ -17,11 +17,11 @@ from lightning_rollout.models.base import ModelAdapter, UnsupportedModelError
 from lightning_rollout.models.timm_vit import timm_input_channels
 
 _WHY_NOT: Dict[str, str] = {
-    "SwinTransformer": "attends within shifted local windows, and its token grid shrinks between stages",
-    "SwinTransformerV2": "attends within shifted local windows, and its token grid shrinks between stages",
-    "SwinTransformerV2Cr": "attends within shifted local windows, and its token grid shrinks between stages",
-    "MaxxVit": "alternates window and dilated-grid attention on a feature map that shrinks between stages",
-    "MaxxVitStage": "alternates window and dilated-grid attention on a feature map that shrinks between stages",
+    "SwinTransformer": "it attends within shifted local windows, and its token grid shrinks between stages",
+    "SwinTransformerV2": "it attends within shifted local windows, and its token grid shrinks between stages",
+    "SwinTransformerV2Cr": "it attends within shifted local windows, and its token grid shrinks between stages",
+    "MaxxVit": "it alternates window and dilated-grid attention on a feature map that shrinks between stages",
+    "MaxxVitStage": "it alternates window and dilated-grid attention on a feature map that shrinks between stages",
     "Xcit": "its blocks attend across channels (cross-covariance attention), not across tokens",
     "VisionTransformerSAM": "most of its blocks attend within local windows",
     "Levit": "its attention runs on a token grid that shrinks between stages",
