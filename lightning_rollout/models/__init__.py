@@ -57,11 +57,6 @@ def register_adapter(adapter: Optional[Type[ModelAdapter]] = None, *, first: boo
     return adapter
 
 
-def registered_adapters() -> List[Type[ModelAdapter]]:
-    """The adapter classes in the order they are tried."""
-    return list(_ADAPTERS)
-
-
 def find_adapter(model: nn.Module) -> Optional[ModelAdapter]:
     """The first registered adapter whose family is found in ``model``, built on that part; else ``None``."""
     for adapter in _ADAPTERS:
@@ -79,7 +74,6 @@ __all__ = [
     "find_adapter",
     "patch_mean_readout",
     "register_adapter",
-    "registered_adapters",
     "token_readout",
 ]
 

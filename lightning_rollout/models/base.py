@@ -16,7 +16,7 @@ A family without a global token attention (Swin, MaxViT, XCiT, ...) raises :clas
 from :meth:`ModelAdapter.attention_layers` with the reason, and still serves Grad-CAM.
 """
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Callable, ClassVar, ContextManager, Iterator, List, Optional, Sequence, Tuple
 
@@ -151,7 +151,7 @@ class ModelAdapter:
 
     def attention_settings(self) -> ContextManager[None]:
         """Context manager: whatever must be switched so the attention is materialised (restored on exit)."""
-        return _nothing()
+        return nullcontext()
 
     def attention_from_output(self, module: nn.Module, output) -> Tensor:
         """The attention tensor in a layer module's forward output (default: the output itself)."""
@@ -233,8 +233,3 @@ class ModelAdapter:
         """The number of classes of the model's head, where it can be read, else ``None``."""
         value = getattr(self.root, "num_classes", None)
         return value if isinstance(value, int) else None
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
