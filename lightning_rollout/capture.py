@@ -1,9 +1,10 @@
 """Context managers for the hooked side pass: every change to model or global state is undone on exit.
 
-The side pass puts the model in eval mode, chooses the autograd mode, keeps the RNG streams and hooks
-modules; a model's adapter adds what its family needs (timm's fused attention off: a fused kernel never
-materialises the attention matrix, so nothing could be captured); each of these lives in its own context manager that restores the previous state in a
-``finally`` block, also when the forward raises.
+The side pass puts the model in eval mode, chooses the autograd mode, keeps the RNG streams, runs
+compiled code eagerly and hooks modules; a model's adapter adds what its family needs (timm's fused
+attention off: a fused kernel never materialises the attention matrix, so nothing could be captured).
+Each of these lives in its own context manager that restores the previous state in a ``finally`` block,
+also when the forward raises.
 """
 
 from contextlib import contextmanager

@@ -3,14 +3,15 @@
 import pytest
 import torch
 
+from lightning_rollout.geometry import TokenGeometry
 from lightning_rollout.methods import chefer_layer, grad_rollout_layer, gradcam_tokens, rollout_layer
 from lightning_rollout.methods.core import (
     add_identity_and_normalize,
     discard_smallest,
     fuse_heads,
-    readout_weights,
     tokens_to_grid,
 )
+from lightning_rollout.models import patch_mean_readout, token_readout
 
 HEADS = torch.tensor([[[[0.2, 0.8], [0.6, 0.4]], [[0.4, 0.6], [0.2, 0.8]]]])  # (1, 2 heads, 2, 2)
 
@@ -92,9 +93,22 @@ def test_gradcam_tokens_by_hand():
     torch.testing.assert_close(gradcam_tokens(-activations, gradients, 1), torch.tensor([[0.0, 0.0]]))
 
 
-def test_readout_weights():
-    torch.testing.assert_close(readout_weights(5, 2, True, torch.device("cpu")), torch.tensor([1.0, 0, 0, 0, 0]))
-    torch.testing.assert_close(readout_weights(5, 1, False, torch.device("cpu")), torch.tensor([0, 0.25, 0.25, 0.25, 0.25]))
+def test_readouts_by_hand():
+    # R for 4 tokens (1 prefix token, 3 patches); row i: what output token i draws from each input token.
+    relevance = torch.tensor([[[0.4, 0.2, 0.3, 0.1],
+                               [0.1, 0.5, 0.2, 0.2],
+                               [0.0, 0.3, 0.6, 0.1],
+                               [0.2, 0.2, 0.2, 0.4]]])
+    geometry = TokenGeometry(1, True, (1, 3))
+    torch.testing.assert_close(token_readout(4).apply(relevance), relevance[:, 0])
+    torch.testing.assert_close(token_readout(4, (0, 1)).apply(relevance), torch.tensor([[0.25, 0.35, 0.25, 0.15]]))
+    # Patch rows 1-3 without their diagonal entries, averaged: ([.1, 0, .2, .2] + [0, .3, 0, .1] + [.2, .2, .2, 0]) / 3
+    pooled = torch.tensor([[0.1, 0.5 / 3, 0.4 / 3, 0.1]])
+    readout = patch_mean_readout(geometry)
+    assert not readout.is_linear
+    torch.testing.assert_close(readout.apply(relevance), pooled)
+    torch.testing.assert_close(patch_mean_readout(geometry, class_weight=0.5).apply(relevance),
+                               0.5 * relevance[:, 0] + 0.5 * pooled)
 
 
 def test_tokens_to_grid_drops_prefix_and_keeps_row_major_order():

@@ -76,25 +76,6 @@ def add_identity_and_normalize(fused: Tensor) -> Tensor:
     return mixed.div_(mixed.sum(dim=-1, keepdim=True))
 
 
-def readout_weights(
-    num_tokens: int, num_prefix_tokens: int, has_class_token: bool, device: torch.device
-) -> Tensor:
-    """The row vector ``u`` whose product ``u @ R`` reads a relevance matrix out.
-
-    With a class token (token 0) this is the class-token row; without one it averages the patch-token
-    rows.
-
-    Returns:
-        ``(N,)`` float32 tensor summing to 1.
-    """
-    weights = torch.zeros(num_tokens, device=device, dtype=torch.float32)
-    if has_class_token:
-        weights[0] = 1.0
-    else:
-        weights[num_prefix_tokens:] = 1.0 / (num_tokens - num_prefix_tokens)
-    return weights
-
-
 def tokens_to_grid(token_scores: Tensor, num_prefix_tokens: int, grid_size: Tuple[int, int]) -> Tensor:
     """Drops the prefix-token columns and lays the patch-token scores out on the token grid.
 

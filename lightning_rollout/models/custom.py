@@ -153,9 +153,12 @@ def resolve_adapter(
     check_overrides(num_prefix_tokens, grid_size)
     for argument, pattern in (("attention_pattern", attention_pattern), ("gradcam_layer", gradcam_layer)):
         if pattern is not None and (not isinstance(pattern, str) or not pattern):
-            raise ValueError(f"`{argument}` must be None (the model's adapter decides) or a non-empty str, got {pattern!r}")
+            raise ValueError(
+                f"`{argument}` must be None (the model's adapter decides) or a non-empty str, got {pattern!r}"
+            )
     found = find_adapter(model)
-    if found is not None and attention_pattern is None and gradcam_layer is None and num_prefix_tokens is None and grid_size is None:
+    overrides = (attention_pattern, gradcam_layer, num_prefix_tokens, grid_size)
+    if found is not None and all(value is None for value in overrides):
         return found
     return OverriddenAdapter(model, found, attention_pattern, gradcam_layer, num_prefix_tokens, grid_size)
 
