@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from lightning_rollout.demo import ImageFolderDataModule, SyntheticScenes, SyntheticScenesDataModule, TimmClassifier
+from lightning_rollout.demo.data import COLOURS
 from lightning_rollout.metrics import mask_area_fraction
 
 
@@ -51,17 +52,22 @@ def test_masks_are_the_drawn_target():
         assert 0 <= label < 4
 
 
-def test_objects_are_darker_or_lighter_than_the_background_with_equal_odds():
-    """Brightness must not mark the target: targets come in both polarities, about half each."""
+def test_colour_is_the_class_and_only_the_filled_shape_tells_the_target():
+    """The target is painted in its class's colour (light or dark shade, about half each); distractors take the
+    same palette, so some scenes hold a distractor of the target's colour and shade."""
     scenes = _scenes(size=64, noise=0.0)
-    darker = []
+    palette = np.array(list(COLOURS.values()))[:4]
+    dark, lookalikes = 0, 0
     for index in range(64):
-        pixels, _, mask = scenes.render(index)
-        inside = pixels[mask].astype(float).mean()
-        background = np.median(pixels.reshape(-1, 3).astype(float).mean(axis=1))
-        assert abs(inside - background) > 0.1 * 255, "a clear contrast either way"
-        darker.append(inside < background)
-    assert 20 <= sum(darker) <= 44
+        pixels, label, mask = scenes.render(index)
+        rgb = pixels[mask].astype(float).mean(axis=0) / 255.0
+        shade = 1.0 if np.abs(rgb - palette[label]).max() <= 0.06 else 0.5
+        assert np.abs(rgb - shade * palette[label]).max() <= 0.06, (index, label, rgb)
+        dark += shade == 0.5
+        others = pixels[~mask].reshape(-1, 3).astype(float) / 255.0
+        lookalikes += bool((np.abs(others - rgb).max(axis=1) <= 0.11).sum() > 10)  # jitter: ±0.05 each
+    assert 20 <= dark <= 44
+    assert lookalikes >= 4
 
 
 def test_batches_shapes_and_types():
@@ -91,7 +97,7 @@ def test_image_folder_data_module(tmp_path):
 
 
 def test_untrained_model_maps_are_near_chance():
-    """Adebayo et al.'s sanity check: nothing but the target's shape gives it away, so an untrained
+    """Adebayo et al.'s sanity check: nothing but being the one filled shape gives the target away, so an untrained
     model's gradient rollout must not already concentrate on it (energy within 2x of the area fraction)."""
     import yaml
 

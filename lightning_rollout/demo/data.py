@@ -1,10 +1,11 @@
 """Data for the demo: synthetic scenes with ground-truth masks, and a folder of the user's own images.
 
-`SyntheticScenes` draws one *target* object whose shape decides the class, plus distractor objects of other
-shapes, on a mid-tone textured background. Target and distractors take their colour from the same distribution
-(each object is darker or lighter than the background with equal odds), so only the shape tells the target apart:
-a model can only classify the scene by finding the target, and the mask of
-the target says where an explanation map should look.
+`SyntheticScenes` draws one *target*, a filled shape whose colour decides the class, plus hollow or thin
+distractor shapes, on a mid-tone textured background. Target and distractors take their colours from the same
+palette (each in a light or a dark shade with equal odds), so neither colour nor brightness tells the target
+apart: a model has to find the one filled shape and read its colour, and the mask of the target says where
+an explanation map should look. The colour fills the whole target, so the evidence lies inside the mask, not
+only along its border.
 
 Every sample is a pure function of ``(seed, split, index)``: it is drawn from its own
 ``np.random.default_rng((seed, split_id, index))`` and never touches the global numpy, torch or python RNG.
@@ -22,6 +23,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 __all__ = [
+    "COLOURS",
     "DISTRACTOR_SHAPES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -49,7 +51,7 @@ def _quarter_turn(dy: np.ndarray, dx: np.ndarray, rng: np.random.Generator) -> t
     return dy, dx
 
 
-# Targets: filled shapes, all of area 4 r^2, so size says nothing about the class.
+# Targets: filled shapes, all of area 4 r^2; which one is drawn says nothing about the class.
 def _square(dy: np.ndarray, dx: np.ndarray, r: float, rng: np.random.Generator) -> np.ndarray:
     return (np.abs(dy) <= r) & (np.abs(dx) <= r)
 
@@ -113,10 +115,19 @@ TARGET_SHAPES: dict[str, _Drawer] = {
     "cross": _cross,
     "diamond": _diamond,
 }
-"""Target shapes in class order: class ``k`` is the ``k``-th shape."""
+"""Filled shapes a target is drawn as (uniformly, whatever its class)."""
 
 DISTRACTOR_SHAPES: dict[str, _Drawer] = {"ring": _ring, "frame": _frame, "bar": _bar, "corner": _corner}
 """Shapes only ever drawn as distractors."""
+
+COLOURS: dict[str, tuple[float, float, float]] = {
+    "red": (0.92, 0.18, 0.15),
+    "green": (0.15, 0.78, 0.2),
+    "blue": (0.2, 0.35, 0.95),
+    "yellow": (0.9, 0.85, 0.12),
+    "magenta": (0.85, 0.2, 0.85),
+}
+"""Palette in class order: class ``k`` is a target of the ``k``-th colour (light shade; the dark one is half)."""
 
 # Half of the extent of each shape, as a multiple of r (for placing objects inside the image and apart).
 _EXTENT = {
@@ -150,13 +161,13 @@ def _channels(value: float | Sequence[float], name: str) -> tuple[float, float, 
 
 
 class SyntheticScenes(Dataset):
-    """Scenes of one target shape among distractor shapes, with the target's mask.
+    """Scenes of one filled target among hollow distractors, the target's colour being the class, with its mask.
 
     Args:
         size: number of samples.
         image_size: ``int`` or ``(height, width)`` in pixels (each at least 16).
-        num_classes: number of target shapes in use, the first ``num_classes`` of :data:`TARGET_SHAPES`
-            (square, disc, triangle, cross, diamond).
+        num_classes: number of classes, the first ``num_classes`` colours of :data:`COLOURS` (red, green,
+            blue, yellow, magenta); targets and distractors are painted from these colours only.
         num_distractors: distractor objects per scene (fewer when they do not fit).
         target_area: range of the target's area as a fraction of the image, drawn uniformly.
         noise: standard deviation of the per-pixel noise, in ``[0, 1]`` intensity units.
@@ -195,8 +206,8 @@ class SyntheticScenes(Dataset):
     ) -> None:
         if size < 0:
             raise ValueError(f"`size` must be >= 0, got {size}")
-        if not 2 <= num_classes <= len(TARGET_SHAPES):
-            raise ValueError(f"`num_classes` must be in [2, {len(TARGET_SHAPES)}], got {num_classes}")
+        if not 2 <= num_classes <= len(COLOURS):
+            raise ValueError(f"`num_classes` must be in [2, {len(COLOURS)}], got {num_classes}")
         if num_distractors < 0:
             raise ValueError(f"`num_distractors` must be >= 0, got {num_distractors}")
         low, high = (float(v) for v in target_area)
@@ -235,8 +246,8 @@ class SyntheticScenes(Dataset):
 
     @property
     def class_names(self) -> list[str]:
-        """Names of the target shapes, in class order."""
-        return list(TARGET_SHAPES)[: self.num_classes]
+        """Names of the target colours, in class order."""
+        return list(COLOURS)[: self.num_classes]
 
     def __len__(self) -> int:
         return self.size
@@ -264,13 +275,13 @@ class SyntheticScenes(Dataset):
         label = int(rng.integers(self.num_classes))
         area = rng.uniform(*self.target_area) * height * width
         scale = math.sqrt(area) / 2.0
-        target_shape = list(TARGET_SHAPES)[label]
+        target_shape = list(TARGET_SHAPES)[int(rng.integers(len(TARGET_SHAPES)))]
         half = _EXTENT[target_shape] * scale
         cy = rng.uniform(half, height - half)
         cx = rng.uniform(half, width - half)
         placed = [(cy, cx, half)]
         mask = TARGET_SHAPES[target_shape](self._dy - cy, self._dx - cx, scale, rng)
-        self._paint(image, mask, rng)
+        self._paint(image, mask, label, rng)
 
         names = list(DISTRACTOR_SHAPES)
         for _ in range(self.num_distractors):
@@ -286,7 +297,7 @@ class SyntheticScenes(Dataset):
                 if all(max(abs(dy - y), abs(dx - x)) > d_half + h + 1.0 for y, x, h in placed):
                     placed.append((dy, dx, d_half))
                     pixels = DISTRACTOR_SHAPES[name](self._dy - dy, self._dx - dx, d_scale, rng)
-                    self._paint(image, pixels & ~mask, rng)
+                    self._paint(image, pixels & ~mask, int(rng.integers(self.num_classes)), rng)
                     break
 
         if self.noise > 0:
@@ -309,16 +320,15 @@ class SyntheticScenes(Dataset):
         return top * (1 - fy) + bottom * fy
 
     @staticmethod
-    def _paint(image: np.ndarray, pixels: np.ndarray, rng: np.random.Generator) -> None:
-        """Fill ``pixels`` with one colour drawn from the distribution shared by targets and distractors.
+    def _paint(image: np.ndarray, pixels: np.ndarray, colour: int, rng: np.random.Generator) -> None:
+        """Fill ``pixels`` with palette colour ``colour``, in its light or dark (half) shade with equal odds.
 
-        The grey level sits 0.3-0.45 above or below the background's mid-tone 0.475 with equal odds (each
-        channel jittered by up to 0.05), so neither brightness nor darkness marks the target: a model has to
-        read the shape.
+        Each channel is jittered by up to 0.05. Targets and distractors share this distribution, so neither the
+        colour nor the brightness of an object marks it as the target.
         """
-        sign = 1.0 if rng.random() < 0.5 else -1.0
-        level = 0.475 + sign * rng.uniform(0.3, 0.45)
-        image[pixels] = np.clip(level + rng.uniform(-0.05, 0.05, size=3), 0.0, 1.0)
+        shade = 1.0 if rng.random() < 0.5 else 0.5
+        rgb = np.asarray(list(COLOURS.values())[colour]) * shade
+        image[pixels] = np.clip(rgb + rng.uniform(-0.05, 0.05, size=3), 0.0, 1.0)
 
 
 class SyntheticScenesDataModule(LightningDataModule):
@@ -326,7 +336,7 @@ class SyntheticScenesDataModule(LightningDataModule):
 
     Args:
         image_size: ``int`` or ``[height, width]`` in pixels.
-        num_classes: number of target shapes (2 to 5).
+        num_classes: number of classes, i.e. target colours (2 to 5).
         num_train: training samples (drawn once, then reused every epoch).
         num_val: validation samples.
         batch_size: samples per batch.
