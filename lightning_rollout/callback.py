@@ -8,7 +8,7 @@ The callback is glue: it keeps the fixed batch (:mod:`~lightning_rollout.batch`)
 import math
 import os
 import warnings
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import matplotlib
 from torch import Tensor, nn
@@ -22,6 +22,7 @@ from lightning_rollout.checks import check_int, logits_of
 from lightning_rollout.explain import check_model, explain, validate_options
 from lightning_rollout.geometry import check_overrides
 from lightning_rollout.methods import METHODS
+from lightning_rollout.metrics.faithfulness import check_baseline
 from lightning_rollout.rendering import to_display_images
 from lightning_rollout.report import (
     all_finite,
@@ -127,6 +128,10 @@ class AttentionRolloutCallback(*callback_bases()):
         tag_prefix: the first part of every tag.
         faithfulness_steps: steps of the deletion and insertion curves (``2 × (steps + 1)`` forwards of
             each sample per method, batched); ``0`` turns these scalars off.
+        faithfulness_baseline: what deleted pixels become and inserted ones are revealed from: ``"blur"``
+            (a blurred copy of the image: removes shapes and edges, keeps colours), ``"mean"`` (each image's
+            per-channel mean: removes colours too) or a number; choose one that removes what tells your
+            classes apart (see :mod:`lightning_rollout.metrics.faithfulness`).
 
     The fixed batch is filled from the sanity check and, when that holds fewer than ``num_samples``
     samples, from the first validation epoch of training (before its maps are logged); it never changes
@@ -170,6 +175,7 @@ class AttentionRolloutCallback(*callback_bases()):
         grid_size: Optional[Tuple[int, int]] = None,
         tag_prefix: str = "attention",
         faithfulness_steps: int = 8,
+        faithfulness_baseline: Union[str, float] = "blur",
     ) -> None:
         if isinstance(methods, str) or not isinstance(methods, (list, tuple)) or not methods:
             raise ValueError(f"`methods` must be a non-empty list of names from {list(METHODS)}, got {methods!r}")
@@ -181,6 +187,7 @@ class AttentionRolloutCallback(*callback_bases()):
         check_int("every_n_epochs", every_n_epochs, 1)
         check_int("filmstrip_columns", filmstrip_columns, 1)
         check_int("faithfulness_steps", faithfulness_steps, 0)
+        check_baseline("faithfulness_baseline", faithfulness_baseline)
         if target not in TARGETS:
             raise ValueError(f"`target` must be one of {list(TARGETS)}, got {target!r}")
         for argument, key in (("image_key", image_key), ("label_key", label_key), ("mask_key", mask_key)):
@@ -223,6 +230,7 @@ class AttentionRolloutCallback(*callback_bases()):
         self.grid_size = grid_size
         self.tag_prefix = tag_prefix.strip("/")
         self.faithfulness_steps = faithfulness_steps
+        self.faithfulness_baseline = faithfulness_baseline
 
         self._batch: Optional[FixedBatch] = None
         self._batch_frozen = False
@@ -610,7 +618,9 @@ class AttentionRolloutCallback(*callback_bases()):
                 scored = target if target is not None else probabilities.argmax(dim=-1).to(device)
                 with side_pass(model, images.device, needs_grad=False):
                     faithfulness = {
-                        method: faithfulness_scalars(model, images, method_maps, scored, self.faithfulness_steps)
+                        method: faithfulness_scalars(
+                            model, images, method_maps, scored, self.faithfulness_steps, self.faithfulness_baseline
+                        )
                         for method, method_maps in maps.items()
                     }
         return maps, probabilities, faithfulness

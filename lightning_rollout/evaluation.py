@@ -176,7 +176,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--ckpt_path", required=True, help="a Lightning checkpoint of that model")
     parser.add_argument("--num_samples", type=int, default=256, help="first N validation samples (default 256)")
     parser.add_argument("--steps", type=int, default=16, help="deletion/insertion steps (default 16)")
-    parser.add_argument("--baseline", default="blur", help="'blur' (default), 'mean' or a number")
+    parser.add_argument(
+        "--baseline", default=None,
+        help="'blur', 'mean' or a number (default: the config's callback's faithfulness_baseline, else 'blur')",
+    )
     parser.add_argument("--methods", nargs="+", default=None, help="default: the config's callback methods, or all")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random floor and the re-initialised copy")
     parser.add_argument("--out_dir", default=None, help="default: evaluation/ beside the checkpoint")
@@ -184,10 +187,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     args.overrides = overrides
     if args.num_samples < 1 or args.steps < 1:
         parser.error("--num_samples and --steps must be >= 1")
-    try:
-        args.baseline = float(args.baseline)
-    except ValueError:
-        pass
+    if args.baseline is not None:
+        try:
+            args.baseline = float(args.baseline)
+        except ValueError:
+            pass
     return args
 
 
@@ -210,6 +214,8 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
     callback = next((c for c in cli.trainer.callbacks if isinstance(c, AttentionRolloutCallback)), None)
     options: Dict[str, Any] = {}
     methods = list(METHODS)
+    if args.baseline is None:
+        args.baseline = callback.faithfulness_baseline if callback is not None else "blur"
     if callback is not None:
         methods = callback.methods
         options = dict(

@@ -4,7 +4,7 @@ Pure functions from tensors to pictures (RGB uint8 arrays) and numbers; the call
 where they go.
 """
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -115,9 +115,13 @@ def map_scalars(maps: Tensor, masks: Optional[Tensor]) -> Dict[str, float]:
     return scalars
 
 
-def faithfulness_scalars(model: nn.Module, images: Tensor, maps: Tensor, target: Tensor, steps: int) -> Dict[str, float]:
+def faithfulness_scalars(
+    model: nn.Module, images: Tensor, maps: Tensor, target: Tensor, steps: int, baseline: Union[str, float]
+) -> Dict[str, float]:
     """Batch means of the deletion and insertion AUCs (``deletion_auc`` ↓, ``insertion_auc`` ↑) of ``maps``."""
-    deletion, insertion = deletion_insertion_auc(model, images, maps.to(images.device), target, steps=steps)
+    deletion, insertion = deletion_insertion_auc(
+        model, images, maps.to(images.device), target, steps=steps, baseline=baseline
+    )
     return {"deletion_auc": float(deletion.mean()), "insertion_auc": float(insertion.mean())}
 
 

@@ -76,7 +76,10 @@ def test_faithfulness_scalars_without_masks(tmp_path):
     pl.seed_everything(0)
     callback = AttentionRolloutCallback(methods=["rollout", "chefer"], num_samples=4, faithfulness_steps=4)
     off = AttentionRolloutCallback(methods=["rollout"], num_samples=4, faithfulness_steps=0, tag_prefix="off")
-    trainer = _trainer(tmp_path, [callback, off], max_epochs=1)
+    mean = AttentionRolloutCallback(
+        methods=["rollout"], num_samples=4, faithfulness_steps=4, faithfulness_baseline="mean", tag_prefix="mean"
+    )
+    trainer = _trainer(tmp_path, [callback, off, mean], max_epochs=1)
     trainer.fit(NoMasks())
     events = read_events(trainer.logger.log_dir)
     scalars = events.Tags()["scalars"]
@@ -87,6 +90,11 @@ def test_faithfulness_scalars_without_masks(tmp_path):
         assert f"attention/{method}/energy" not in scalars
     assert not [tag for tag in scalars if tag.startswith("off/") and tag.endswith("_auc")]
     assert "off/rollout/entropy" in scalars
+    # Same model, same maps, another baseline: the curves, hence the AUCs, differ.
+    for name in ("deletion_auc", "insertion_auc"):
+        blurred = [s.value for s in events.Scalars(f"attention/rollout/{name}")]
+        to_mean = [s.value for s in events.Scalars(f"mean/rollout/{name}")]
+        assert len(to_mean) == 2 and all(abs(a - b) > 1e-4 for a, b in zip(blurred, to_mean))
 
 
 def test_fixed_batch_is_the_first_validation_samples_and_never_changes(tmp_path):
@@ -310,6 +318,7 @@ def test_setup_rejects_a_model_without_attention_before_training(tmp_path):
         (dict(grid_size=(0, 3)), r"`grid_size` must be two positive ints"),
         (dict(tag_prefix=""), r"`tag_prefix` must be a non-empty str"),
         (dict(faithfulness_steps=-1), r"`faithfulness_steps` must be an int >= 0, got -1"),
+        (dict(faithfulness_baseline="zeros"), r"`faithfulness_baseline` must be one of \['blur', 'mean'\], a number"),
     ],
 )
 def test_bad_arguments(kwargs, match):

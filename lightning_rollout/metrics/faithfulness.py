@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from lightning_rollout.capture import eval_mode, preserved_rng
 from lightning_rollout.checks import Target, check_images, check_int, check_target, logits_of
 
-__all__ = ["BASELINES", "deletion_insertion_auc", "perturbation_curves", "pixel_ranks"]
+__all__ = ["BASELINES", "check_baseline", "deletion_insertion_auc", "perturbation_curves", "pixel_ranks"]
 
 BASELINES = ("blur", "mean")
 """Named baselines; a float or a tensor broadcastable to the images works too."""
@@ -47,16 +47,23 @@ def _gaussian_blur(images: Tensor, sigma: float) -> Tensor:
     return F.conv2d(rows, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
 
 
+def check_baseline(name: str, baseline: Any) -> None:
+    """Raises ``ValueError`` naming argument ``name`` unless ``baseline`` is a name of :data:`BASELINES`, a
+    number or a tensor (whose shape is checked against the images when it is used)."""
+    if isinstance(baseline, str) and baseline in BASELINES:
+        return
+    if isinstance(baseline, (int, float, Tensor)) and not isinstance(baseline, bool):
+        return
+    raise ValueError(f"`{name}` must be one of {list(BASELINES)}, a number or a tensor, got {baseline!r}")
+
+
 def _baseline(images: Tensor, baseline: Baseline) -> Tensor:
     """The image every pixel is replaced by (deletion) or revealed from (insertion), shape of ``images``."""
+    check_baseline("baseline", baseline)
     if isinstance(baseline, str):
         if baseline == "blur":
             return _gaussian_blur(images, max(images.shape[-2:]) / 16)
-        if baseline == "mean":
-            return images.mean(dim=(2, 3), keepdim=True).expand_as(images)
-        raise ValueError(f"`baseline` must be one of {list(BASELINES)}, a number or a tensor, got {baseline!r}")
-    if isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
-        return torch.full_like(images, float(baseline))
+        return images.mean(dim=(2, 3), keepdim=True).expand_as(images)  # "mean"
     if isinstance(baseline, Tensor):
         try:
             return baseline.to(device=images.device, dtype=images.dtype).expand_as(images)
@@ -65,7 +72,7 @@ def _baseline(images: Tensor, baseline: Baseline) -> Tensor:
                 f"a tensor `baseline` must broadcast to the images' shape {tuple(images.shape)}, "
                 f"got {tuple(baseline.shape)}"
             ) from None
-    raise ValueError(f"`baseline` must be one of {list(BASELINES)}, a number or a tensor, got {type(baseline).__name__}")
+    return torch.full_like(images, float(baseline))
 
 
 def pixel_ranks(maps: Tensor, image_size: Tuple[int, int]) -> Tensor:
