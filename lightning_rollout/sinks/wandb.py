@@ -30,7 +30,7 @@ class WandbImageSink:
     Example::
 
         sink = WandbImageSink(WandbLogger(project="vit", offline=True))
-        sink.log_image("attention/rollout/samples", grid, step=120, caption="0: true square | pred square")
+        sink.log_image("attention/rollout/samples", grid, step=120, caption="0: true red | pred red")
     """
 
     def __init__(self, logger: Any) -> None:
