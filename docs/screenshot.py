@@ -56,7 +56,8 @@ def _capture(page_url: str, out: str, width: int, height: int, settle: float) ->
     try:
         targets = _wait_for_json(f"http://127.0.0.1:{port}/json", 30)
         page = next(target for target in targets if target["type"] == "page")
-        connection = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=60, suppress_origin=True)  # newer Chromium rejects a foreign Origin header
+        # No Origin header: current Chromium refuses DevTools connections from an origin it was not told of.
+        connection = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=60, suppress_origin=True)
         next_id = iter(range(1, 1_000_000))
 
         def call(method: str, **params):

@@ -130,8 +130,9 @@ class AttentionRolloutCallback(*callback_bases()):
             each sample per method, batched); ``0`` turns these scalars off.
         faithfulness_baseline: what deleted pixels become and inserted ones are revealed from: ``"blur"``
             (a blurred copy of the image: removes shapes and edges, keeps colours), ``"mean"`` (each image's
-            per-channel mean: removes colours too) or a number; choose one that removes what tells your
-            classes apart (see :mod:`lightning_rollout.metrics.faithfulness`).
+            per-channel mean: removes colours too) or a number (a constant in the model's input space; ``0.0``
+            is the normalisation mean); choose one that removes what tells your classes apart (see
+            :mod:`lightning_rollout.metrics.faithfulness`).
 
     The fixed batch is filled from the sanity check and, when that holds fewer than ``num_samples``
     samples, from the first validation epoch of training (before its maps are logged); it never changes
@@ -175,7 +176,7 @@ class AttentionRolloutCallback(*callback_bases()):
         grid_size: Optional[Tuple[int, int]] = None,
         tag_prefix: str = "attention",
         faithfulness_steps: int = 8,
-        faithfulness_baseline: Union[str, float] = "blur",
+        faithfulness_baseline: Union[float, str] = "blur",
     ) -> None:
         if isinstance(methods, str) or not isinstance(methods, (list, tuple)) or not methods:
             raise ValueError(f"`methods` must be a non-empty list of names from {list(METHODS)}, got {methods!r}")

@@ -37,6 +37,7 @@ from lightning_rollout.metrics import (
     rank_correlation,
 )
 from lightning_rollout.methods import METHODS
+from lightning_rollout.metrics.faithfulness import check_baseline
 
 __all__ = ["COLUMNS", "FLOORS", "evaluate", "format_markdown", "main", "save_table"]
 
@@ -192,6 +193,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
             args.baseline = float(args.baseline)
         except ValueError:
             pass
+        try:
+            check_baseline("--baseline", args.baseline)
+        except ValueError as error:
+            parser.error(str(error))
     return args
 
 

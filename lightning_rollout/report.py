@@ -116,9 +116,10 @@ def map_scalars(maps: Tensor, masks: Optional[Tensor]) -> Dict[str, float]:
 
 
 def faithfulness_scalars(
-    model: nn.Module, images: Tensor, maps: Tensor, target: Tensor, steps: int, baseline: Union[str, float]
+    model: nn.Module, images: Tensor, maps: Tensor, target: Tensor, steps: int, baseline: Union[float, str, Tensor]
 ) -> Dict[str, float]:
-    """Batch means of the deletion and insertion AUCs (``deletion_auc`` ↓, ``insertion_auc`` ↑) of ``maps``."""
+    """Batch means of the deletion and insertion AUCs (``deletion_auc`` ↓, ``insertion_auc`` ↑) of ``maps``,
+    with ``steps`` steps and ``baseline`` as in :func:`~lightning_rollout.metrics.deletion_insertion_auc`."""
     deletion, insertion = deletion_insertion_auc(
         model, images, maps.to(images.device), target, steps=steps, baseline=baseline
     )

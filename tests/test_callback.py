@@ -318,12 +318,24 @@ def test_setup_rejects_a_model_without_attention_before_training(tmp_path):
         (dict(grid_size=(0, 3)), r"`grid_size` must be two positive ints"),
         (dict(tag_prefix=""), r"`tag_prefix` must be a non-empty str"),
         (dict(faithfulness_steps=-1), r"`faithfulness_steps` must be an int >= 0, got -1"),
-        (dict(faithfulness_baseline="zeros"), r"`faithfulness_baseline` must be one of \['blur', 'mean'\], a number"),
+        (dict(faithfulness_baseline="zeros"), r"`faithfulness_baseline` must be one of \['blur', 'mean'\], a finite"),
+        (dict(faithfulness_baseline=float("nan")), r"`faithfulness_baseline` must be .* got nan"),
     ],
 )
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         AttentionRolloutCallback(**kwargs)
+
+
+@pytest.mark.parametrize("value, expected", [("0.5", 0.5), ("mean", "mean"), ("blur", "blur")])
+def test_faithfulness_baseline_from_the_command_line(value, expected):
+    """A number on the LightningCLI command line arrives as a float, a name as a str."""
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser()
+    parser.add_class_arguments(AttentionRolloutCallback, "callback")
+    config = parser.parse_args(["--callback.faithfulness_baseline", value])
+    assert parser.instantiate(config)["callback"].faithfulness_baseline == expected
 
 
 def test_label_target_needs_labels(tmp_path):

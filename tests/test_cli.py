@@ -21,7 +21,7 @@ from lightning_rollout.demo import SyntheticScenes, SyntheticScenesDataModule, T
 from lightning_rollout.rendering import to_display_images
 from lightning_rollout.report import overlays
 
-CLASS_NAMES = ["square", "disc", "triangle"]
+CLASS_NAMES = ["red", "green", "blue"]
 CALLBACK = dict(methods=["rollout", "gradcam"], num_samples=4, log_initial_maps=False, mean=[0.5] * 3,
                 std=[0.5] * 3, class_names=CLASS_NAMES)
 MODEL = dict(model_name="vit_tiny_patch16_224", num_classes=3, lr=0.003, warmup_epochs=0.0,

@@ -75,7 +75,7 @@ def test_short_demo_run_logs_images_and_scalars(tmp_path, capsys):
     assert all(row["energy"] is not None for row in rows)
     printed = capsys.readouterr().out
     assert "12 validation samples" in printed and "| grad_rollout |" in printed
-    assert "baseline 'mean'" in printed  # the demo config's callback's faithfulness_baseline
+    assert "baseline 0.0" in printed  # the demo config's callback's faithfulness_baseline
     assert (out_dir / "evaluation.md").read_text() in printed
 
 

@@ -3,9 +3,9 @@
 `SyntheticScenes` draws one *target*, a filled shape whose colour decides the class, plus hollow or thin
 distractor shapes, on a mid-tone textured background. Target and distractors take their colours from the same
 palette (each in a light or a dark shade with equal odds), so neither colour nor brightness tells the target
-apart: a model has to find the one filled shape and read its colour, and the mask of the target says where
-an explanation map should look. The colour fills the whole target, so the evidence lies inside the mask, not
-only along its border.
+apart: a model has to find the one shape from the target set and read its colour, and the mask of the target
+says where an explanation map should look. The colour fills the whole target, so the evidence lies inside the
+mask, not only along its border.
 
 Every sample is a pure function of ``(seed, split, index)``: it is drawn from its own
 ``np.random.default_rng((seed, split_id, index))`` and never touches the global numpy, torch or python RNG.
@@ -161,7 +161,7 @@ def _channels(value: float | Sequence[float], name: str) -> tuple[float, float, 
 
 
 class SyntheticScenes(Dataset):
-    """Scenes of one filled target among hollow distractors, the target's colour being the class, with its mask.
+    """Scenes of one filled target among hollow or thin distractors, the target's colour being the class, with its mask.
 
     Args:
         size: number of samples.

@@ -10,13 +10,15 @@ in normalised space (the data set mean). A constant fill draws the outline of th
 image, and that outline can itself carry the class (Rong et al., ICML 2022, "ROAD", who impute instead). We
 use one baseline for both curves so that they are read against the same reference, by default ``"blur"``:
 a Gaussian blur of the image itself (``sigma`` = the longer image side / 16, RISE's insertion canvas), which
-keeps colours and removes shapes and edges. ``"mean"`` (each image's per-channel mean, Chefer et al.'s
-choice for normalised inputs), a number, or a tensor are available too.
+keeps colours and removes shapes and edges. ``"mean"`` (each image's per-channel mean, which removes colours
+too), a number (a constant in the model's input space: ``0.0`` is the normalisation mean, Chefer et al.'s
+choice for normalised inputs), or a tensor are available too.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Tuple, Union
 
 import torch
@@ -49,12 +51,14 @@ def _gaussian_blur(images: Tensor, sigma: float) -> Tensor:
 
 def check_baseline(name: str, baseline: Any) -> None:
     """Raises ``ValueError`` naming argument ``name`` unless ``baseline`` is a name of :data:`BASELINES`, a
-    number or a tensor (whose shape is checked against the images when it is used)."""
+    finite real number or a tensor (whose shape is checked against the images when it is used)."""
     if isinstance(baseline, str) and baseline in BASELINES:
         return
-    if isinstance(baseline, (int, float, Tensor)) and not isinstance(baseline, bool):
+    if isinstance(baseline, Tensor):
         return
-    raise ValueError(f"`{name}` must be one of {list(BASELINES)}, a number or a tensor, got {baseline!r}")
+    if isinstance(baseline, numbers.Real) and not isinstance(baseline, bool) and math.isfinite(baseline):
+        return
+    raise ValueError(f"`{name}` must be one of {list(BASELINES)}, a finite number or a tensor, got {baseline!r}")
 
 
 def _baseline(images: Tensor, baseline: Baseline) -> Tensor:
