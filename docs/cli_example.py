@@ -2,21 +2,27 @@
 
     .venv/bin/python docs/cli_example.py docs/cli_example
 
-The demo trains on the ``train`` split and validates on ``val``; the ``test`` split's scenes are new to it.
-Files are named ``scene_<index>_<true colour>.png``.
+The scenes follow ``configs/demo.yaml``'s data settings. The demo trains on the ``train`` split and validates
+on ``val``; the ``test`` split's scenes are new to it. Files are named ``scene_<index>_<true colour>.png``.
 """
 
+import inspect
 import os
 import sys
 
+import yaml
 from PIL import Image
 
 from lightning_rollout.demo import SyntheticScenes
 
+DEMO_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "demo.yaml")
+
 
 def main(folder: str, count: int = 3) -> None:
-    # The demo config's scene settings (configs/demo.yaml, data.init_args).
-    scenes = SyntheticScenes(count, image_size=48, num_classes=4, target_area=(0.11, 0.15), seed=0, split="test")
+    with open(DEMO_CONFIG, encoding="utf-8") as handle:
+        data_args = yaml.safe_load(handle)["data"]["init_args"]
+    scene_args = {key: value for key, value in data_args.items() if key in inspect.signature(SyntheticScenes).parameters}
+    scenes = SyntheticScenes(count, split="test", **scene_args)
     os.makedirs(folder, exist_ok=True)
     for index in range(count):
         pixels, label, _ = scenes.render(index)
