@@ -21,7 +21,8 @@ DEMO_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 def main(folder: str, count: int = 3) -> None:
     with open(DEMO_CONFIG, encoding="utf-8") as handle:
         data_args = yaml.safe_load(handle)["data"]["init_args"]
-    scene_args = {key: value for key, value in data_args.items() if key in inspect.signature(SyntheticScenes).parameters}
+    accepted = inspect.signature(SyntheticScenes).parameters
+    scene_args = {key: value for key, value in data_args.items() if key in accepted}
     scenes = SyntheticScenes(count, split="test", **scene_args)
     os.makedirs(folder, exist_ok=True)
     for index in range(count):
