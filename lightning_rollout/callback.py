@@ -23,8 +23,7 @@ from lightning_rollout.geometry import check_overrides
 from lightning_rollout.logging_maps import MapLog, log_maps
 from lightning_rollout.methods import METHODS
 from lightning_rollout.metrics.faithfulness import check_baseline
-
-TARGETS = ("label", "prediction")
+from lightning_rollout.tasks import check_labels, check_task
 
 
 class AttentionRolloutCallback(*callback_bases()):
@@ -58,14 +57,20 @@ class AttentionRolloutCallback(*callback_bases()):
         every_n_epochs: log after every N-th validation epoch of ``fit``.
         head_fusion: ``mean``, ``max`` or ``min`` (rollout).
         discard_ratio: in ``[0, 1)`` (rollout and gradient rollout).
-        target: the class gradient methods explain: ``label`` (the true label) or ``prediction``.
+        task: ``multiclass``, ``multilabel`` (a panel per positive label, scored against that class's mask when
+            masks are per class ``(B, C, H, W)``; scalar ``class_discrimination``) or ``none`` (label-free);
+            see :mod:`~lightning_rollout.tasks`.
+        target: what gradient methods explain: ``label``, ``prediction`` or a callable ``target(output) -> (B,)``
+            (:mod:`~lightning_rollout.targets`; in LightningCLI YAML a dotted path or ``class_path``).
+        max_labels: the most classes explained per sample with ``task="multilabel"``.
         image_key: where the images sit in a batch; ``None``: index 0 of a tuple/list or key ``image``.
         input_transform: a callable mapping the batch's images ``(B, C, H, W)`` to the model's float input
             (e.g. uint8 → normalised float), for datasets whose conversion happens in the step or the
             model; in LightningCLI YAML a dotted import path such as ``my_package.transforms.to_input``.
             ``None``: the images are the model's input and must be float.
         label_key: where the labels sit; ``None``: index 1 or key ``label`` (optional).
-        mask_key: where object masks ``(B, H, W)`` sit; ``None``: index 2 or key ``mask`` (optional).
+        mask_key: where object masks ``(B, H, W)`` (or per class ``(B, C, H, W)``) sit; ``None``: index 2 or key
+            ``mask`` (optional).
         mean: per-channel mean used to normalise the model's input, for display (1 value or one per input
             channel); ``None``: the timm model's data config when it fits the model's channels, else no
             un-normalisation.
@@ -111,7 +116,9 @@ class AttentionRolloutCallback(*callback_bases()):
         every_n_epochs: int = 1,
         head_fusion: str = "mean",
         discard_ratio: float = 0.9,
-        target: str = "label",
+        task: str = "multiclass",
+        target: Union[Callable, str] = "label",
+        max_labels: int = 2,
         image_key: BatchKey = None,
         input_transform: Optional[Callable] = None,
         label_key: BatchKey = None,
@@ -142,8 +149,7 @@ class AttentionRolloutCallback(*callback_bases()):
         check_int("filmstrip_columns", filmstrip_columns, 1)
         check_int("faithfulness_steps", faithfulness_steps, 0)
         check_baseline("faithfulness_baseline", faithfulness_baseline)
-        if target not in TARGETS:
-            raise ValueError(f"`target` must be one of {list(TARGETS)}, got {target!r}")
+        check_task(task, target, methods, max_labels)
         for argument, key in (("image_key", image_key), ("label_key", label_key), ("mask_key", mask_key)):
             check_key(argument, key)
         check_stats("mean", mean)
@@ -169,7 +175,7 @@ class AttentionRolloutCallback(*callback_bases()):
         self.every_n_epochs = every_n_epochs
         self.head_fusion = head_fusion
         self.discard_ratio = discard_ratio
-        self.target = target
+        self.task, self.target, self.max_labels = task, target, max_labels
         self.image_key, self.label_key, self.mask_key = image_key, label_key, mask_key
         self.input_transform = input_transform
         self.mean, self.std = mean, std
@@ -189,7 +195,8 @@ class AttentionRolloutCallback(*callback_bases()):
         self._display_stats: Tuple[Optional[List[float]], Optional[List[float]]] = (mean, std)
         self._warned: set = set()
         self._keeper = FixedBatchKeeper(
-            num_samples, image_key, label_key, mask_key, target == "label", self._check_first, self._warn_once
+            num_samples, image_key, label_key, mask_key, task != "none" and target == "label", self._check_first,
+            self._warn_once,
         )
         self._map_log = MapLog(self.methods)
 
@@ -306,8 +313,10 @@ class AttentionRolloutCallback(*callback_bases()):
     # ------------------------------------------------------------------------------------ internals
 
     def _check_first(self, samples: FixedBatch) -> None:
-        """Raises when the first kept samples are not (after ``input_transform``) the model's float input."""
+        """Raises when the first kept samples are not (after ``input_transform``) the model's float input, or
+        their labels do not fit ``task``."""
         model_input(samples.images, self.input_transform, self._display_stats)
+        check_labels(self.task, self.target, samples.labels, samples.masks)
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:

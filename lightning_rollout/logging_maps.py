@@ -18,10 +18,11 @@ from lightning_rollout.display import model_input
 from lightning_rollout.distributed import is_sharded
 from lightning_rollout.explain import explain
 from lightning_rollout.fixed_batch import Warn
+from lightning_rollout.tasks import Panels
 from lightning_rollout.rendering import to_display_images
+from lightning_rollout import tasks
 from lightning_rollout.report import (
     all_finite,
-    captions,
     constant_maps,
     faithfulness_scalars,
     map_scalars,
@@ -60,10 +61,14 @@ CONSTANT_MAP_CAUSES = {
 class SidePass(NamedTuple):
     """What one side pass over the fixed batch gives, on the CPU."""
 
+    panels: Panels
+    """Which sample each map shows and which class it explains (see :mod:`~lightning_rollout.tasks`)."""
     maps: Dict[str, Tensor]
-    """``{method: (B, h, w)}``."""
-    probabilities: Tensor
-    """``(B, num_classes)`` softmax of the model's output."""
+    """``{method: (P, h, w)}``, one map per panel."""
+    scores: Optional[Tensor]
+    """``(B, num_classes)`` class scores of the fixed batch (softmax or sigmoid by task); ``None`` for ``"none"``."""
+    target_scores: Optional[Tensor]
+    """``(B,)`` a callable target's score of each sample, else ``None``."""
     faithfulness: Dict[str, Dict[str, float]]
     """``{method: {"deletion_auc": ..., "insertion_auc": ...}}``; empty when off or a map is not finite."""
 
@@ -131,10 +136,13 @@ def explain_fixed_batch(
     images = precision.convert_input(inputs)
     with precision.forward_context():
         with side_pass(model, images.device, needs_grad=False):
-            probabilities = logits_of(model(images)).float().softmax(dim=-1).cpu()
-        target = None
-        if callback.target == "label" and batch.labels is not None:
-            target = batch.labels.to(device)
+            output = logits_of(model(images))
+            scores = tasks.class_scores(callback.task, output)
+            target_scores = callback.target(output).float().cpu() if callable(callback.target) else None
+        scores = None if scores is None else scores.cpu()
+        panels = tasks.panels(callback.task, callback.target, len(batch), batch.labels, scores, callback.max_labels)
+        images = images[panels.samples.to(device)]
+        target = panels.target(callback.target, device)
         options = dict(
             head_fusion=callback.head_fusion,
             discard_ratio=callback.discard_ratio,
@@ -146,15 +154,17 @@ def explain_fixed_batch(
         )
         maps = {method: explain(model, images, method, **options).cpu() for method in callback.methods}
         faithfulness: Dict[str, Dict[str, float]] = {}
-        if callback.faithfulness_steps and all(all_finite(value) for value in maps.values()):
-            scored = target if target is not None else probabilities.argmax(dim=-1).to(device)
+        # Deletion and insertion read a class's probability: there is none to read without class panels.
+        scored = None if panels.classes is None else panels.classes.to(device)
+        if callback.faithfulness_steps and scored is not None and all(all_finite(value) for value in maps.values()):
             steps, baseline = callback.faithfulness_steps, callback.faithfulness_baseline
+            activation = "sigmoid" if callback.task == "multilabel" else "softmax"
             with side_pass(model, images.device, needs_grad=False):
                 faithfulness = {
-                    method: faithfulness_scalars(model, images, method_maps, scored, steps, baseline)
+                    method: faithfulness_scalars(model, images, method_maps, scored, steps, baseline, activation)
                     for method, method_maps in maps.items()
                 }
-    return SidePass(maps, probabilities, faithfulness)
+    return SidePass(panels, maps, scores, target_scores, faithfulness)
 
 
 def log_maps(
@@ -227,12 +237,17 @@ def _render_and_log(
 ) -> None:
     """Pictures to ``sinks`` and scalars to ``loggers``; appends a filmstrip column when ``label`` is given."""
     batch, history, stats = callback.fixed_batch, callback._map_log.history, callback._display_stats
+    panels = result.panels
     display = to_display_images(model_input(batch.images, callback.input_transform, stats), *stats)
-    sample_captions = captions(batch.labels, result.probabilities, callback.class_names)
+    display = display[panels.samples.numpy()]
+    sample_captions = tasks.captions(
+        callback.task, panels, batch.labels, result.scores, result.target_scores, callback.class_names
+    )
     samples_caption = " | ".join(f"{i}: " + ", ".join(lines) for i, lines in enumerate(sample_captions))
+    masks = tasks.panel_masks(batch.masks, panels)
     scalars: Dict[str, float] = {}
-    if batch.masks is not None:
-        scalars[f"{root}/mask_area"] = float(batch.masks.float().mean())
+    if masks is not None:
+        scalars[f"{root}/mask_area"] = float(masks.float().mean())
     for method, method_maps in result.maps.items():
         tag = f"{root}/{method}"
         if bool(constant_maps(method_maps).all()):
@@ -252,7 +267,10 @@ def _render_and_log(
             names = [history[method][i][0] for i in pick_columns(len(history[method]), columns)]
             for sink in sinks:
                 sink.log_image(f"{tag}/filmstrip", filmstrip, step, caption="input | " + " | ".join(names))
-        scalars.update({f"{tag}/{name}": value for name, value in map_scalars(method_maps, batch.masks).items()})
+        scalars.update({f"{tag}/{name}": value for name, value in map_scalars(method_maps, masks).items()})
+        discrimination = tasks.discrimination(method_maps, batch.masks, batch.labels, panels)
+        if discrimination is not None:
+            scalars[f"{tag}/class_discrimination"] = discrimination
         scalars.update({f"{tag}/{name}": value for name, value in result.faithfulness.get(method, {}).items()})
     for logger in loggers:
         logger.log_metrics(scalars, step=step)

@@ -43,22 +43,6 @@ def constant_caption(maps: Tensor) -> List[Optional[str]]:
     return [f"constant map: {value:.3g}" if is_flat else None for is_flat, value in zip(flat, values)]
 
 
-def captions(
-    labels: Optional[Tensor], probabilities: Tensor, class_names: Optional[Sequence[str]] = None
-) -> List[List[str]]:
-    """Caption lines per sample: the true label (when known) and the prediction with its confidence."""
-    def name(index: int) -> str:
-        return class_names[index] if class_names is not None and index < len(class_names) else str(index)
-
-    confidence, predicted = probabilities.float().max(dim=-1)
-    lines = []
-    for i in range(probabilities.shape[0]):
-        sample = [] if labels is None else [f"true: {name(int(labels[i]))}"]
-        sample.append(f"pred: {name(int(predicted[i]))} ({float(confidence[i]):.2f})")
-        lines.append(sample)
-    return lines
-
-
 def render_samples(
     display_images: np.ndarray, maps: Tensor, sample_captions: List[List[str]], colormap: str, alpha: float
 ) -> np.ndarray:
@@ -116,12 +100,18 @@ def map_scalars(maps: Tensor, masks: Optional[Tensor]) -> Dict[str, float]:
 
 
 def faithfulness_scalars(
-    model: nn.Module, images: Tensor, maps: Tensor, target: Tensor, steps: int, baseline: Union[float, str, Tensor]
+    model: nn.Module,
+    images: Tensor,
+    maps: Tensor,
+    target: Tensor,
+    steps: int,
+    baseline: Union[float, str, Tensor],
+    activation: str = "softmax",
 ) -> Dict[str, float]:
     """Batch means of the deletion and insertion AUCs (``deletion_auc`` ↓, ``insertion_auc`` ↑) of ``maps``,
-    with ``steps`` steps and ``baseline`` as in :func:`~lightning_rollout.metrics.deletion_insertion_auc`."""
+    with ``steps``, ``baseline`` and ``activation`` as in :func:`~lightning_rollout.metrics.deletion_insertion_auc`."""
     deletion, insertion = deletion_insertion_auc(
-        model, images, maps.to(images.device), target, steps=steps, baseline=baseline
+        model, images, maps.to(images.device), target, steps=steps, baseline=baseline, activation=activation
     )
     return {"deletion_auc": float(deletion.mean()), "insertion_auc": float(insertion.mean())}
 

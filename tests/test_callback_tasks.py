@@ -1,0 +1,149 @@
+"""The callback's tasks in real Trainer runs: multi-label panels and class discrimination, label-free runs, and
+the errors that stop a run before training."""
+
+import lightning.pytorch as pl
+import pytest
+import timm
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch.utils.data import DataLoader, Dataset
+
+from lightning_helpers import read_events
+from lightning_rollout import AttentionRolloutCallback
+
+CLASSES = ["a", "b", "c"]
+
+
+class TwoClassScenes(Dataset):
+    """16 x 16 random images; sample i holds classes i % 3 and (i + 1) % 3, class c's object in quadrant c."""
+
+    def __init__(self, size: int, seed: int) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        self.images = torch.randn(size, 3, 16, 16, generator=generator)
+        self.labels = torch.zeros(size, 3)
+        self.masks = torch.zeros(size, 3, 16, 16, dtype=torch.bool)
+        for i in range(size):
+            for c in (i % 3, (i + 1) % 3):
+                self.labels[i, c] = 1.0
+                top, left = 8 * (c // 2), 8 * (c % 2)
+                self.masks[i, c, top : top + 8, left : left + 8] = True
+                self.images[i, c, top : top + 8, left : left + 8] += 2.0
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index):
+        return self.images[index], self.labels[index], self.masks[index]
+
+
+class MultiLabelViT(pl.LightningModule):
+    def __init__(self, num_classes: int = 3) -> None:
+        super().__init__()
+        self.model = timm.create_model(
+            "vit_tiny_patch16_224", img_size=16, patch_size=4, depth=2, embed_dim=16, num_heads=2,
+            num_classes=num_classes,
+        )
+
+    def forward(self, x):
+        return self.model(x)
+
+    def _loss(self, batch):
+        images, labels = batch[:2]
+        if labels.dim() == 2:
+            return torch.nn.functional.binary_cross_entropy_with_logits(self(images), labels)
+        return torch.nn.functional.cross_entropy(self(images), labels)
+
+    def training_step(self, batch, batch_idx):
+        return self._loss(batch)
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val_loss", self._loss(batch))
+
+    def train_dataloader(self):
+        return DataLoader(TwoClassScenes(16, seed=1), batch_size=8)
+
+    def val_dataloader(self):
+        return DataLoader(TwoClassScenes(8, seed=2), batch_size=4)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.05)
+
+
+def _trainer(tmp_path, callback, **kwargs):
+    options = dict(
+        max_epochs=1, accelerator="cpu", logger=TensorBoardLogger(str(tmp_path), name="tb"), enable_progress_bar=False,
+        enable_model_summary=False, enable_checkpointing=False, log_every_n_steps=1,
+    )
+    options.update(kwargs)
+    return pl.Trainer(callbacks=[callback], **options)
+
+
+def test_multilabel_explains_each_positive_label_against_its_class_mask(tmp_path):
+    pl.seed_everything(0)
+    callback = AttentionRolloutCallback(
+        methods=["rollout", "grad_rollout"], task="multilabel", num_samples=4, class_names=CLASSES,
+        mean=[0.0] * 3, std=[1.0] * 3, faithfulness_steps=2,
+    )
+    trainer = _trainer(tmp_path, callback)
+    trainer.fit(MultiLabelViT())
+    events = read_events(trainer.logger.log_dir)
+    # Every sample holds two classes, each its own quadrant (a quarter of the image).
+    assert [s.value for s in events.Scalars("attention/mask_area")] == [0.25, 0.25]
+    # Rollout gives one map for both classes of a scene: one of the two pairs wins, so exactly one half.
+    assert [s.value for s in events.Scalars("attention/rollout/class_discrimination")] == [0.5, 0.5]
+    for method in ("rollout", "grad_rollout"):
+        values = [s.value for s in events.Scalars(f"attention/{method}/class_discrimination")]
+        assert len(values) == 2 and all(v in (0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0) for v in values)
+        for name in ("energy", "pointing_game", "deletion_auc", "insertion_auc"):
+            assert all(0 <= s.value <= 1 for s in events.Scalars(f"attention/{method}/{name}"))
+    # 4 samples x 2 labels = 8 panels, 4 per row: two rows; the filmstrip has a row per panel.
+    samples = events.Images("attention/rollout/samples")[0]
+    film = events.Images("attention/rollout/filmstrip")[-1]
+    assert samples.width > 4 * 2 * 128 and 2 * 128 < samples.height < 3 * 128 + 100
+    assert film.height >= 8 * 96
+
+
+def test_multilabel_caption_names_the_explained_class_and_its_score(tmp_path, monkeypatch):
+    import lightning_rollout.logging_maps as logging_maps
+
+    seen = []
+    real = logging_maps.tasks.captions
+    monkeypatch.setattr(logging_maps.tasks, "captions", lambda *args, **kw: seen.append(real(*args, **kw)) or seen[-1])
+    callback = AttentionRolloutCallback(
+        task="multilabel", num_samples=2, class_names=CLASSES, faithfulness_steps=0, mean=[0.0] * 3, std=[1.0] * 3,
+    )
+    _trainer(tmp_path, callback, limit_train_batches=1).fit(MultiLabelViT())
+    lines = seen[-1]
+    # Sample 0 holds a and b, sample 1 holds b and c.
+    assert [line[0].split(" (")[0] for line in lines] == ["a", "b", "b", "c"]
+    assert [line[1] for line in lines] == ["true: a, b", "true: a, b", "true: b, c", "true: b, c"]
+    assert all(0 < float(line[0].split("(")[1].rstrip(")")) < 1 for line in lines)
+
+
+def test_multi_hot_labels_with_multiclass_stop_the_run_before_training(tmp_path):
+    module = MultiLabelViT()
+    before = [p.detach().clone() for p in module.parameters()]
+    with pytest.raises(ValueError, match=r"multi-hot labels: pass `task`='multilabel'"):
+        _trainer(tmp_path, AttentionRolloutCallback(methods=["grad_rollout"])).fit(module)
+    assert all(torch.equal(a, b) for a, b in zip(before, module.parameters())), "no training step ran"
+
+
+def test_label_free_run_logs_maps_without_predictions_or_faithfulness(tmp_path):
+    """A model returning embeddings (timm num_classes=0): rollout runs; no class scalars."""
+    pl.seed_everything(0)
+    callback = AttentionRolloutCallback(methods=["rollout"], task="none", num_samples=4, mean=[0.0] * 3, std=[1.0] * 3)
+    module = MultiLabelViT(num_classes=0)
+    module._loss = lambda batch: module(batch[0]).pow(2).mean()
+    trainer = _trainer(tmp_path, callback)
+    trainer.fit(module)
+    events = read_events(trainer.logger.log_dir)
+    assert len(events.Images("attention/rollout/samples")) == 2
+    scalars = set(events.Tags()["scalars"])
+    assert "attention/rollout/entropy" in scalars
+    assert not {"attention/rollout/deletion_auc", "attention/rollout/class_discrimination"} & scalars
+    assert "attention/mask_area" not in scalars, "per-class masks without classes to pick them are not scored"
+
+
+def test_label_free_gradient_method_needs_a_callable_target():
+    with pytest.raises(ValueError, match=r"`task`='none' has no classes, so the gradient methods \['chefer'\]"):
+        AttentionRolloutCallback(methods=["rollout", "chefer"], task="none")
