@@ -15,7 +15,7 @@ from typing_extensions import override
 
 from lightning_rollout._lightning import callback_bases
 from lightning_rollout.batch import BatchKey, FixedBatch, check_key
-from lightning_rollout.checks import check_int
+from lightning_rollout.checks import OutputKey, check_int, check_output_key
 from lightning_rollout.display import check_stats, model_input, resolve_display_stats
 from lightning_rollout.explain import check_model, validate_options
 from lightning_rollout.fixed_batch import FixedBatchKeeper
@@ -23,7 +23,7 @@ from lightning_rollout.geometry import check_overrides
 from lightning_rollout.logging_maps import MapLog, log_maps
 from lightning_rollout.methods import METHODS
 from lightning_rollout.metrics.faithfulness import check_baseline
-from lightning_rollout.tasks import check_labels, check_task
+from lightning_rollout.tasks import check_labels, check_task, probe
 
 
 class AttentionRolloutCallback(*callback_bases()):
@@ -63,6 +63,8 @@ class AttentionRolloutCallback(*callback_bases()):
         target: what gradient methods explain: ``label``, ``prediction`` or a callable ``target(output) -> (B,)``
             (:mod:`~lightning_rollout.targets`; in LightningCLI YAML a dotted path or ``class_path``).
         max_labels: the most classes explained per sample with ``task="multilabel"``.
+        output_key: where the logits (or embedding) sit in a dict/tuple output: a str key or an int index
+            (as in :func:`~lightning_rollout.explain`); checked on the first kept samples.
         image_key: where the images sit in a batch; ``None``: index 0 of a tuple/list or key ``image``.
         input_transform: a callable mapping the batch's images ``(B, C, H, W)`` to the model's float input
             (e.g. uint8 → normalised float), for datasets whose conversion happens in the step or the
@@ -119,6 +121,7 @@ class AttentionRolloutCallback(*callback_bases()):
         task: str = "multiclass",
         target: Union[Callable, str] = "label",
         max_labels: int = 2,
+        output_key: OutputKey = None,
         image_key: BatchKey = None,
         input_transform: Optional[Callable] = None,
         label_key: BatchKey = None,
@@ -150,6 +153,7 @@ class AttentionRolloutCallback(*callback_bases()):
         check_int("faithfulness_steps", faithfulness_steps, 0)
         check_baseline("faithfulness_baseline", faithfulness_baseline)
         check_task(task, target, methods, max_labels)
+        check_output_key(output_key)
         for argument, key in (("image_key", image_key), ("label_key", label_key), ("mask_key", mask_key)):
             check_key(argument, key)
         check_stats("mean", mean)
@@ -175,7 +179,8 @@ class AttentionRolloutCallback(*callback_bases()):
         self.every_n_epochs = every_n_epochs
         self.head_fusion = head_fusion
         self.discard_ratio = discard_ratio
-        self.task, self.target, self.max_labels = task, target, max_labels
+        self.task, self.target, self.max_labels, self.output_key = task, target, max_labels, output_key
+        self._probed = False  # whether the model's output was checked against task, target and output_key
         self.image_key, self.label_key, self.mask_key = image_key, label_key, mask_key
         self.input_transform = input_transform
         self.mean, self.std = mean, std
@@ -250,12 +255,14 @@ class AttentionRolloutCallback(*callback_bases()):
         self, trainer: Any, pl_module: nn.Module, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
         self._keeper.collect(batch, dataloader_idx, trainer.is_global_zero)
+        probe(self, trainer, pl_module)
 
     @override
     def on_test_batch_end(
         self, trainer: Any, pl_module: nn.Module, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
         self._keeper.collect(batch, dataloader_idx, trainer.is_global_zero)
+        probe(self, trainer, pl_module)
 
     @override
     def on_train_start(self, trainer: Any, pl_module: nn.Module) -> None:

@@ -12,15 +12,15 @@ from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Tuple
 
 from torch import Tensor, nn
 
+from lightning_rollout import tasks
 from lightning_rollout.capture import side_pass
-from lightning_rollout.checks import logits_of
+from lightning_rollout.checks import select_output
 from lightning_rollout.display import model_input
 from lightning_rollout.distributed import is_sharded
-from lightning_rollout.explain import explain
+from lightning_rollout.explain import explain_many
 from lightning_rollout.fixed_batch import Warn
-from lightning_rollout.tasks import Panels
 from lightning_rollout.rendering import to_display_images
-from lightning_rollout import tasks
+from lightning_rollout.tasks import Panels
 from lightning_rollout.report import (
     all_finite,
     constant_maps,
@@ -66,9 +66,9 @@ class SidePass(NamedTuple):
     maps: Dict[str, Tensor]
     """``{method: (P, h, w)}``, one map per panel."""
     scores: Optional[Tensor]
-    """``(B, num_classes)`` class scores of the fixed batch (softmax or sigmoid by task); ``None`` for ``"none"``."""
+    """``(P, num_classes)`` class scores per panel (softmax or sigmoid by task); ``None`` for ``"none"``."""
     target_scores: Optional[Tensor]
-    """``(B,)`` a callable target's score of each sample, else ``None``."""
+    """``(P,)`` a callable target's score per panel, else ``None``."""
     faithfulness: Dict[str, Dict[str, float]]
     """``{method: {"deletion_auc": ..., "insertion_auc": ...}}``; empty when off or a map is not finite."""
 
@@ -135,24 +135,29 @@ def explain_fixed_batch(
     inputs = model_input(batch.images.to(device), callback.input_transform, callback._display_stats)
     images = precision.convert_input(inputs)
     with precision.forward_context():
-        with side_pass(model, images.device, needs_grad=False):
-            output = logits_of(model(images))
-            scores = tasks.class_scores(callback.task, output)
-            target_scores = callback.target(output).float().cpu() if callable(callback.target) else None
-        scores = None if scores is None else scores.cpu()
+        # A predicted class must be known before the pass only where it picks the panels (multi-label).
+        scores = None
+        if callback.target == "prediction" and callback.task == "multilabel":
+            with side_pass(model, images.device, needs_grad=False):
+                scores = tasks.class_scores(callback.task, select_output(model(images), callback.output_key))
         panels = tasks.panels(callback.task, callback.target, len(batch), batch.labels, scores, callback.max_labels)
         images = images[panels.samples.to(device)]
-        target = panels.target(callback.target, device)
         options = dict(
             head_fusion=callback.head_fusion,
             discard_ratio=callback.discard_ratio,
-            target=target,
+            target=panels.target(callback.target, device),
+            output_key=callback.output_key,
             attention_pattern=callback.attention_pattern,
             gradcam_layer=callback.gradcam_layer,
             num_prefix_tokens=callback.num_prefix_tokens,
             grid_size=callback.grid_size,
         )
-        maps = {method: explain(model, images, method, **options).cpu() for method in callback.methods}
+        # One forward (and one backward) for every method; the probabilities come from the same forward.
+        maps, output = explain_many(model, images, list(callback.methods), return_output=True, **options)
+        maps = {method: method_maps.cpu() for method, method_maps in maps.items()}
+        scores = tasks.class_scores(callback.task, output)
+        panels = panels.with_predictions(scores)
+        target_scores = callback.target(output).float().cpu() if callable(callback.target) else None
         faithfulness: Dict[str, Dict[str, float]] = {}
         # Deletion and insertion read a class's probability: there is none to read without class panels.
         scored = None if panels.classes is None else panels.classes.to(device)
@@ -161,10 +166,12 @@ def explain_fixed_batch(
             activation = "sigmoid" if callback.task == "multilabel" else "softmax"
             with side_pass(model, images.device, needs_grad=False):
                 faithfulness = {
-                    method: faithfulness_scalars(model, images, method_maps, scored, steps, baseline, activation)
+                    method: faithfulness_scalars(
+                        model, images, method_maps, scored, steps, baseline, activation, callback.output_key
+                    )
                     for method, method_maps in maps.items()
                 }
-    return SidePass(panels, maps, scores, target_scores, faithfulness)
+    return SidePass(panels, maps, None if scores is None else scores.cpu(), target_scores, faithfulness)
 
 
 def log_maps(

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from lightning_rollout.checks import OutputKey
 from lightning_rollout.metrics import deletion_insertion_auc, energy_in_mask, normalized_entropy, pointing_game
 from lightning_rollout.rendering import blend, colorize_maps, render_filmstrip, render_grid, render_panel
 
@@ -107,11 +108,14 @@ def faithfulness_scalars(
     steps: int,
     baseline: Union[float, str, Tensor],
     activation: str = "softmax",
+    output_key: OutputKey = None,
 ) -> Dict[str, float]:
     """Batch means of the deletion and insertion AUCs (``deletion_auc`` ↓, ``insertion_auc`` ↑) of ``maps``,
-    with ``steps``, ``baseline`` and ``activation`` as in :func:`~lightning_rollout.metrics.deletion_insertion_auc`."""
+    with ``steps``, ``baseline``, ``activation`` and ``output_key`` as in
+    :func:`~lightning_rollout.metrics.deletion_insertion_auc`."""
     deletion, insertion = deletion_insertion_auc(
-        model, images, maps.to(images.device), target, steps=steps, baseline=baseline, activation=activation
+        model, images, maps.to(images.device), target, steps=steps, baseline=baseline, activation=activation,
+        output_key=output_key,
     )
     return {"deletion_auc": float(deletion.mean()), "insertion_auc": float(insertion.mean())}
 

@@ -14,12 +14,15 @@ A callable ``target`` (see :mod:`lightning_rollout.targets`) explains one panel 
 """
 
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Union
+from typing import Any, Callable, List, Optional, Sequence, Union
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from lightning_rollout.checks import check_int
+from lightning_rollout.capture import side_pass
+from lightning_rollout.checks import OutputKey, check_int, select_output
+from lightning_rollout.display import model_input
+from lightning_rollout.distributed import is_sharded
 from lightning_rollout.metrics import class_discrimination
 from lightning_rollout.methods import GRADIENT_METHODS
 from lightning_rollout.targets import positive_labels
@@ -113,17 +116,26 @@ class Panels:
     Attributes:
         samples: ``(P,)`` row of the fixed batch per panel.
         classes: ``(P,)`` class per panel, or ``None`` when the panels explain no class (a callable target,
-            or a class-agnostic run of ``task="none"``).
+            or a class-agnostic run of ``task="none"``) or the predicted class, not known yet.
+        predicted: whether the classes are the predicted ones, known after the pass
+            (:meth:`with_predictions`).
     """
 
     samples: Tensor
     classes: Optional[Tensor]
+    predicted: bool = False
 
     def target(self, target: TargetSpec, device: torch.device):
         """What :func:`~lightning_rollout.explain` gets as ``target`` for these panels."""
         if callable(target):
             return target
         return None if self.classes is None else self.classes.to(device)
+
+    def with_predictions(self, scores: Optional[Tensor]) -> "Panels":
+        """These panels with the predicted classes filled in from the pass's class scores ``(P, C)``."""
+        if not self.predicted or self.classes is not None:
+            return self
+        return Panels(self.samples, scores.argmax(dim=-1).cpu(), predicted=True)
 
 
 def panels(
@@ -134,12 +146,17 @@ def panels(
     scores: Optional[Tensor],
     max_labels: int,
 ) -> Panels:
-    """The panels of one logging step over a fixed batch of ``batch_size`` samples (see the module docstring)."""
+    """The panels of one logging step over a fixed batch of ``batch_size`` samples (see the module docstring).
+
+    ``scores`` (the fixed batch's class scores) are needed only for ``task="multilabel"`` with
+    ``target="prediction"``; a multi-class prediction is read after the pass.
+    """
     if callable(target) or task == "none":
         return Panels(torch.arange(batch_size), None)
     if task == "multiclass":
-        classes = labels if target == "label" else scores.argmax(dim=-1)
-        return Panels(torch.arange(batch_size), classes.long())
+        if target == "prediction":  # explain (engine) and read (:meth:`Panels.with_predictions`) the arg-max
+            return Panels(torch.arange(batch_size), None, predicted=True)
+        return Panels(torch.arange(batch_size), labels.long())
     if target == "label":
         samples, classes = positive_labels(labels, max_labels)
         return Panels(samples, classes)
@@ -155,7 +172,7 @@ def captions(
     target_scores: Optional[Tensor],
     class_names: Optional[Sequence[str]] = None,
 ) -> List[List[str]]:
-    """Caption lines per panel.
+    """Caption lines per panel; ``scores`` ``(P, C)`` and ``target_scores`` ``(P,)`` are per panel.
 
     ``multiclass``: the true label (when known) and the prediction with its confidence. ``multilabel``: the
     explained class with its score, then the sample's true labels (when known). ``none``: nothing about
@@ -170,17 +187,17 @@ def captions(
         if task == "multiclass":
             if labels is not None:
                 sample_lines.append(f"true: {name(int(labels[sample]))}")
-            confidence, predicted = scores[sample].max(dim=-1)
+            confidence, predicted = scores[panel].max(dim=-1)
             sample_lines.append(f"pred: {name(int(predicted))} ({float(confidence):.2f})")
         elif task == "multilabel":
             if panels.classes is not None:
                 explained = int(panels.classes[panel])
-                sample_lines.append(f"{name(explained)} ({float(scores[sample, explained]):.2f})")
+                sample_lines.append(f"{name(explained)} ({float(scores[panel, explained]):.2f})")
             if labels is not None:
                 present = [name(i) for i in torch.nonzero(labels[sample] > 0.5).flatten().tolist()]
                 sample_lines.append("true: " + (", ".join(present) or "none"))
         if target_scores is not None:
-            sample_lines.append(f"target: {float(target_scores[sample]):.3g}")
+            sample_lines.append(f"target: {float(target_scores[panel]):.3g}")
         lines.append(sample_lines)
     return lines
 
@@ -212,3 +229,55 @@ def discrimination(maps: Tensor, masks: Optional[Tensor], labels: Optional[Tenso
     own = masks[panels.samples, panels.classes].float()
     other = (masks[panels.samples].float() * others[:, :, None, None]).amax(dim=1)
     return float(class_discrimination(maps[keep], own[keep], other[keep]).mean())
+
+
+def check_output(
+    model: nn.Module,
+    images: Tensor,
+    task: str,
+    target: TargetSpec,
+    output_key: OutputKey,
+    labels: Optional[Tensor],
+) -> None:
+    """Runs ``model`` on ``images`` once (no gradients, the model's state kept) and checks its output against
+    ``task``, ``target``, ``output_key`` and ``labels``.
+
+    Raises:
+        ValueError: when ``output_key`` selects no tensor, a class task's output is not ``(B, num_classes)`` or
+            has fewer classes than the labels name, or a callable target does not give one score per sample.
+    """
+    with side_pass(model, images.device, needs_grad=False):
+        output = select_output(model(images), output_key)
+        scores = class_scores(task, output)
+        if callable(target):
+            value = target(output)
+            if not isinstance(value, Tensor) or tuple(value.shape) != (images.shape[0],):
+                got = f"shape {tuple(value.shape)}" if isinstance(value, Tensor) else type(value).__name__
+                raise ValueError(
+                    f"`target`={target!r} must map the model's output to one score per sample, shape "
+                    f"({images.shape[0]},), got {got}"
+                )
+    if scores is None or labels is None:
+        return
+    classes = scores.shape[1]
+    if task == "multilabel" and labels.shape[1] != classes:
+        raise ValueError(f"the model gives {classes} class scores but the multi-hot labels hold {labels.shape[1]}")
+    if task == "multiclass" and labels.numel() and int(labels.max()) >= classes:
+        raise ValueError(f"the model gives {classes} class scores but a validation label is {int(labels.max())}")
+
+
+def probe(callback: Any, trainer: Any, pl_module: nn.Module) -> None:
+    """:func:`check_output` on the callback's first kept samples, once, on rank 0, before any map is made.
+
+    A sharded model is skipped (its forward needs every rank); its first side pass raises the same errors.
+    """
+    batch = callback.fixed_batch
+    if callback._probed or batch is None or not trainer.is_global_zero:
+        return
+    callback._probed = True
+    if trainer.strategy.model is not None and is_sharded(trainer.strategy.model):
+        return
+    images = model_input(batch.images.to(pl_module.device), callback.input_transform, callback._display_stats)
+    with trainer.precision_plugin.forward_context():
+        check_output(pl_module, trainer.precision_plugin.convert_input(images), callback.task, callback.target,
+                     callback.output_key, batch.labels)

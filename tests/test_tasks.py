@@ -21,8 +21,10 @@ def test_multiclass_panels_one_per_sample():
     scores = torch.tensor([[0.1, 0.7, 0.2], [0.6, 0.3, 0.1]])
     by_label = tasks.panels("multiclass", "label", 2, labels, scores, 2)
     assert by_label.samples.tolist() == [0, 1] and by_label.classes.tolist() == [2, 0]
-    by_prediction = tasks.panels("multiclass", "prediction", 2, labels, scores, 2)
-    assert by_prediction.classes.tolist() == [1, 0]
+    by_prediction = tasks.panels("multiclass", "prediction", 2, labels, None, 2)
+    assert by_prediction.classes is None and by_prediction.target("prediction", torch.device("cpu")) is None
+    assert by_prediction.with_predictions(scores).classes.tolist() == [1, 0]
+    assert by_label.with_predictions(scores) is by_label
     assert tasks.captions("multiclass", by_label, labels, scores, None, ["a", "b", "c"]) == [
         ["true: c", "pred: b (0.70)"],
         ["true: a", "pred: a (0.60)"],
@@ -35,7 +37,7 @@ def test_multilabel_panels_per_positive_label_with_cap():
     result = tasks.panels("multilabel", "label", 2, labels, scores, 2)
     assert result.samples.tolist() == [0, 0, 1] and result.classes.tolist() == [0, 2, 1]
     assert result.target("label", torch.device("cpu")).tolist() == [0, 2, 1]
-    assert tasks.captions("multilabel", result, labels, scores, None, ["red", "green", "blue", "yellow"]) == [
+    assert tasks.captions("multilabel", result, labels, scores[result.samples], None, ["red", "green", "blue", "yellow"]) == [
         ["red (0.90)", "true: red, blue, yellow"],
         ["blue (0.60)", "true: red, blue, yellow"],
         ["green (0.80)", "true: green"],

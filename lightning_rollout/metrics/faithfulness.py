@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_rollout.capture import eval_mode, preserved_rng
-from lightning_rollout.checks import Target, check_images, check_int, check_target, logits_of
+from lightning_rollout.checks import OutputKey, Target, check_images, check_int, check_target, select_output
 
 __all__ = ["ACTIVATIONS", "BASELINES", "check_baseline", "deletion_insertion_auc", "perturbation_curves", "pixel_ranks"]
 
@@ -98,8 +98,8 @@ def pixel_ranks(maps: Tensor, image_size: Tuple[int, int]) -> Tensor:
     return ranks
 
 
-def _logits(output: Any) -> Tensor:
-    logits = logits_of(output)
+def _logits(output: Any, output_key: OutputKey) -> Tensor:
+    logits = select_output(output, output_key)
     if logits.dim() != 2:
         raise ValueError(f"the model must return logits of shape (B, num_classes), got {tuple(logits.shape)}")
     return logits
@@ -126,6 +126,7 @@ def perturbation_curves(
     baseline: Baseline = "blur",
     batch_size: int = 128,
     activation: str = "softmax",
+    output_key: OutputKey = None,
 ) -> Tuple[Tensor, Tensor]:
     """The deletion and insertion curves: the target's probability after each step.
 
@@ -141,6 +142,7 @@ def perturbation_curves(
         batch_size: perturbed images per forward pass; bounds memory to ``batch_size`` images.
         activation: how logits become the probability read: ``"softmax"`` over the classes (one class per
             image) or ``"sigmoid"`` of the target's own logit (multi-label models).
+        output_key: where the logits sit in the model's output, as in :func:`~lightning_rollout.explain`.
 
     Returns:
         ``(deletion, insertion)``, float32 tensors of shape ``(B, steps + 1)`` on ``images.device``.
@@ -163,14 +165,14 @@ def perturbation_curves(
     scores = torch.empty(batch, steps + 1, 2, device=images.device)
     with preserved_rng(images.device), eval_mode(model):
         if target is None:
-            target = _logits(model(images)).argmax(dim=-1)
+            target = _logits(model(images), output_key).argmax(dim=-1)
         target = torch.as_tensor(target, device=images.device).long().expand(batch)
         for chunk in jobs.split(batch_size):
             sample, step, curve = chunk.unbind(dim=1)
             revealed = ranks[sample] < counts[step][:, None]  # the first k pixels of the order
             take_image = torch.where(curve[:, None] == 0, ~revealed, revealed).view(-1, 1, height, width)
             perturbed = torch.where(take_image, images[sample], reference[sample])
-            logits = _logits(model(perturbed)).float()
+            logits = _logits(model(perturbed), output_key).float()
             if int(target.min()) < 0 or int(target.max()) >= logits.shape[1]:
                 raise ValueError(f"`target` values must be in [0, {logits.shape[1]}), got {target.tolist()}")
             probabilities = logits.softmax(dim=-1) if activation == "softmax" else logits.sigmoid()
@@ -189,6 +191,7 @@ def deletion_insertion_auc(
     baseline: Baseline = "blur",
     batch_size: int = 128,
     activation: str = "softmax",
+    output_key: OutputKey = None,
 ) -> Tuple[Tensor, Tensor]:
     """Deletion and insertion AUCs of each sample's map (RISE, Petsiuk et al. 2018).
 
@@ -203,7 +206,8 @@ def deletion_insertion_auc(
     batch (the model runs in eval mode).
 
     Args:
-        model, images, maps, target, steps, baseline, batch_size, activation: as in :func:`perturbation_curves`
+        model, images, maps, target, steps, baseline, batch_size, activation, output_key: as in
+            :func:`perturbation_curves`
             (``steps + 1`` forwards per sample and curve, ``batch_size`` images per forward).
 
     Returns:
@@ -215,6 +219,7 @@ def deletion_insertion_auc(
         deletion, insertion = deletion_insertion_auc(model, images, maps, labels, steps=16)
     """
     deletion, insertion = perturbation_curves(
-        model, images, maps, target, steps=steps, baseline=baseline, batch_size=batch_size, activation=activation
+        model, images, maps, target, steps=steps, baseline=baseline, batch_size=batch_size, activation=activation,
+        output_key=output_key,
     )
     return torch.trapezoid(deletion, dx=1.0 / steps), torch.trapezoid(insertion, dx=1.0 / steps)
