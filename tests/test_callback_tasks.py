@@ -147,3 +147,68 @@ def test_label_free_run_logs_maps_without_predictions_or_faithfulness(tmp_path):
 def test_label_free_gradient_method_needs_a_callable_target():
     with pytest.raises(ValueError, match=r"`task`='none' has no classes, so the gradient methods \['chefer'\]"):
         AttentionRolloutCallback(methods=["rollout", "chefer"], task="none")
+
+
+class DictOutputViT(MultiLabelViT):
+    """Returns ``{"emb": (B, 16) embeddings, "aux": (B,)}``: no logits anywhere."""
+
+    def __init__(self) -> None:
+        super().__init__(num_classes=0)
+
+    def forward(self, x):
+        embedding = self.model(x)
+        return {"emb": embedding, "aux": embedding.sum(dim=1)}
+
+    def _loss(self, batch):
+        return self(batch[0])["emb"].pow(2).mean()
+
+
+def test_callable_target_on_a_dict_output_explains_its_score(tmp_path, monkeypatch):
+    import lightning_rollout.logging_maps as logging_maps
+    from lightning_rollout.targets import EmbeddingSimilarity
+
+    seen = []
+    real = logging_maps.tasks.captions
+    monkeypatch.setattr(logging_maps.tasks, "captions", lambda *args, **kw: seen.append(real(*args, **kw)) or seen[-1])
+    pl.seed_everything(0)
+    references = torch.randn(2, 16, generator=torch.Generator().manual_seed(0))
+    target = EmbeddingSimilarity(references, index=[0, 1, 1, 0])
+    callback = AttentionRolloutCallback(
+        methods=["rollout", "grad_rollout", "chefer"], task="none", target=target, output_key="emb", num_samples=4,
+        mean=[0.0] * 3, std=[1.0] * 3,
+    )
+    module = DictOutputViT()
+    trainer = _trainer(tmp_path, callback)
+    trainer.fit(module)
+    events = read_events(trainer.logger.log_dir)
+    for method in ("rollout", "grad_rollout", "chefer"):
+        assert len(events.Images(f"attention/{method}/samples")) == 2
+    assert "attention/chefer/deletion_auc" not in events.Tags()["scalars"], "no class probability to read"
+    # The captions carry the target's score: the cosine similarity of each sample's embedding to its reference.
+    images = callback.fixed_batch.images
+    with torch.no_grad():
+        expected = target(module.eval()(images)["emb"])
+    shown = [float(lines[-1].removeprefix("target: ")) for lines in seen[-1]]
+    assert all(line[-1].startswith("target: ") and len(line) == 1 for line in seen[-1])
+    assert shown == pytest.approx(expected.tolist(), abs=1e-3)
+
+
+def test_output_key_selecting_nothing_stops_the_run_before_training(tmp_path):
+    module = DictOutputViT()
+    before = [p.detach().clone() for p in module.parameters()]
+    callback = AttentionRolloutCallback(task="none", output_key="logits", methods=["rollout"], num_samples=2)
+    with pytest.raises(ValueError, match=r"`output_key`='logits' selects no tensor .* its keys are \['emb', 'aux'\]"):
+        _trainer(tmp_path, callback).fit(module)
+    assert all(torch.equal(a, b) for a, b in zip(before, module.parameters())), "no training step ran"
+
+
+def test_callable_target_giving_the_wrong_shape_stops_the_run_before_training(tmp_path):
+    callback = AttentionRolloutCallback(task="none", target=whole_output, output_key="emb", num_samples=2)
+    message = r"must map the model's output to one score per sample, shape \(2,\), got shape \(2, 16\)"
+    with pytest.raises(ValueError, match=message):
+        _trainer(tmp_path, callback).fit(DictOutputViT())
+
+
+def whole_output(output):
+    """A faulty target: the whole (B, D) output instead of one score per sample."""
+    return output
