@@ -16,6 +16,7 @@ _PUBLIC = {
     "ModelAdapter": "lightning_rollout.models",
     "TokenGeometry": "lightning_rollout.geometry",
     "explain": "lightning_rollout.explain",
+    "explain_many": "lightning_rollout.explain",
     "register_adapter": "lightning_rollout.models",
     "resolve_geometry": "lightning_rollout.models.custom",
 }
