@@ -1,12 +1,14 @@
-"""Memory stays flat over epochs of the callback (``explain`` alone: tests/test_explain_memory.py).
+"""Memory stays flat: ``explain_many`` of every method at once on every adapter family, and epochs of the
+callback (``explain`` of one method at a time: tests/test_explain_memory.py).
 
 Two signals, both exact and independent of the machine's allocator:
 
-- every tensor a module of the model output during the callback's side pass is dead once the epoch is
+- every tensor a module of the model output during the side pass is dead once the call (or the epoch) is
   over: a leaked autograd graph keeps its activations alive, also when ``gc.collect()`` runs, since a
   Python tensor hook that reaches the hooked tensors forms a cycle through autograd's C++ nodes that the
   collector cannot see;
-- the bytes of all live tensors besides the callback's checkpointed state do not grow over the epochs.
+- the bytes of all live tensors (besides the callback's checkpointed state) do not grow over repeated
+  calls or epochs.
 
 The heap is frozen (``gc.freeze``) around each test, so that the collector and the census only walk the
 objects the test makes: fast, and blind to the tensors of earlier tests.
@@ -22,8 +24,9 @@ import torch
 from torch import nn
 
 from lightning_helpers import make_module_class
-from lightning_rollout import AttentionRolloutCallback
+from lightning_rollout import AttentionRolloutCallback, explain_many
 from lightning_rollout.methods import METHODS
+from test_explain_memory import FAMILIES
 
 
 @pytest.fixture(autouse=True)
@@ -83,6 +86,27 @@ def live_tensor_bytes(exclude: Set[int] = frozenset()) -> int:
                 seen.add(storage.data_ptr())
                 total += storage.nbytes()
     return total
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_explain_many_leaves_nothing_alive(family):
+    build, options = FAMILIES[family]
+    model = build()
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    explain_many(model, images, METHODS, **options)  # first-call caches are not growth
+    before = live_tensor_bytes()
+    watch = OutputWatch(model)
+    try:
+        maps = explain_many(model, images, METHODS, **options)
+    finally:
+        watch.stop()
+    assert sorted(maps) == sorted(METHODS) and all(m.shape == (2, 4, 4) for m in maps.values())
+    del maps
+    grown = live_tensor_bytes() - before
+    alive = watch.alive()
+    assert watch.refs, "the watch saw no module output"
+    assert alive == 0, f"{alive} of {len(watch.refs)} module outputs of the side pass outlived `explain_many`"
+    assert grown == 0, f"live tensors grew by {grown} bytes over one call"
 
 
 class _EpochProbe(pl.Callback):
