@@ -212,3 +212,22 @@ def test_callable_target_giving_the_wrong_shape_stops_the_run_before_training(tm
 def whole_output(output):
     """A faulty target: the whole (B, D) output instead of one score per sample."""
     return output
+
+
+def test_lightning_cli_takes_a_target_as_dotted_path_or_class_path():
+    from jsonargparse import ArgumentParser
+
+    from lightning_rollout.targets import RegressionOutput
+
+    parser = ArgumentParser()
+    parser.add_class_arguments(AttentionRolloutCallback, "callback")
+    label_free = ["--callback.task=none", "--callback.methods=[grad_rollout]"]
+    by_path = parser.instantiate_classes(parser.parse_args(["--callback.target=test_callback_tasks.whole_output"]
+                                                           + label_free))
+    assert by_path.callback.target is whole_output
+    by_class = parser.instantiate_classes(parser.parse_args(
+        ['--callback.target={"class_path": "lightning_rollout.targets.RegressionOutput", "init_args": {"index": 1}}']
+        + label_free
+    ))
+    assert isinstance(by_class.callback.target, RegressionOutput) and by_class.callback.target.index == 1
+    assert parser.instantiate_classes(parser.parse_args([])).callback.target == "label"

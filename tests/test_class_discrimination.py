@@ -56,7 +56,7 @@ def test_errors():
         class_discrimination(-torch.ones(1, 2, 2), a[None], b[None])
     with pytest.raises(ValueError, match="same batch size, got 2 and 1"):
         class_discrimination(torch.ones(2, 2, 2), a[None], b[None])
-    with pytest.raises(ValueError, match=r"`own_masks` and `other_masks` must have the same shape, got \(1, 4, 4\) and"):
+    with pytest.raises(ValueError, match=r"`own_masks` and `other_masks` must have the same shape, got \(1, 4, 4\)"):
         class_discrimination(torch.ones(1, 2, 2), a[None], b[None, :2])
     with pytest.raises(ValueError, match=r"`masks` must hold values in \[0, 1\]"):
         class_discrimination(torch.ones(1, 2, 2), a[None] * 2, b[None])

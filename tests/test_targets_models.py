@@ -51,13 +51,11 @@ def test_clip_prompt_similarity_is_clips_own_logit_and_explains_per_prompt():
         assert torch.allclose(score, logits_per_image[:, prompt] / clip.logit_scale.exp(), atol=1e-5)
 
     tower = CLIPImageEmbedding(clip)
-    maps = {
-        prompt: explain(tower, images, "chefer", target=EmbeddingSimilarity(text, index=prompt), output_key="pooler_output")
-        for prompt in (0, 1)
-    }
+    options = dict(output_key="pooler_output")
+    maps = {p: explain(tower, images, "chefer", target=EmbeddingSimilarity(text, p), **options) for p in (0, 1)}
     for value in maps.values():
         assert value.shape == (2, 4, 4) and bool((value >= 0).all()) and float(value.sum()) > 0
     assert not torch.allclose(maps[0], maps[1]), "each prompt gets its own map"
     # A per-sample prompt index explains each image against its own prompt, as the two runs above did.
-    mixed = explain(tower, images, "chefer", target=EmbeddingSimilarity(text, index=[1, 0]), output_key="pooler_output")
+    mixed = explain(tower, images, "chefer", target=EmbeddingSimilarity(text, index=[1, 0]), **options)
     assert torch.allclose(mixed[0], maps[1][0], atol=1e-6) and torch.allclose(mixed[1], maps[0][1], atol=1e-6)
