@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from lightning_rollout.capture import side_pass
 from lightning_rollout.checks import Target, check_images, check_target, logits_of
 from lightning_rollout.geometry import TokenGeometry
+from lightning_rollout.legrad_pass import LeGradPass, check_first_layer
 from lightning_rollout.methods import (
     GRADIENT_METHODS,
     HEAD_FUSIONS,
@@ -211,6 +212,7 @@ def explain(
     gradcam_layer: Optional[str] = None,
     num_prefix_tokens: Optional[int] = None,
     grid_size: Optional[Sequence[int]] = None,
+    legrad_first_layer: int = 0,
 ) -> Tensor:
     """Computes explanation maps of a batch in one hooked side pass.
 
@@ -229,8 +231,10 @@ def explain(
             ``num_prefix_tokens`` and ``grid_size`` given, or with an adapter of their own.
         images: ``(B, C, H, W)`` float batch on the model's device.
         method: ``"rollout"`` (Abnar & Zuidema 2020), ``"grad_rollout"`` (class-specific gradient
-            rollout), ``"chefer"`` (Chefer et al., ICCV 2021) or ``"gradcam"`` (Grad-CAM on the token
-            grid, or on the last feature map of hierarchical models).
+            rollout), ``"chefer"`` (Chefer et al., ICCV 2021), ``"gradcam"`` (Grad-CAM on the token
+            grid, or on the last feature map of hierarchical models) or ``"legrad"`` (Bousselham et al.,
+            ICCV 2025: per layer, the positive gradient of the model's own head on that block's tokens
+            with respect to its attention, summed over layers).
         head_fusion: ``"mean"``, ``"max"`` or ``"min"`` over heads; used by ``"rollout"``.
         discard_ratio: fraction in ``[0, 1)`` of each layer's smallest fused entries zeroed per sample
             (never entry ``[0, 0]``); used by ``"rollout"`` and ``"grad_rollout"``.
@@ -243,6 +247,8 @@ def explain(
             activation.
         num_prefix_tokens: override of the number of leading non-patch tokens.
         grid_size: override of the patch grid ``(grid_h, grid_w)``.
+        legrad_first_layer: the first attention layer ``"legrad"`` sums: ``0`` every layer (the paper),
+            ``-2`` the last two (the authors' released code); negative values count from the end.
 
     Returns:
         ``(B, grid_h, grid_w)`` float32, non-negative maps on ``images.device``; the scale is the
@@ -262,10 +268,13 @@ def explain(
     validate_options(method, head_fusion, discard_ratio)
     check_images(images)
     check_target(target, images.shape[0])
+    check_first_layer(legrad_first_layer)
     adapter = resolve_adapter(model, attention_pattern, gradcam_layer, num_prefix_tokens, grid_size)
     geometry = adapter.geometry(tuple(images.shape[-2:]))
     if method == "gradcam":
         return _explain_gradcam(model, adapter, images, geometry, target)
+    if method == "legrad":
+        return _explain_legrad(model, adapter, images, geometry, target, legrad_first_layer)
 
     layers = adapter.attention_layers()
     if method == "rollout":
@@ -317,6 +326,22 @@ def _explain_gradcam(
     return _gradcam_map(activation, gradient, geometry, layer)
 
 
+def _explain_legrad(
+    model: nn.Module, adapter: ModelAdapter, images: Tensor, geometry: TokenGeometry, target: Target, first_layer: int
+) -> Tensor:
+    legrad = LeGradPass(adapter, first_layer)
+    with side_pass(model, images.device, needs_grad=True), adapter.attention_settings():
+        with adapter.capture_attention(adapter.attention_layers(), legrad), legrad.capture_blocks():
+            images = images.detach().clone().requires_grad_(True)
+            logits = logits_of(model(images))
+        for name, attention in zip(adapter.attention_layers(), legrad.attentions):
+            _check_attention(name[0], attention, geometry)
+        legrad.check_head(logits)
+        target_index = _resolve_target(target, logits)[:, None]
+        scores = legrad.token_scores(lambda layer_logits: layer_logits.gather(1, target_index).squeeze(1))
+    return tokens_to_grid(scores, geometry.num_prefix_tokens, geometry.grid_size)
+
+
 def check_model(
     model: nn.Module,
     methods: Sequence[str],
@@ -339,6 +364,8 @@ def check_model(
     adapter.geometry(None)
     if any(method != "gradcam" for method in methods):
         adapter.attention_layers()
+    if "legrad" in methods:
+        LeGradPass(adapter)
     if "gradcam" in methods:
         adapter.gradcam_layer()
     return adapter
