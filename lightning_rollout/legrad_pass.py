@@ -61,8 +61,8 @@ class LeGradPass:
     def __init__(self, adapter: ModelAdapter, first_layer: int = 0) -> None:
         check_first_layer(first_layer)
         self.adapter = adapter
+        self.blocks = adapter.blocks()  # first: a model without global attention says so
         self.head = adapter.head()
-        self.blocks = adapter.blocks()
         check_first_layer(first_layer, len(self.blocks))
         self.first_layer = first_layer % len(self.blocks)
         self.attentions: List[Tensor] = []

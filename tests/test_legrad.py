@@ -268,3 +268,35 @@ def test_models_without_a_known_head_are_refused_at_setup_with_the_reason(name):
     with pytest.raises(UnsupportedModelError, match=rf"method 'legrad'.*{why}"):
         check_model(model, ["legrad"], num_prefix_tokens=1, grid_size=(4, 4))
     check_model(model, ["grad_rollout"], num_prefix_tokens=1, grid_size=(4, 4))
+
+
+# ---------------------------------------------------------------------------------------- callback
+
+
+def test_callback_logs_legrad_and_refuses_it_at_setup_for_a_model_without_a_known_head(tmp_path):
+    import lightning.pytorch as pl
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from lightning_helpers import make_module_class, read_events
+    from lightning_rollout import AttentionRolloutCallback
+
+    def trainer(callback, name):
+        return pl.Trainer(callbacks=[callback], max_epochs=1, accelerator="cpu", enable_progress_bar=False,
+                          enable_model_summary=False, enable_checkpointing=False, log_every_n_steps=1,
+                          logger=TensorBoardLogger(str(tmp_path), name=name))
+
+    pl.seed_everything(0)
+    run = trainer(AttentionRolloutCallback(methods=["legrad"], num_samples=4, mean=[0.5] * 3, std=[0.5] * 3), "vit")
+    run.fit(make_module_class(pl.LightningModule)())
+    events = read_events(run.logger.log_dir)
+    assert [e.step for e in events.Images("attention/legrad/samples")] == [0, 4]
+    assert all(0 <= s.value <= 1 for s in events.Scalars("attention/legrad/energy"))
+
+    class CaiTModule(make_module_class(pl.LightningModule)):
+        def __init__(self):
+            super().__init__()
+            self.model = timm.create_model("cait_xxs24_224", img_size=16, patch_size=4, depth=1, depth_token_only=1,
+                                           num_heads=2, embed_dim=16, num_classes=3)
+
+    with pytest.raises(UnsupportedModelError, match="method 'legrad'.*patch blocks do not carry"):
+        trainer(AttentionRolloutCallback(methods=["grad_rollout", "legrad"]), "cait").fit(CaiTModule())
