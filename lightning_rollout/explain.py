@@ -17,6 +17,7 @@ from typing import List, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
 
 from lightning_rollout.capture import side_pass
 from lightning_rollout.checks import Target, check_images, check_target, logits_of
@@ -118,7 +119,9 @@ class _BackwardChain:
     each layer's factor is folded into the read-out row ``u @ A_L ⋯ A_l`` or, for a read-out that is not a
     fixed row (pooling heads), into the product ``A_L ⋯ A_l``.
 
-    ``readout`` must be set between the forward and the backward.
+    ``readout`` must be set between the forward and the backward, and :meth:`release` called once the
+    pass is over (also when it failed): each tensor hook is owned by the attention's autograd node and
+    reaches this object, which keeps the attentions, a cycle through C++ that ``gc`` cannot break.
     """
 
     def __init__(self, geometry: TokenGeometry, method: str, discard_ratio: float) -> None:
@@ -127,15 +130,25 @@ class _BackwardChain:
         self.discard_ratio = discard_ratio
         self.readout: Optional[Readout] = None
         self.attentions: List[Tensor] = []
+        self.hooks: List[RemovableHandle] = []
+        self.num_layers = 0
         self.next_layer = -1
         self.chain: Optional[Tensor] = None
 
     def __call__(self, name: str, attention: Tensor, layout: Optional[Layout] = None) -> None:
         _check_attention(name, attention if layout is None else layout(attention.detach(), 1.0), self.geometry)
         if attention.requires_grad:
-            attention.register_hook(partial(self._fold, len(self.attentions), attention.detach(), layout))
+            self.hooks.append(attention.register_hook(partial(self._fold, self.num_layers, attention.detach(), layout)))
         self.attentions.append(attention)
-        self.next_layer = len(self.attentions) - 1
+        self.num_layers += 1
+        self.next_layer = self.num_layers - 1
+
+    def release(self) -> None:
+        """Removes the tensor hooks and drops the attentions (and with them the autograd graph)."""
+        for handle in self.hooks:
+            handle.remove()
+        self.hooks.clear()
+        self.attentions.clear()
 
     def _fold(self, layer: int, attention: Tensor, layout: Optional[Layout], gradient: Tensor) -> None:
         if layout is not None:
@@ -158,11 +171,11 @@ class _BackwardChain:
                 self.chain = factor if self.chain is None else torch.bmm(self.chain, factor)
 
     def token_scores(self) -> Optional[Tensor]:
-        if not self.attentions:
+        if not self.num_layers:
             return None
         if self.next_layer != -1 or self.chain is None:
             raise RuntimeError(
-                f"only {len(self.attentions) - 1 - self.next_layer} of {len(self.attentions)} attention layers "
+                f"only {self.num_layers - 1 - self.next_layer} of {self.num_layers} attention layers "
                 "received a gradient from the target score"
             )
         if self.readout.is_linear:
@@ -282,18 +295,22 @@ def explain(
     else:
         chain = _BackwardChain(geometry, method, discard_ratio)
     needs_grad = method in GRADIENT_METHODS
-    with side_pass(model, images.device, needs_grad), adapter.attention_settings():
-        with adapter.capture_attention(layers, chain), adapter.capture_readout() as readout_of:
+    try:
+        with side_pass(model, images.device, needs_grad), adapter.attention_settings():
+            with adapter.capture_attention(layers, chain), adapter.capture_readout() as readout_of:
+                if needs_grad:
+                    images = images.detach().clone().requires_grad_(True)
+                logits = logits_of(model(images))
+            readout = readout_of(geometry)
             if needs_grad:
-                images = images.detach().clone().requires_grad_(True)
-            logits = logits_of(model(images))
-        readout = readout_of(geometry)
+                chain.readout = readout
+                score = _target_score(logits, target)
+                if chain.attentions:
+                    # The backward stops at the first attention layer: nothing below it is needed.
+                    torch.autograd.grad(score, chain.attentions[0])
+    finally:
         if needs_grad:
-            chain.readout = readout
-            score = _target_score(logits, target)
-            if chain.attentions:
-                # The backward stops at the first attention layer: nothing below it is needed.
-                torch.autograd.grad(score, chain.attentions[0])
+            chain.release()
     scores = chain.token_scores(readout) if method == "rollout" else chain.token_scores()
     if scores is None:
         raise ValueError(
@@ -313,16 +330,19 @@ def _explain_gradcam(
     model: nn.Module, adapter: ModelAdapter, images: Tensor, geometry: TokenGeometry, target: Target
 ) -> Tensor:
     recorder = _Recorder()
-    with side_pass(model, images.device, needs_grad=True), adapter.capture_gradcam(recorder) as layer:
-        images = images.detach().clone().requires_grad_(True)
-        logits = logits_of(model(images))
-        if recorder.value is None:
-            raise ValueError(f"the Grad-CAM layer {layer!r} never ran in the forward")
-        # Grad-CAM needs the gradient at its layer only: the backward stops there.
-        (gradient,) = torch.autograd.grad(_target_score(logits, target), recorder.value)
-    activation = recorder.value.detach()
-    if recorder.layout is not None:
-        activation, gradient = recorder.layout(activation, 0.0), recorder.layout(gradient, 0.0)
+    try:
+        with side_pass(model, images.device, needs_grad=True), adapter.capture_gradcam(recorder) as layer:
+            images = images.detach().clone().requires_grad_(True)
+            logits = logits_of(model(images))
+            if recorder.value is None:
+                raise ValueError(f"the Grad-CAM layer {layer!r} never ran in the forward")
+            # Grad-CAM needs the gradient at its layer only: the backward stops there.
+            (gradient,) = torch.autograd.grad(_target_score(logits, target), recorder.value)
+        activation, layout = recorder.value.detach(), recorder.layout
+    finally:
+        recorder.value = recorder.layout = None  # the activation's autograd graph goes with it
+    if layout is not None:
+        activation, gradient = layout(activation, 0.0), layout(gradient, 0.0)
     return _gradcam_map(activation, gradient, geometry, layer)
 
 
