@@ -350,15 +350,19 @@ def _explain_legrad(
     model: nn.Module, adapter: ModelAdapter, images: Tensor, geometry: TokenGeometry, target: Target, first_layer: int
 ) -> Tensor:
     legrad = LeGradPass(adapter, first_layer)
-    with side_pass(model, images.device, needs_grad=True), adapter.attention_settings():
-        with adapter.capture_attention(adapter.attention_layers(), legrad), legrad.capture_blocks():
-            images = images.detach().clone().requires_grad_(True)
-            logits = logits_of(model(images))
-        for name, attention in zip(adapter.attention_layers(), legrad.attentions):
-            _check_attention(name[0], attention, geometry)
-        legrad.check_head(logits)
-        target_index = _resolve_target(target, logits)[:, None]
-        scores = legrad.token_scores(lambda layer_logits: layer_logits.gather(1, target_index).squeeze(1))
+    layers = adapter.attention_layers()
+    try:
+        with side_pass(model, images.device, needs_grad=True), adapter.attention_settings():
+            with adapter.capture_attention(layers, legrad), legrad.capture_blocks():
+                images = images.detach().clone().requires_grad_(True)
+                logits = logits_of(model(images))
+            for (name, _), attention in zip(layers, legrad.attentions):
+                _check_attention(name, attention, geometry)
+            legrad.check_head(logits)
+            target_index = _resolve_target(target, logits)[:, None]
+            scores = legrad.token_scores(lambda layer_logits: layer_logits.gather(1, target_index).squeeze(1))
+    finally:
+        legrad.release()
     return tokens_to_grid(scores, geometry.num_prefix_tokens, geometry.grid_size)
 
 

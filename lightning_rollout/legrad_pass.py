@@ -44,7 +44,9 @@ def check_first_layer(first_layer: int, num_layers: Optional[int] = None) -> Non
 
 
 class LeGradPass:
-    """Collects ``A_l`` and ``X_l`` during the forward; :meth:`token_scores` gives ``Σ_l E_l`` afterwards.
+    """Collects ``A_l`` and ``X_l`` during the forward; :meth:`token_scores` gives ``Σ_l E_l`` afterwards,
+    and :meth:`release` lets go of them. It puts no hook on a tensor, only forward hooks on the blocks,
+    removed when :meth:`capture_blocks` exits.
 
     Args:
         adapter: the model's adapter; its :meth:`~lightning_rollout.models.ModelAdapter.head` and
@@ -121,6 +123,12 @@ class LeGradPass:
             scores = legrad_layer(gradient)
             total = scores if total is None else total + scores
         return total
+
+    def release(self) -> None:
+        """Drops the kept attentions and tokens (and with them the autograd graph); call once the pass is over."""
+        self.attentions.clear()
+        self.layouts.clear()
+        self.tokens.clear()
 
     def _check_counts(self) -> None:
         if not len(self.attentions) == len(self.tokens) == len(self.blocks):
