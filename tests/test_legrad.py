@@ -1,6 +1,7 @@
 """LeGrad: the per-layer math by hand, the engine against a naive one-forward-per-layer reference, and the
 model's own head (what LeGrad scores every block's tokens with) reproducing the logits for every family."""
 
+import copy
 import weakref
 
 import pytest
@@ -229,8 +230,7 @@ def test_hugging_face_vit_equals_the_recipe_over_transformers_own_outputs():
     model = _hf_model("vit")
     images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
     target = torch.tensor([1, 4])
-    eager = type(model)(model.config).eval()
-    eager.load_state_dict(model.state_dict())
+    eager = copy.deepcopy(model)  # its own config: the eager switch must not reach the shared model's
     eager.set_attn_implementation("eager")
     output = eager(images, output_attentions=True, output_hidden_states=True)
     total = 0
