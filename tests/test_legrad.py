@@ -10,10 +10,9 @@ import torch
 from torch import nn
 
 from conftest import tiny_vit
-from lightning_rollout import explain
+from lightning_rollout import explain, explain_many
 from lightning_rollout.capture import forward_hooks, fused_attention_disabled
 from lightning_rollout.explain import check_model
-from lightning_rollout.legrad_pass import LeGradPass
 from lightning_rollout.methods import legrad_layer
 from lightning_rollout.models import UnsupportedModelError, find_adapter
 
@@ -48,8 +47,12 @@ def _truncated_logits(model: nn.Module, images: torch.Tensor, last_block: int) -
     return model.forward_head(model.norm(x))
 
 
-def naive_legrad(model: nn.Module, images: torch.Tensor, target: torch.Tensor, first_layer: int = 0) -> torch.Tensor:
-    """LeGrad the slow, obvious way: for each layer its own forward, cut after that block, and its own backward."""
+def naive_legrad(model: nn.Module, images: torch.Tensor, target, first_layer: int = 0) -> torch.Tensor:
+    """LeGrad the slow, obvious way: for each layer its own forward, cut after that block, and its own backward.
+
+    ``target``: a LongTensor of classes, or a function of the logits giving the ``(B,)`` scores.
+    """
+    score = target if callable(target) else (lambda logits: logits[torch.arange(len(target)), target])
     depth = len(model.blocks)
     total = 0
     with fused_attention_disabled(model):
@@ -60,12 +63,11 @@ def naive_legrad(model: nn.Module, images: torch.Tensor, target: torch.Tensor, f
                 logits = _truncated_logits(model, images, layer)
             finally:
                 handle.remove()
-            score = logits[torch.arange(len(target)), target].sum()
-            (gradient,) = torch.autograd.grad(score, captured[0])
+            (gradient,) = torch.autograd.grad(score(logits).sum(), captured[0])
             total = total + gradient.clamp(min=0).mean(dim=(1, 2))
     prefix = model.num_prefix_tokens
     grid = model.patch_embed.grid_size
-    return total[:, prefix:].reshape(len(target), *grid)
+    return total[:, prefix:].reshape(images.shape[0], *grid)
 
 
 @pytest.mark.parametrize("case", list(TIMM_CASES))
@@ -116,18 +118,9 @@ def test_legrad_first_layer_is_checked(vit, images):
 
 def test_nothing_of_the_pass_outlives_it(vit, images):
     kept = []
-    original = LeGradPass.__call__
-
-    def spy(self, name, attention, layout=None):
-        kept.append(weakref.ref(attention))
-        original(self, name, attention, layout)
-
-    LeGradPass.__call__ = spy
-    try:
-        explain(vit, images, "legrad")
-    finally:
-        LeGradPass.__call__ = original
-    assert kept and all(ref() is None for ref in kept)
+    with forward_hooks([block.attn.attn_drop for block in vit.blocks], lambda m, i, o: kept.append(weakref.ref(o))):
+        explain_many(vit, images, ["grad_rollout", "legrad"])
+    assert len(kept) == 3 and all(ref() is None for ref in kept)
 
 
 def test_a_model_that_changes_its_heads_logits_is_refused(images):
@@ -300,3 +293,34 @@ def test_callback_logs_legrad_and_refuses_it_at_setup_for_a_model_without_a_know
 
     with pytest.raises(UnsupportedModelError, match="method 'legrad'.*patch blocks do not carry"):
         trainer(AttentionRolloutCallback(methods=["grad_rollout", "legrad"]), "cait").fit(CaiTModule())
+
+
+# ------------------------------------------------------------------------------- with the other methods
+
+
+@pytest.mark.parametrize("family", ["timm", "hf", "torchvision"])
+def test_explain_many_with_every_method_equals_each_alone(family, images, monkeypatch):
+    from test_explain_memory import FAMILIES
+
+    model = FAMILIES[family][0]()
+    methods = ["rollout", "grad_rollout", "chefer", "gradcam", "legrad"]
+    target = torch.tensor([0, 3, 1])
+    alone = {method: explain(model, images, method, target=target) for method in methods}
+    forwards = []
+    model.register_forward_hook(lambda *args: forwards.append(1))
+    together = explain_many(model, images, methods, target=target)
+    assert len(forwards) == 1
+    for method in methods:
+        # LeGrad's own per-layer gradient calls reach no other method's fold, and the shared backward no LeGrad
+        torch.testing.assert_close(together[method], alone[method], rtol=1e-4, atol=1e-6, msg=method)
+    assert not torch.allclose(together["legrad"], together["chefer"])
+
+
+def test_callable_target_is_each_layers_score(images):
+    model = tiny_vit()
+    torch.testing.assert_close(explain(model, images, "legrad", target=lambda logits: logits[:, 2]),
+                               explain(model, images, "legrad", target=2))
+    # a score mixing classes, per layer as the naive reference takes it
+    difference = explain(model, images, "legrad", target=lambda logits: logits[:, 1] - logits[:, 3])
+    expected = naive_legrad(model, images, lambda logits: logits[:, 1] - logits[:, 3])
+    torch.testing.assert_close(difference, expected, rtol=1e-5, atol=1e-7)
