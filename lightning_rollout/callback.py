@@ -23,6 +23,7 @@ from lightning_rollout.geometry import check_overrides
 from lightning_rollout.logging_maps import MapLog, log_maps
 from lightning_rollout.methods import METHODS
 from lightning_rollout.metrics.faithfulness import check_baseline
+from lightning_rollout.sinks.base import check_image_format
 
 TARGETS = ("label", "prediction")
 
@@ -75,7 +76,9 @@ class AttentionRolloutCallback(*callback_bases()):
         log_initial_maps: log the untrained model's maps at step 0 (needs a sanity check long enough to
             capture all ``num_samples`` before training starts).
         class_names: names shown instead of class indices.
-        filmstrip_columns: the most epochs shown in a filmstrip (evenly spaced, first and last kept).
+        filmstrip_columns: the most epochs shown in a filmstrip, and the most kept in the checkpointed state:
+            once full, an interior column goes for each new one, keeping them spread over the run (first and
+            last kept).
         attention_pattern, gradcam_layer, num_prefix_tokens, grid_size: as in
             :func:`~lightning_rollout.explain`, for custom models.
         tag_prefix: the first part of every tag.
@@ -86,6 +89,10 @@ class AttentionRolloutCallback(*callback_bases()):
             per-channel mean: removes colours too) or a number (a constant in the model's input space; ``0.0``
             is the normalisation mean); choose one that removes what tells your classes apart (see
             :mod:`lightning_rollout.metrics.faithfulness`).
+        max_cell_size: the longer side, in pixels, of each picture in the panels and filmstrips: larger inputs
+            are downscaled (area averaging) for display, smaller ones upscaled as before.
+        image_format: how TensorBoard, W&B and MLflow receive the pictures: ``"jpeg"`` (at 224-px inputs and 8
+            samples about 0.5 MB per method and logged epoch on photographs) or ``"png"`` (lossless, ~4x more).
 
     The fixed batch is filled from the sanity check and, when that holds fewer than ``num_samples``
     samples, from the first validation epoch of training (before its maps are logged); it never changes
@@ -130,6 +137,8 @@ class AttentionRolloutCallback(*callback_bases()):
         tag_prefix: str = "attention",
         faithfulness_steps: int = 8,
         faithfulness_baseline: Union[float, str] = "blur",
+        max_cell_size: int = 128,
+        image_format: str = "jpeg",
     ) -> None:
         if isinstance(methods, str) or not isinstance(methods, (list, tuple)) or not methods:
             raise ValueError(f"`methods` must be a non-empty list of names from {list(METHODS)}, got {methods!r}")
@@ -141,6 +150,8 @@ class AttentionRolloutCallback(*callback_bases()):
         check_int("every_n_epochs", every_n_epochs, 1)
         check_int("filmstrip_columns", filmstrip_columns, 1)
         check_int("faithfulness_steps", faithfulness_steps, 0)
+        check_int("max_cell_size", max_cell_size, 16)
+        check_image_format(image_format)
         check_baseline("faithfulness_baseline", faithfulness_baseline)
         if target not in TARGETS:
             raise ValueError(f"`target` must be one of {list(TARGETS)}, got {target!r}")
@@ -185,13 +196,15 @@ class AttentionRolloutCallback(*callback_bases()):
         self.tag_prefix = tag_prefix.strip("/")
         self.faithfulness_steps = faithfulness_steps
         self.faithfulness_baseline = faithfulness_baseline
+        self.max_cell_size = max_cell_size
+        self.image_format = image_format
 
         self._display_stats: Tuple[Optional[List[float]], Optional[List[float]]] = (mean, std)
         self._warned: set = set()
         self._keeper = FixedBatchKeeper(
             num_samples, image_key, label_key, mask_key, target == "label", self._check_first, self._warn_once
         )
-        self._map_log = MapLog(self.methods)
+        self._map_log = MapLog(self.methods, filmstrip_columns)
 
     @property
     @override

@@ -18,16 +18,16 @@ from lightning_rollout.display import model_input
 from lightning_rollout.distributed import is_sharded
 from lightning_rollout.explain import explain
 from lightning_rollout.fixed_batch import Warn
-from lightning_rollout.rendering import to_display_images
+from lightning_rollout.rendering import fit_display_images, to_display_images
 from lightning_rollout.report import (
     all_finite,
     captions,
     constant_maps,
     faithfulness_scalars,
     map_scalars,
-    pick_columns,
     render_filmstrips,
     render_samples,
+    thin_columns,
 )
 from lightning_rollout.sinks import ImageSink, PNGImageSink, sink_for_logger
 
@@ -71,14 +71,28 @@ class SidePass(NamedTuple):
 class MapLog:
     """What the logging steps remember: each method's filmstrip columns and the last ``(root, step)`` logged.
 
+    A method keeps at most ``filmstrip_columns`` columns ``(label, maps, position)`` (``position``: the
+    column's logging ordinal), thinned by :func:`~lightning_rollout.report.thin_columns` as columns come in,
+    so the checkpointed state stops growing once the filmstrip is full and a resumed run shows the same one.
+
     Args:
         methods: the callback's methods.
+        filmstrip_columns: the most columns a filmstrip shows.
     """
 
-    def __init__(self, methods: List[str]) -> None:
-        self.history: Dict[str, List[Tuple[str, Tensor]]] = {method: [] for method in methods}
+    def __init__(self, methods: List[str], filmstrip_columns: int) -> None:
+        self.filmstrip_columns = filmstrip_columns
+        self.history: Dict[str, List[Tuple[str, Tensor, int]]] = {method: [] for method in methods}
         self.last_logged: Optional[Tuple[str, int]] = None
         self.sinks: Optional[List[ImageSink]] = None  # one per logger, made at the first logging step
+
+    def add_column(self, method: str, label: str, maps: Tensor) -> List[Tuple[str, Tensor]]:
+        """Adds a column of ``method`` and returns the columns its filmstrip shows, ``(label, maps)``, oldest first."""
+        columns = self.history[method]
+        columns.append((label, maps, columns[-1][2] + 1 if columns else 0))
+        kept = thin_columns([position for _, _, position in columns], self.filmstrip_columns)
+        self.history[method] = columns = [columns[i] for i in kept]
+        return [(label, maps) for label, maps, _ in columns]
 
     def state_dict(self) -> Dict[str, Any]:
         return {
@@ -88,19 +102,26 @@ class MapLog:
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         history = state_dict.get("history", {})
-        self.history = {method: list(history.get(method, [])) for method in self.history}
+        # Checkpoints of versions before the thinning hold every column as ``(label, maps)``.
+        self.history = {
+            method: [
+                (entry[0], entry[1], entry[2] if len(entry) > 2 else i) for i, entry in enumerate(history.get(method, []))
+            ]
+            for method in self.history
+        }
         last_logged = state_dict.get("last_logged")
         self.last_logged = None if last_logged is None else tuple(last_logged)
 
 
-def image_sinks(trainer: Any, tag_prefix: str, warn: Warn) -> List[ImageSink]:
-    """One sink per logger: its native one (TensorBoard, W&B, MLflow) or PNG files under its log dir."""
+def image_sinks(trainer: Any, tag_prefix: str, image_format: str, warn: Warn) -> List[ImageSink]:
+    """One sink per logger: its native one (TensorBoard, W&B, MLflow; pictures as ``image_format``) or PNG files
+    under its log dir."""
     if not trainer.loggers:
         warn("no-logger", "AttentionRolloutCallback: the Trainer has no logger; nothing is logged")
         return []
     sinks, png_roots = [], set()
     for logger in trainer.loggers:
-        sink = sink_for_logger(logger)
+        sink = sink_for_logger(logger, image_format)
         if sink is None:
             # The tags start with ``tag_prefix``: files land in <log_dir>/<tag_prefix>/<method>/...
             root = getattr(logger, "log_dir", None) or logger.save_dir or trainer.default_root_dir
@@ -189,7 +210,7 @@ def log_maps(
     if trainer.is_global_zero:
         ready = ready and callback.fixed_batch is not None and state.last_logged != (root, step)
         if ready and state.sinks is None:
-            state.sinks = image_sinks(trainer, callback.tag_prefix, callback._warn_once)
+            state.sinks = image_sinks(trainer, callback.tag_prefix, callback.image_format, callback._warn_once)
         sinks = (state.sinks or []) if ready else []
         ready = bool(sinks)
     # A sharded model runs through the strategy's wrapper (an FSDP1 root or DeepSpeed engine gathers the
@@ -226,8 +247,9 @@ def _render_and_log(
     result: SidePass,
 ) -> None:
     """Pictures to ``sinks`` and scalars to ``loggers``; appends a filmstrip column when ``label`` is given."""
-    batch, history, stats = callback.fixed_batch, callback._map_log.history, callback._display_stats
+    batch, stats = callback.fixed_batch, callback._display_stats
     display = to_display_images(model_input(batch.images, callback.input_transform, stats), *stats)
+    display = fit_display_images(display, callback.max_cell_size)
     sample_captions = captions(batch.labels, result.probabilities, callback.class_names)
     samples_caption = " | ".join(f"{i}: " + ", ".join(lines) for i, lines in enumerate(sample_captions))
     scalars: Dict[str, float] = {}
@@ -246,10 +268,9 @@ def _render_and_log(
         for sink in sinks:
             sink.log_image(f"{tag}/samples", samples, step, caption=samples_caption)
         if label is not None:
-            history[method].append((label, method_maps))
-            columns = callback.filmstrip_columns
-            filmstrip = render_filmstrips(display, history[method], callback.colormap, callback.alpha, columns)
-            names = [history[method][i][0] for i in pick_columns(len(history[method]), columns)]
+            columns = callback._map_log.add_column(method, label, method_maps)
+            filmstrip = render_filmstrips(display, columns, callback.colormap, callback.alpha, len(columns))
+            names = [name for name, _ in columns]
             for sink in sinks:
                 sink.log_image(f"{tag}/filmstrip", filmstrip, step, caption="input | " + " | ".join(names))
         scalars.update({f"{tag}/{name}": value for name, value in map_scalars(method_maps, batch.masks).items()})

@@ -280,7 +280,7 @@ def test_two_instances_checkpoint_and_resume(tmp_path):
     trainer = _trainer(tmp_path, [resumed_first, resumed_second], max_epochs=4)
     trainer.fit(Module(), ckpt_path=path)
     torch.testing.assert_close(resumed_first.fixed_batch.images, first.fixed_batch.images)
-    labels = [label for label, _ in resumed_second._map_log.history["gradcam"]]
+    labels = [label for label, *_ in resumed_second._map_log.history["gradcam"]]
     assert labels == ["init", "e0 s4", "e1 s8", "e2 s12", "e3 s16"], "the filmstrip goes on"
     film = read_events(trainer.logger.log_dir).Images("attention/gradcam/filmstrip")
     assert film[-1].step == 16 and film[-1].width > film[0].width
