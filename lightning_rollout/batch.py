@@ -66,6 +66,13 @@ class FixedBatch:
         return FixedBatch(torch.cat([self.images, other.images])[:limit], cat(self.labels, other.labels),
                           cat(self.masks, other.masks))
 
+    def select(self, index: Union[slice, Tensor]) -> "FixedBatch":
+        """The samples at ``index`` (a slice or a LongTensor of positions)."""
+        def pick(value: Optional[Tensor]) -> Optional[Tensor]:
+            return None if value is None else value[index]
+
+        return FixedBatch(self.images[index], pick(self.labels), pick(self.masks))
+
     def state_dict(self) -> Dict[str, Optional[Tensor]]:
         return {"images": self.images, "labels": self.labels, "masks": self.masks}
 

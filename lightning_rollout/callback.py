@@ -16,11 +16,11 @@ from typing_extensions import override
 from lightning_rollout._lightning import callback_bases
 from lightning_rollout.batch import BatchKey, FixedBatch, check_key
 from lightning_rollout.checks import check_int
-from lightning_rollout.display import check_stats, model_input, resolve_display_stats
+from lightning_rollout.display import check_stats, resolve_display_stats
 from lightning_rollout.explain import check_model, validate_options
 from lightning_rollout.fixed_batch import FixedBatchKeeper
 from lightning_rollout.geometry import check_overrides
-from lightning_rollout.logging_maps import MapLog, log_maps
+from lightning_rollout.logging_maps import MapLog, check_batch, log_maps
 from lightning_rollout.methods import METHODS
 from lightning_rollout.metrics.faithfulness import check_baseline
 from lightning_rollout.sinks.base import check_image_format
@@ -201,9 +201,8 @@ class AttentionRolloutCallback(*callback_bases()):
 
         self._display_stats: Tuple[Optional[List[float]], Optional[List[float]]] = (mean, std)
         self._warned: set = set()
-        self._keeper = FixedBatchKeeper(
-            num_samples, image_key, label_key, mask_key, target == "label", self._check_first, self._warn_once
-        )
+        self._keeper = FixedBatchKeeper(num_samples, image_key, label_key, mask_key, target == "label", self._warn_once)
+        self._num_classes: Optional[int] = None
         self._map_log = MapLog(self.methods, filmstrip_columns)
 
     @property
@@ -234,7 +233,7 @@ class AttentionRolloutCallback(*callback_bases()):
         self._display_stats = resolve_display_stats(
             self.mean, self.std, adapter.data_config(), adapter.input_channels(), self._warn_once
         )
-        num_classes = adapter.num_classes()
+        num_classes = self._num_classes = adapter.num_classes()
         if self.class_names is not None and isinstance(num_classes, int) and num_classes > 0:
             if len(self.class_names) != num_classes:
                 raise ValueError(
@@ -255,13 +254,13 @@ class AttentionRolloutCallback(*callback_bases()):
     def on_validation_batch_end(
         self, trainer: Any, pl_module: nn.Module, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        self._keeper.collect(batch, dataloader_idx, trainer.is_global_zero)
+        self._collect(trainer, pl_module, batch, dataloader_idx)
 
     @override
     def on_test_batch_end(
         self, trainer: Any, pl_module: nn.Module, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        self._keeper.collect(batch, dataloader_idx, trainer.is_global_zero)
+        self._collect(trainer, pl_module, batch, dataloader_idx)
 
     @override
     def on_train_start(self, trainer: Any, pl_module: nn.Module) -> None:
@@ -318,9 +317,19 @@ class AttentionRolloutCallback(*callback_bases()):
 
     # ------------------------------------------------------------------------------------ internals
 
-    def _check_first(self, samples: FixedBatch) -> None:
-        """Raises when the first kept samples are not (after ``input_transform``) the model's float input."""
-        model_input(samples.images, self.input_transform, self._display_stats)
+    def _collect(self, trainer: Any, pl_module: nn.Module, batch: Any, dataloader_idx: int) -> None:
+        """Hands ``batch`` to the keeper and checks the first samples kept. A problem found before training
+        raises; found after training began (no sanity check), it warns and the callback stays idle."""
+        first = self._keeper.batch is None
+        try:
+            self._keeper.collect(batch, dataloader_idx, trainer.is_global_zero)
+            if first and self._keeper.batch is not None:
+                check_batch(self, trainer, pl_module, self._keeper.batch, self._num_classes)
+        except ValueError as error:
+            if trainer.state.fn != "fit" or trainer.global_step == 0:
+                raise
+            self._keeper.stop()
+            self._warn_once("unusable", f"AttentionRolloutCallback logs nothing in this run: {error}")
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:

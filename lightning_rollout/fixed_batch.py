@@ -9,11 +9,32 @@ once.
 
 from typing import Any, Callable, Dict, Optional
 
+import torch
+from torch import Tensor
+
 from lightning_rollout.batch import BatchKey, FixedBatch, count_samples, take_samples
 from lightning_rollout.distributed import broadcast_from_rank_zero
 
 Warn = Callable[[str, str], None]
 """``warn(key, message)``: warns once per key."""
+
+
+def check_labels(labels: Optional[Tensor], target: str, label_key: BatchKey, num_classes: Optional[int]) -> None:
+    """Raises unless ``labels`` suit ``target``: with ``"label"``, integer class indices ``(B,)`` within
+    ``num_classes`` (when known)."""
+    if target != "label" or labels is None:
+        return
+    if labels.dim() != 1 or labels.is_floating_point() or labels.dtype == torch.bool:
+        raise ValueError(
+            f"`target`='label' needs one class index per sample (integer labels of shape (B,)), got {labels.dtype} "
+            f"labels of shape {tuple(labels.shape)} at `label_key`={label_key!r}; for other labels use "
+            "`target`='prediction'"
+        )
+    if num_classes and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ValueError(
+            f"the labels at `label_key`={label_key!r} hold {int(labels.min())}..{int(labels.max())} but the model "
+            f"has {num_classes} classes"
+        )
 
 
 class FixedBatchKeeper:
@@ -24,8 +45,6 @@ class FixedBatchKeeper:
         image_key, label_key, mask_key: where each field sits in a batch (see
             :func:`~lightning_rollout.batch.take_samples`).
         needs_labels: whether the batch must carry labels (``target="label"``).
-        check_first: called with the first kept samples, before anything else happens with them; raises
-            when they cannot be explained (e.g. not the model's float input).
         warn: ``warn(key, message)``, warning once per key.
     """
 
@@ -36,13 +55,11 @@ class FixedBatchKeeper:
         label_key: BatchKey,
         mask_key: BatchKey,
         needs_labels: bool,
-        check_first: Callable[[FixedBatch], None],
         warn: Warn,
     ) -> None:
         self.num_samples = num_samples
         self.image_key, self.label_key, self.mask_key = image_key, label_key, mask_key
         self.needs_labels = needs_labels
-        self.check_first = check_first
         self.warn = warn
         self.batch: Optional[FixedBatch] = None
         self.frozen = False
@@ -58,7 +75,7 @@ class FixedBatchKeeper:
         """Keeps the samples of ``batch`` still needed (rank 0, dataloader 0, until frozen).
 
         Raises:
-            ValueError: if labels are needed but the batch has none, or the first samples cannot be explained.
+            ValueError: if labels are needed but the batch has none.
         """
         if self.frozen or dataloader_idx != 0 or not is_global_zero:
             return
@@ -77,9 +94,12 @@ class FixedBatchKeeper:
                 "`target`='prediction'"
             )
         if self.batch is None:
-            self.check_first(samples)
             self.loader_batch_size = size
         self.batch = samples if self.batch is None else self.batch.extend(samples, self.num_samples)
+
+    def stop(self) -> None:
+        """Drops the batch and collects no more: nothing is explained in this run."""
+        self.batch, self.frozen = None, True
 
     def end_sanity_check(self) -> None:
         """A short sanity check may leave the batch incomplete: the first real epoch fills it up."""

@@ -2,22 +2,25 @@
 batch, then pictures and scalars handed to one sink per logger.
 
 :func:`log_maps` is the step itself; the callback calls it after each logged validation (or test) epoch and
-``lightning-rollout replay`` once per checkpoint. :func:`explain_fixed_batch` is the side pass alone (the
-model's probabilities, every method's maps, their faithfulness scalars); :class:`MapLog` keeps what a
-filmstrip needs across steps and goes into the callback's checkpointed state.
+``lightning-rollout replay`` once per checkpoint. :func:`explain_batch` is the side pass alone (the model's
+probabilities, every method's maps, their faithfulness scalars), :func:`explain_in_chunks` retries it in
+smaller chunks on an out-of-memory error, :func:`check_batch` tries it once when the batch is first kept;
+:class:`MapLog` keeps what a filmstrip needs across steps and goes into the callback's checkpointed state.
 """
 
 import os
 from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Tuple
 
+import torch
 from torch import Tensor, nn
 
+from lightning_rollout.batch import FixedBatch
 from lightning_rollout.capture import side_pass
 from lightning_rollout.checks import logits_of
 from lightning_rollout.display import model_input
 from lightning_rollout.distributed import is_sharded
 from lightning_rollout.explain import explain
-from lightning_rollout.fixed_batch import Warn
+from lightning_rollout.fixed_batch import Warn, check_labels
 from lightning_rollout.rendering import fit_display_images, to_display_images
 from lightning_rollout.report import (
     all_finite,
@@ -139,13 +142,12 @@ def image_sinks(trainer: Any, tag_prefix: str, image_format: str, warn: Warn) ->
     return sinks
 
 
-def explain_fixed_batch(
-    callback: "AttentionRolloutCallback", trainer: Any, pl_module: nn.Module, model: nn.Module
+def explain_batch(
+    callback: "AttentionRolloutCallback", trainer: Any, pl_module: nn.Module, model: nn.Module, batch: FixedBatch
 ) -> SidePass:
-    """The side pass through ``model`` (``pl_module``, or the strategy's wrapper of a sharded one) over the
-    callback's fixed batch: probabilities, every method's maps and their faithfulness scalars (when on), under
-    the Trainer's precision."""
-    batch = callback.fixed_batch
+    """The side pass through ``model`` (``pl_module``, or the strategy's wrapper of a sharded one) over
+    ``batch``: probabilities, every method's maps and their faithfulness scalars (when on), under the
+    Trainer's precision."""
     device = pl_module.device if hasattr(pl_module, "device") else next(pl_module.parameters()).device
     precision = trainer.precision_plugin
     inputs = model_input(batch.images.to(device), callback.input_transform, callback._display_stats)
@@ -176,6 +178,74 @@ def explain_fixed_batch(
                     for method, method_maps in maps.items()
                 }
     return SidePass(maps, probabilities, faithfulness)
+
+
+def explain_in_chunks(
+    callback: "AttentionRolloutCallback", trainer: Any, pl_module: nn.Module, model: nn.Module, batch: FixedBatch
+) -> SidePass:
+    """:func:`explain_batch` over the whole ``batch``; on an out-of-memory error, again in chunks of half the
+    size, down to one sample, and the chunks' results joined (batch means weighted by chunk size).
+
+    Raises:
+        torch.OutOfMemoryError: if even one sample does not fit.
+    """
+    size = len(batch)
+    while True:
+        try:
+            parts = [
+                (len(chunk), explain_batch(callback, trainer, pl_module, model, chunk))
+                for chunk in (batch.select(slice(start, start + size)) for start in range(0, len(batch), size))
+            ]
+            break
+        except torch.cuda.OutOfMemoryError:
+            if size == 1:
+                raise
+            size = (size + 1) // 2
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+    if len(parts) == 1:
+        return parts[0][1]
+    maps = {method: torch.cat([part.maps[method] for _, part in parts]) for method in parts[0][1].maps}
+    faithfulness = {
+        method: {name: sum(n * part.faithfulness[method][name] for n, part in parts) / len(batch) for name in names}
+        for method, names in parts[0][1].faithfulness.items()
+        if all(method in part.faithfulness for _, part in parts)
+    }
+    return SidePass(maps, torch.cat([part.probabilities for _, part in parts]), faithfulness)
+
+
+def check_batch(
+    callback: "AttentionRolloutCallback",
+    trainer: Any,
+    pl_module: nn.Module,
+    batch: FixedBatch,
+    num_classes: Optional[int],
+) -> None:
+    """Checks the samples first kept (before training) so that no later logging step can fail on them: the
+    model input, the labels (:func:`~lightning_rollout.fixed_batch.check_labels`) and, unless the model is
+    sharded and the Trainer has a logger, a trial of the logging step on one sample (side pass, every method's grid, scalars, captions).
+
+    Raises:
+        ValueError: naming the argument or method at fault (e.g. a map grid of fewer than 2 cells); any error
+            of the trial side pass itself.
+    """
+    model_input(batch.images, callback.input_transform, callback._display_stats)
+    check_labels(batch.labels, callback.target, callback.label_key, num_classes)
+    if not trainer.loggers or is_sharded(trainer.strategy.model or pl_module):
+        return  # nothing will be logged, or every rank would have to join the trial
+    sample = batch.select(slice(0, 1))
+    result = explain_batch(callback, trainer, pl_module, pl_module, sample)
+    for method, maps in result.maps.items():
+        if maps.shape[1] * maps.shape[2] < 2:
+            height, width = sample.images.shape[2:]
+            where = "`gradcam_layer`'s feature map" if method == "gradcam" else "the patch grid"
+            raise ValueError(
+                f"the {method} maps of this model's {height}x{width} input are a {maps.shape[1]}x{maps.shape[2]} "
+                f"grid ({where}); the pictures and scalars need at least 2 cells: use larger inputs, smaller "
+                "patches" + (" or an earlier `gradcam_layer`" if method == "gradcam" else "")
+            )
+        map_scalars(maps, sample.masks)
+    captions(sample.labels, result.probabilities, callback.class_names)
 
 
 def log_maps(
@@ -222,9 +292,23 @@ def log_maps(
             return
     elif not trainer.is_global_zero or not ready:
         return
-    result = explain_fixed_batch(callback, trainer, pl_module, wrapper if sharded else pl_module)
-    if not trainer.is_global_zero:
-        return
+    model = wrapper if sharded else pl_module
+    try:
+        result = explain_in_chunks(callback, trainer, pl_module, model, callback.fixed_batch)
+        if trainer.is_global_zero and _finite(callback, result, step):
+            state.last_logged = (root, step)
+            _render_and_log(callback, trainer.loggers, sinks, root, step, label, result)
+    except Exception as error:  # noqa: BLE001  (a logging step must never end the training run)
+        if trainer.is_global_zero:
+            callback._warn_once(
+                f"failed-{root}-{step}",
+                f"AttentionRolloutCallback: logging the maps at step {step} failed ({type(error).__name__}: "
+                f"{error}); this time's pictures and scalars are skipped, training goes on",
+            )
+
+
+def _finite(callback: "AttentionRolloutCallback", result: SidePass, step: int) -> bool:
+    """Whether every map is finite; warns (once per step) when not."""
     broken = [method for method, value in result.maps.items() if not all_finite(value)]
     if broken:
         callback._warn_once(
@@ -232,9 +316,7 @@ def log_maps(
             f"AttentionRolloutCallback: the {broken} maps at step {step} contain NaN/Inf (is the model "
             "diverging?); nothing is logged this time, training goes on",
         )
-        return
-    state.last_logged = (root, step)
-    _render_and_log(callback, trainer.loggers, sinks, root, step, label, result)
+    return not broken
 
 
 def _render_and_log(

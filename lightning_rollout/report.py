@@ -46,14 +46,15 @@ def constant_caption(maps: Tensor) -> List[Optional[str]]:
 def captions(
     labels: Optional[Tensor], probabilities: Tensor, class_names: Optional[Sequence[str]] = None
 ) -> List[List[str]]:
-    """Caption lines per sample: the true label (when known) and the prediction with its confidence."""
+    """Caption lines per sample: the true label (when ``labels`` are class indices ``(B,)``) and the prediction
+    with its confidence."""
     def name(index: int) -> str:
         return class_names[index] if class_names is not None and index < len(class_names) else str(index)
 
     confidence, predicted = probabilities.float().max(dim=-1)
     lines = []
     for i in range(probabilities.shape[0]):
-        sample = [] if labels is None else [f"true: {name(int(labels[i]))}"]
+        sample = [] if labels is None or labels.dim() != 1 else [f"true: {name(int(labels[i]))}"]
         sample.append(f"pred: {name(int(predicted[i]))} ({float(confidence[i]):.2f})")
         lines.append(sample)
     return lines
