@@ -18,7 +18,7 @@ from lightning_rollout.batch import BatchKey, FixedBatch, check_key
 from lightning_rollout.checks import check_int
 from lightning_rollout.display import check_stats, resolve_display_stats
 from lightning_rollout.explain import check_model, validate_options
-from lightning_rollout.fixed_batch import FixedBatchKeeper
+from lightning_rollout.fixed_batch import SAMPLE_SELECTIONS, FixedBatchKeeper
 from lightning_rollout.geometry import check_overrides
 from lightning_rollout.logging_maps import MapLog, check_batch, log_maps
 from lightning_rollout.methods import METHODS
@@ -139,6 +139,7 @@ class AttentionRolloutCallback(*callback_bases()):
         faithfulness_baseline: Union[float, str] = "blur",
         max_cell_size: int = 128,
         image_format: str = "jpeg",
+        sample_selection: str = "per_class",
     ) -> None:
         if isinstance(methods, str) or not isinstance(methods, (list, tuple)) or not methods:
             raise ValueError(f"`methods` must be a non-empty list of names from {list(METHODS)}, got {methods!r}")
@@ -152,6 +153,8 @@ class AttentionRolloutCallback(*callback_bases()):
         check_int("faithfulness_steps", faithfulness_steps, 0)
         check_int("max_cell_size", max_cell_size, 16)
         check_image_format(image_format)
+        if sample_selection not in SAMPLE_SELECTIONS:
+            raise ValueError(f"`sample_selection` must be one of {list(SAMPLE_SELECTIONS)}, got {sample_selection!r}")
         check_baseline("faithfulness_baseline", faithfulness_baseline)
         if target not in TARGETS:
             raise ValueError(f"`target` must be one of {list(TARGETS)}, got {target!r}")
@@ -201,7 +204,10 @@ class AttentionRolloutCallback(*callback_bases()):
 
         self._display_stats: Tuple[Optional[List[float]], Optional[List[float]]] = (mean, std)
         self._warned: set = set()
-        self._keeper = FixedBatchKeeper(num_samples, image_key, label_key, mask_key, target == "label", self._warn_once)
+        self.sample_selection = sample_selection
+        self._keeper = FixedBatchKeeper(
+            num_samples, image_key, label_key, mask_key, target == "label", sample_selection, self._warn_once
+        )
         self._num_classes: Optional[int] = None
         self._map_log = MapLog(self.methods, filmstrip_columns)
 
@@ -233,7 +239,7 @@ class AttentionRolloutCallback(*callback_bases()):
         self._display_stats = resolve_display_stats(
             self.mean, self.std, adapter.data_config(), adapter.input_channels(), self._warn_once
         )
-        num_classes = self._num_classes = adapter.num_classes()
+        num_classes = self._num_classes = self._keeper.num_classes = adapter.num_classes()
         if self.class_names is not None and isinstance(num_classes, int) and num_classes > 0:
             if len(self.class_names) != num_classes:
                 raise ValueError(
@@ -276,6 +282,14 @@ class AttentionRolloutCallback(*callback_bases()):
                 "initial",
                 "`log_initial_maps=True` needs the sanity check (num_sanity_val_steps > 0) to capture the "
                 "validation batch before training; the untrained model's maps are not logged",
+            )
+        elif not self._keeper.frozen and len(batch) >= self.num_samples:
+            self._warn_once(
+                "initial",
+                f"`log_initial_maps=True` but the sanity check met only class {self._keeper.classes()[0]}; the "
+                "fixed batch is spread over the classes of the first validation epoch, so the untrained model's "
+                "maps are not logged. Shuffle the validation set's order, raise `num_sanity_val_steps` or set "
+                "`sample_selection`='first' to log them",
             )
         elif not self._keeper.frozen:
             # The batch grows in the first validation epoch; an initial column of fewer samples could not

@@ -37,7 +37,7 @@ class OneByOne(Module):
 
 
 def test_batch_size_one_fills_num_samples_in_the_first_epoch_and_skips_a_partial_init(tmp_path):
-    callback = AttentionRolloutCallback(num_samples=6)
+    callback = AttentionRolloutCallback(num_samples=6, sample_selection="first")
     trainer = _trainer(tmp_path, [callback], max_epochs=2)  # the sanity check sees 2 samples
     with pytest.warns(UserWarning, match=r"captured only 2 of `num_samples`=6.*`num_sanity_val_steps` >= 6"):
         trainer.fit(OneByOne())
@@ -52,7 +52,7 @@ def test_batch_size_one_fills_num_samples_in_the_first_epoch_and_skips_a_partial
 
 
 def test_a_sanity_check_long_enough_logs_the_initial_maps_of_all_samples(tmp_path):
-    callback = AttentionRolloutCallback(num_samples=3)
+    callback = AttentionRolloutCallback(num_samples=3, sample_selection="first")
     trainer = _trainer(tmp_path, [callback], num_sanity_val_steps=3)
     trainer.fit(OneByOne())
     assert [maps.shape[0] for _, maps, _ in callback._map_log.history["rollout"]] == [3, 3]

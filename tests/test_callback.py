@@ -98,7 +98,7 @@ def test_faithfulness_scalars_without_masks(tmp_path):
 
 
 def test_fixed_batch_is_the_first_validation_samples_and_never_changes(tmp_path):
-    callback = AttentionRolloutCallback(num_samples=6)
+    callback = AttentionRolloutCallback(num_samples=6, sample_selection="first")
     module = Module()
     trainer = _trainer(tmp_path, [callback], max_epochs=3)
     trainer.fit(module)
