@@ -75,7 +75,8 @@ class AttentionRolloutCallback(*callback_bases()):
         alpha: overlay opacity in ``[0, 1]``.
         log_initial_maps: log the untrained model's maps at step 0 (needs a sanity check long enough to
             capture all ``num_samples`` before training starts).
-        class_names: names shown instead of class indices.
+        class_names: names shown instead of class indices; ``None``: the data module's ``class_names`` when it has
+            them (e.g. :class:`~lightning_rollout.demo.ImageFolderDataModule`'s folder names), else the indices.
         filmstrip_columns: the most epochs shown in a filmstrip, and the most kept in the checkpointed state:
             once full, an interior column goes for each new one, keeping them spread over the run (first and
             last kept).
@@ -209,6 +210,7 @@ class AttentionRolloutCallback(*callback_bases()):
             num_samples, image_key, label_key, mask_key, target == "label", sample_selection, self._warn_once
         )
         self._num_classes: Optional[int] = None
+        self._class_names = class_names
         self._map_log = MapLog(self.methods, filmstrip_columns)
 
     @property
@@ -240,6 +242,9 @@ class AttentionRolloutCallback(*callback_bases()):
             self.mean, self.std, adapter.data_config(), adapter.input_channels(), self._warn_once
         )
         num_classes = self._num_classes = self._keeper.num_classes = adapter.num_classes()
+        # The data module's class names (e.g. an image folder's) when none are given.
+        names = getattr(getattr(trainer, "datamodule", None), "class_names", None)
+        self._class_names = self.class_names or (list(names) if isinstance(names, (list, tuple)) else None)
         if self.class_names is not None and isinstance(num_classes, int) and num_classes > 0:
             if len(self.class_names) != num_classes:
                 raise ValueError(

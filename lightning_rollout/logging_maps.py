@@ -245,7 +245,7 @@ def check_batch(
                 "patches" + (" or an earlier `gradcam_layer`" if method == "gradcam" else "")
             )
         map_scalars(maps, sample.masks)
-    captions(sample.labels, result.probabilities, callback.class_names)
+    captions(sample.labels, result.probabilities, callback._class_names)
 
 
 def log_maps(
@@ -332,7 +332,7 @@ def _render_and_log(
     batch, stats = callback.fixed_batch, callback._display_stats
     display = to_display_images(model_input(batch.images, callback.input_transform, stats), *stats)
     display = fit_display_images(display, callback.max_cell_size)
-    sample_captions = captions(batch.labels, result.probabilities, callback.class_names)
+    sample_captions = captions(batch.labels, result.probabilities, callback._class_names)
     samples_caption = " | ".join(f"{i}: " + ", ".join(lines) for i, lines in enumerate(sample_captions))
     scalars: Dict[str, float] = {}
     if batch.masks is not None:
