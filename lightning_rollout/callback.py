@@ -85,11 +85,11 @@ class AttentionRolloutCallback(*callback_bases()):
         tag_prefix: the first part of every tag.
         faithfulness_steps: steps of the deletion and insertion curves (``2 × (steps + 1)`` forwards of
             each sample per method, batched); ``0`` turns these scalars off.
-        faithfulness_baseline: what deleted pixels become and inserted ones are revealed from: ``"blur"``
-            (a blurred copy of the image: removes shapes and edges, keeps colours), ``"mean"`` (each image's
-            per-channel mean: removes colours too) or a number (a constant in the model's input space; ``0.0``
-            is the normalisation mean); choose one that removes what tells your classes apart (see
-            :mod:`lightning_rollout.metrics.faithfulness`).
+        faithfulness_baseline: what deleted pixels become and inserted ones are revealed from: a number (a
+            constant in the model's input space; the default ``0.0`` is the normalisation mean: removes shapes
+            and colours), ``"blur"`` (a blurred copy of the image: removes edges, keeps colours and coarse
+            shapes) or ``"mean"`` (each image's per-channel mean); choose one that removes what tells your
+            classes apart (see :mod:`lightning_rollout.metrics.faithfulness`).
         max_cell_size: the longer side, in pixels, of each picture in the panels and filmstrips: larger inputs
             are downscaled (area averaging) for display, smaller ones upscaled as before.
         image_format: how TensorBoard, W&B and MLflow receive the pictures: ``"jpeg"`` (at 224-px inputs and 8
@@ -137,7 +137,7 @@ class AttentionRolloutCallback(*callback_bases()):
         grid_size: Optional[Tuple[int, int]] = None,
         tag_prefix: str = "attention",
         faithfulness_steps: int = 8,
-        faithfulness_baseline: Union[float, str] = "blur",
+        faithfulness_baseline: Union[float, str] = 0.0,
         max_cell_size: int = 128,
         image_format: str = "jpeg",
         sample_selection: str = "per_class",

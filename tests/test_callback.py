@@ -92,9 +92,9 @@ def test_faithfulness_scalars_without_masks(tmp_path):
     assert "off/rollout/entropy" in scalars
     # Same model, same maps, another baseline: the curves, hence the AUCs, differ.
     for name in ("deletion_auc", "insertion_auc"):
-        blurred = [s.value for s in events.Scalars(f"attention/rollout/{name}")]
+        default = [s.value for s in events.Scalars(f"attention/rollout/{name}")]
         to_mean = [s.value for s in events.Scalars(f"mean/rollout/{name}")]
-        assert len(to_mean) == 2 and all(abs(a - b) > 1e-4 for a, b in zip(blurred, to_mean))
+        assert len(to_mean) == 2 and all(abs(a - b) > 1e-4 for a, b in zip(default, to_mean))
 
 
 def test_fixed_batch_is_the_first_validation_samples_and_never_changes(tmp_path):
