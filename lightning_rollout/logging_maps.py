@@ -16,10 +16,9 @@ from torch import Tensor, nn
 
 from lightning_rollout.batch import FixedBatch
 from lightning_rollout.capture import side_pass
-from lightning_rollout.checks import logits_of
 from lightning_rollout.display import model_input
 from lightning_rollout.distributed import is_sharded
-from lightning_rollout.explain import explain
+from lightning_rollout.explain import explain_many
 from lightning_rollout.fixed_batch import Warn, check_labels
 from lightning_rollout.rendering import fit_display_images, to_display_images
 from lightning_rollout.report import (
@@ -153,8 +152,6 @@ def explain_batch(
     inputs = model_input(batch.images.to(device), callback.input_transform, callback._display_stats)
     images = precision.convert_input(inputs)
     with precision.forward_context():
-        with side_pass(model, images.device, needs_grad=False):
-            probabilities = logits_of(model(images)).float().softmax(dim=-1).cpu()
         target = None
         if callback.target == "label" and batch.labels is not None:
             target = batch.labels.to(device)
@@ -167,7 +164,10 @@ def explain_batch(
             num_prefix_tokens=callback.num_prefix_tokens,
             grid_size=callback.grid_size,
         )
-        maps = {method: explain(model, images, method, **options).cpu() for method in callback.methods}
+        # One forward (and one backward) for every method; the probabilities come from the same forward.
+        maps, logits = explain_many(model, images, list(callback.methods), return_output=True, **options)
+        maps = {method: method_maps.cpu() for method, method_maps in maps.items()}
+        probabilities = logits.float().softmax(dim=-1).cpu()
         faithfulness: Dict[str, Dict[str, float]] = {}
         if callback.faithfulness_steps and all(all_finite(value) for value in maps.values()):
             scored = target if target is not None else probabilities.argmax(dim=-1).to(device)

@@ -170,14 +170,16 @@ def test_exception_inside_side_pass_leaves_model_clean(tmp_path):
 
 def test_nan_maps_warn_and_skip_that_epoch(tmp_path, monkeypatch):
     calls = {"n": 0}
-    real_explain = logging_maps.explain
+    real_explain_many = logging_maps.explain_many
 
     def sometimes_nan(*args, **kwargs):
         calls["n"] += 1
-        maps = real_explain(*args, **kwargs)
-        return maps * float("nan") if calls["n"] == 3 else maps  # 1: the trial on the first samples kept, 2: init
+        maps, output = real_explain_many(*args, **kwargs)
+        if calls["n"] == 3:  # 1: the trial on the first samples kept, 2: the initial maps
+            maps = {method: method_maps * float("nan") for method, method_maps in maps.items()}
+        return maps, output
 
-    monkeypatch.setattr(logging_maps, "explain", sometimes_nan)
+    monkeypatch.setattr(logging_maps, "explain_many", sometimes_nan)
     trainer = _trainer(tmp_path, [AttentionRolloutCallback()], max_epochs=2)
     with pytest.warns(UserWarning, match=r"maps at step 4 contain NaN/Inf"):
         trainer.fit(Module())
@@ -257,7 +259,7 @@ def test_other_logger_writes_pngs_and_warns_once(tmp_path):
 
 
 def test_no_logger_warns_once_and_does_nothing(tmp_path, monkeypatch):
-    monkeypatch.setattr(logging_maps, "explain", lambda *a, **k: pytest.fail("no side pass without a logger"))
+    monkeypatch.setattr(logging_maps, "explain_many", lambda *a, **k: pytest.fail("no side pass without a logger"))
     trainer = _trainer(tmp_path, [AttentionRolloutCallback()], max_epochs=2, logger=False)
     with pytest.warns(UserWarning, match="has no logger") as record:
         trainer.fit(Module())

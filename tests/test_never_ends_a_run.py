@@ -98,15 +98,15 @@ def test_without_sanity_check_an_unusable_batch_warns_and_training_goes_on(tmp_p
 
 def test_a_failing_logging_step_warns_and_training_goes_on(tmp_path, monkeypatch):
     calls = {"n": 0}
-    real_explain = logging_maps.explain
+    real_explain_many = logging_maps.explain_many
 
     def fails_once(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 3:  # 1: the trial when the batch is kept, 2: the initial maps, 3: epoch 0
             raise RuntimeError("the model changed")
-        return real_explain(*args, **kwargs)
+        return real_explain_many(*args, **kwargs)
 
-    monkeypatch.setattr(logging_maps, "explain", fails_once)
+    monkeypatch.setattr(logging_maps, "explain_many", fails_once)
     trainer = _trainer(tmp_path, [AttentionRolloutCallback()])
     with pytest.warns(UserWarning, match=r"at step 4 failed \(RuntimeError: the model changed\); this time's pictures"):
         trainer.fit(Module())
@@ -116,15 +116,15 @@ def test_a_failing_logging_step_warns_and_training_goes_on(tmp_path, monkeypatch
 
 def test_out_of_memory_retries_in_smaller_chunks(tmp_path, monkeypatch):
     sizes = []
-    real_explain = logging_maps.explain
+    real_explain_many = logging_maps.explain_many
 
     def small_memory(model, images, *args, **kwargs):
         sizes.append(images.shape[0])
         if images.shape[0] > 2:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real_explain(model, images, *args, **kwargs)
+        return real_explain_many(model, images, *args, **kwargs)
 
-    monkeypatch.setattr(logging_maps, "explain", small_memory)
+    monkeypatch.setattr(logging_maps, "explain_many", small_memory)
     callback = AttentionRolloutCallback(methods=["grad_rollout"], num_samples=6, faithfulness_steps=4)
     module = Module()
     trainer = _trainer(tmp_path, [callback], max_epochs=1)
