@@ -5,7 +5,6 @@ The callback is glue: it decides when to log. The fixed batch is kept by
 sinks) is :func:`~lightning_rollout.logging_maps.log_maps`.
 """
 
-import math
 import warnings
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
@@ -281,33 +280,11 @@ class AttentionRolloutCallback(*callback_bases()):
             # Only a sharded model needs the other ranks, and rank 0 tells them whether to run.
             log_maps(self, trainer, pl_module, label="init")
             return
-        batch, ready = self._keeper.batch, False
-        if batch is None:
-            self._warn_once(
-                "initial",
-                "`log_initial_maps=True` needs the sanity check (num_sanity_val_steps > 0) to capture the "
-                "validation batch before training; the untrained model's maps are not logged",
-            )
-        elif not self._keeper.frozen and len(batch) >= self.num_samples:
-            self._warn_once(
-                "initial",
-                f"`log_initial_maps=True` but the sanity check met only class {self._keeper.classes()[0]}; the "
-                "fixed batch is spread over the classes of the first validation epoch, so the untrained model's "
-                "maps are not logged. Shuffle the validation set's order, raise `num_sanity_val_steps` or set "
-                "`sample_selection`='first' to log them",
-            )
-        elif not self._keeper.frozen:
-            # The batch grows in the first validation epoch; an initial column of fewer samples could not
-            # stand in the filmstrip beside the later ones.
-            needed = math.ceil(self.num_samples / (self._keeper.loader_batch_size or 1))
-            self._warn_once(
-                "initial",
-                f"`log_initial_maps=True` but the sanity check captured only {len(batch)} of `num_samples`="
-                f"{self.num_samples} samples; the untrained model's maps are not logged (the filmstrip shows the "
-                f"same samples in every column). Set `num_sanity_val_steps` >= {needed} to log them",
-            )
-        else:
-            ready = True
+        why_not = self._keeper.not_ready_before_training()
+        if why_not:
+            message = f"`log_initial_maps=True` but {why_not}; the untrained model's maps are not logged"
+            self._warn_once("initial", message)
+        ready = why_not is None
         log_maps(self, trainer, pl_module, label="init", ready=ready)
 
     @override

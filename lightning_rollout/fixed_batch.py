@@ -9,6 +9,7 @@ those of the first validation epoch. For a sharded model every rank must join th
 :meth:`FixedBatchKeeper.share` sends rank 0's batch to the others once.
 """
 
+import math
 from typing import Any, Callable, Dict, Hashable, List, Optional
 
 import torch
@@ -168,6 +169,26 @@ class FixedBatchKeeper:
         if complete:
             self._freeze()
         return complete
+
+    def not_ready_before_training(self) -> Optional[str]:
+        """Why the batch is not final when training starts (so no initial maps), or ``None`` when it is."""
+        if self.batch is None:
+            return "it needs the sanity check (num_sanity_val_steps > 0) to capture the validation batch first"
+        if self.frozen:
+            return None
+        if len(self.batch) >= self.num_samples:
+            return (
+                f"the sanity check met only class {self.classes()[0]}: the fixed batch is spread over the classes "
+                "of the first validation epoch. Shuffle the validation set's order, raise `num_sanity_val_steps` "
+                "or set `sample_selection`='first' to log them"
+            )
+        # The batch grows in the first validation epoch; an initial column of fewer samples could not stand in
+        # the filmstrip beside the later ones.
+        needed = math.ceil(self.num_samples / (self.loader_batch_size or 1))
+        return (
+            f"the sanity check captured only {len(self.batch)} of `num_samples`={self.num_samples} samples (the "
+            f"filmstrip shows the same samples in every column). Set `num_sanity_val_steps` >= {needed} to log them"
+        )
 
     def freeze(self, is_global_zero: bool, world_size: int) -> None:
         """Ends collection after the first validation (or test) epoch; says why when samples are missing and

@@ -55,6 +55,10 @@ CONSTANT_MAP_CAUSES = {
         "the target logit has no gradient at `gradcam_layer` (a zero-initialised classifier head gives "
         "zero gradients at init) or every channel weight is negative; the maps fill in once the head trains"
     ),
+    "legrad": (
+        "the target logit has no gradient through the attention (a zero-initialised classifier head gives "
+        "zero gradients at init); the maps fill in once the head trains"
+    ),
 }
 """Why each method's maps come out constant, and what to change; shown in the warning."""
 
@@ -107,7 +111,8 @@ class MapLog:
         # Checkpoints of versions before the thinning hold every column as ``(label, maps)``.
         self.history = {
             method: [
-                (entry[0], entry[1], entry[2] if len(entry) > 2 else i) for i, entry in enumerate(history.get(method, []))
+                (entry[0], entry[1], entry[2] if len(entry) > 2 else i)
+                for i, entry in enumerate(history.get(method, []))
             ]
             for method in self.history
         }
@@ -222,8 +227,9 @@ def check_batch(
     num_classes: Optional[int],
 ) -> None:
     """Checks the samples first kept (before training) so that no later logging step can fail on them: the
-    model input, the labels (:func:`~lightning_rollout.fixed_batch.check_labels`) and, unless the model is
-    sharded and the Trainer has a logger, a trial of the logging step on one sample (side pass, every method's grid, scalars, captions).
+    model input, the labels (:func:`~lightning_rollout.fixed_batch.check_labels`) and, when the Trainer has a
+    logger and the model is not sharded, a trial of the logging step on one sample (side pass, every method's
+    grid, scalars, captions).
 
     Raises:
         ValueError: naming the argument or method at fault (e.g. a map grid of fewer than 2 cells); any error
@@ -343,7 +349,8 @@ def _render_and_log(
             callback._warn_once(
                 f"constant-{method}",
                 f"AttentionRolloutCallback: every {method} map at step {step} is constant (value "
-                f"{float(method_maps.flatten()[0]):.3g}); likely cause: {CONSTANT_MAP_CAUSES[method]}. "
+                f"{float(method_maps.flatten()[0]):.3g}); likely cause: "
+                f"{CONSTANT_MAP_CAUSES.get(method, 'an untrained head')}. "
                 "The pictures say 'constant map' instead of an overlay",
             )
         samples = render_samples(display, method_maps, sample_captions, callback.colormap, callback.alpha)

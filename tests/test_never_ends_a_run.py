@@ -70,7 +70,7 @@ class MultiHot(Recorder):
 @pytest.mark.parametrize(
     "module, callback, match",
     [
-        (lambda: Recorder(img_size=16, patch_size=16), dict(), r"rollout maps of this model's 16x16 input are a 1x1 grid"),
+        (lambda: Recorder(img_size=16, patch_size=16), dict(), r"rollout maps of this model's 16x16 input are a 1x1"),
         (ResNet, dict(methods=["gradcam"]), r"gradcam maps .* 1x1 grid \(`gradcam_layer`'s feature map\)"),
         (MultiHot, dict(), r"`target`='label' needs one class index per sample .* shape \(4, 3\)"),
     ],
