@@ -12,9 +12,9 @@ use one baseline for both curves so that they are read against the same referenc
 ``0.0``: the normalisation mean in the model's input space, Chefer et al.'s choice for normalised inputs,
 which removes shapes, edges and colours alike. ``"blur"`` (a Gaussian blur of the image itself, ``sigma`` =
 the longer image side / 16, RISE's insertion canvas) keeps colours and coarse shapes: on the demo (classes by
-colour) and on scikit-learn's digits (8 x 8 scans, where a blur keeps the stroke layout) it left every
-method's deletion AUC at the random floor (``benchmarks/bench_baseline.py``). ``"mean"`` (each image's
-per-channel mean), any other number, or a tensor are available too.
+colour) it left every method's deletion AUC at the random floor (see the README and
+``benchmarks/bench_baseline.py``). ``"mean"`` (each image's per-channel mean), any other number, or a tensor
+are available too.
 """
 
 from __future__ import annotations
