@@ -68,6 +68,23 @@ def pick_columns(count: int, max_columns: int) -> List[int]:
     return sorted({round(i * (count - 1) / (max_columns - 1)) for i in range(max_columns)})
 
 
+def thin_columns(positions: Sequence[int], max_columns: int) -> List[int]:
+    """Indices of the columns to keep so that at most ``max_columns`` remain, evenly spread.
+
+    ``positions`` are the columns' logging ordinals, ascending. While there are too many, the interior column
+    whose removal leaves the smallest gap between its neighbours goes (the earliest on ties); the first and
+    the last column always stay (with ``max_columns=1`` only the last). Applied after each new column, the
+    kept columns never number more than ``max_columns`` and spread over the whole run.
+    """
+    kept = list(range(len(positions)))
+    if max_columns == 1:
+        return kept[-1:]
+    while len(kept) > max_columns:
+        gaps = [positions[kept[i + 1]] - positions[kept[i - 1]] for i in range(1, len(kept) - 1)]
+        del kept[1 + gaps.index(min(gaps))]
+    return kept
+
+
 def render_filmstrips(
     display_images: np.ndarray,
     history: Sequence[Tuple[str, Tensor]],

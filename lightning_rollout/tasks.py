@@ -14,15 +14,12 @@ A callable ``target`` (see :mod:`lightning_rollout.targets`) explains one panel 
 """
 
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional, Sequence, Union
+from typing import Callable, List, Optional, Sequence, Union
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from lightning_rollout.capture import side_pass
-from lightning_rollout.checks import OutputKey, check_int, select_output
-from lightning_rollout.display import model_input
-from lightning_rollout.distributed import is_sharded
+from lightning_rollout.checks import check_int
 from lightning_rollout.metrics import class_discrimination
 from lightning_rollout.methods import GRADIENT_METHODS
 from lightning_rollout.targets import positive_labels
@@ -58,20 +55,14 @@ def check_task(task: str, target: TargetSpec, methods: Sequence[str], max_labels
         )
 
 
-def check_labels(task: str, target: TargetSpec, labels: Optional[Tensor], masks: Optional[Tensor]) -> None:
+def check_labels(task: str, labels: Optional[Tensor], masks: Optional[Tensor]) -> None:
     """Checks the first kept samples' labels (and per-class masks) against ``task``.
 
     Raises:
         ValueError: on multi-hot labels with ``task="multiclass"``, labels that are not multi-hot ``(B, C)``
-            with ``task="multilabel"``, per-class masks whose class count differs from the labels', or no
-            labels with ``target="label"`` for a class task.
+            with ``task="multilabel"``, or per-class masks whose class count differs from the labels'.
     """
     if labels is None:
-        if task != "none" and target == "label":
-            raise ValueError(
-                "`target`='label' but the validation batch has no labels; set `label_key` or use "
-                "`target`='prediction'"
-            )
         return
     if task == "multiclass" and labels.dim() != 1:
         hint = " (multi-hot labels: pass `task`='multilabel')" if labels.dim() == 2 else ""
@@ -107,6 +98,22 @@ def class_scores(task: str, logits: Tensor) -> Optional[Tensor]:
         )
     logits = logits.detach().float()
     return logits.softmax(dim=-1) if task == "multiclass" else logits.sigmoid()
+
+
+def target_scores(target: Callable, output: Tensor) -> Tensor:
+    """A callable target's score of each row of ``output`` (the model's selected output), on the CPU.
+
+    Raises:
+        ValueError: naming ``target`` when it does not give one score per sample.
+    """
+    scores = target(output)
+    if not isinstance(scores, Tensor) or tuple(scores.shape) != (output.shape[0],):
+        got = f"shape {tuple(scores.shape)}" if isinstance(scores, Tensor) else type(scores).__name__
+        raise ValueError(
+            f"`target`={target!r} must map the model's output to one score per sample, shape ({output.shape[0]},), "
+            f"got {got}"
+        )
+    return scores.detach().float().cpu()
 
 
 @dataclass
@@ -229,55 +236,3 @@ def discrimination(maps: Tensor, masks: Optional[Tensor], labels: Optional[Tenso
     own = masks[panels.samples, panels.classes].float()
     other = (masks[panels.samples].float() * others[:, :, None, None]).amax(dim=1)
     return float(class_discrimination(maps[keep], own[keep], other[keep]).mean())
-
-
-def check_output(
-    model: nn.Module,
-    images: Tensor,
-    task: str,
-    target: TargetSpec,
-    output_key: OutputKey,
-    labels: Optional[Tensor],
-) -> None:
-    """Runs ``model`` on ``images`` once (no gradients, the model's state kept) and checks its output against
-    ``task``, ``target``, ``output_key`` and ``labels``.
-
-    Raises:
-        ValueError: when ``output_key`` selects no tensor, a class task's output is not ``(B, num_classes)`` or
-            has fewer classes than the labels name, or a callable target does not give one score per sample.
-    """
-    with side_pass(model, images.device, needs_grad=False):
-        output = select_output(model(images), output_key)
-        scores = class_scores(task, output)
-        if callable(target):
-            value = target(output)
-            if not isinstance(value, Tensor) or tuple(value.shape) != (images.shape[0],):
-                got = f"shape {tuple(value.shape)}" if isinstance(value, Tensor) else type(value).__name__
-                raise ValueError(
-                    f"`target`={target!r} must map the model's output to one score per sample, shape "
-                    f"({images.shape[0]},), got {got}"
-                )
-    if scores is None or labels is None:
-        return
-    classes = scores.shape[1]
-    if task == "multilabel" and labels.shape[1] != classes:
-        raise ValueError(f"the model gives {classes} class scores but the multi-hot labels hold {labels.shape[1]}")
-    if task == "multiclass" and labels.numel() and int(labels.max()) >= classes:
-        raise ValueError(f"the model gives {classes} class scores but a validation label is {int(labels.max())}")
-
-
-def probe(callback: Any, trainer: Any, pl_module: nn.Module) -> None:
-    """:func:`check_output` on the callback's first kept samples, once, on rank 0, before any map is made.
-
-    A sharded model is skipped (its forward needs every rank); its first side pass raises the same errors.
-    """
-    batch = callback.fixed_batch
-    if callback._probed or batch is None or not trainer.is_global_zero:
-        return
-    callback._probed = True
-    if trainer.strategy.model is not None and is_sharded(trainer.strategy.model):
-        return
-    images = model_input(batch.images.to(pl_module.device), callback.input_transform, callback._display_stats)
-    with trainer.precision_plugin.forward_context():
-        check_output(pl_module, trainer.precision_plugin.convert_input(images), callback.task, callback.target,
-                     callback.output_key, batch.labels)
