@@ -268,7 +268,7 @@ def check_batch(
             of the trial side pass itself.
     """
     model_input(batch.images, callback.input_transform, callback._display_stats)
-    tasks.check_labels(callback.task, batch.labels, batch.masks)
+    tasks.check_labels(callback.task, callback.target, batch.labels, batch.masks)
     if callback.task == "multiclass":
         check_labels(batch.labels, callback.target, callback.label_key, num_classes)
     if not trainer.loggers or is_sharded(trainer.strategy.model or pl_module):

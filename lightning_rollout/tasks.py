@@ -55,16 +55,17 @@ def check_task(task: str, target: TargetSpec, methods: Sequence[str], max_labels
         )
 
 
-def check_labels(task: str, labels: Optional[Tensor], masks: Optional[Tensor]) -> None:
+def check_labels(task: str, target: TargetSpec, labels: Optional[Tensor], masks: Optional[Tensor]) -> None:
     """Checks the first kept samples' labels (and per-class masks) against ``task``.
 
     Raises:
-        ValueError: on multi-hot labels with ``task="multiclass"``, labels that are not multi-hot ``(B, C)``
+        ValueError: on labels that are not class indices with ``task="multiclass"`` and ``target="label"``
+            (multi-hot labels want ``task="multilabel"``), labels that are not multi-hot ``(B, C)``
             with ``task="multilabel"``, or per-class masks whose class count differs from the labels'.
     """
     if labels is None:
         return
-    if task == "multiclass" and labels.dim() != 1:
+    if task == "multiclass" and target == "label" and labels.dim() != 1:
         hint = " (multi-hot labels: pass `task`='multilabel')" if labels.dim() == 2 else ""
         raise ValueError(
             f"`task`='multiclass' needs class indices of shape (B,), but the validation labels have shape "
@@ -192,7 +193,7 @@ def captions(
     for panel, sample in enumerate(panels.samples.tolist()):
         sample_lines: List[str] = []
         if task == "multiclass":
-            if labels is not None:
+            if labels is not None and labels.dim() == 1:
                 sample_lines.append(f"true: {name(int(labels[sample]))}")
             confidence, predicted = scores[panel].max(dim=-1)
             sample_lines.append(f"pred: {name(int(predicted))} ({float(confidence):.2f})")

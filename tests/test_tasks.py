@@ -113,20 +113,21 @@ def test_check_task_accepts_label_free_methods_and_callable_targets():
 
 
 @pytest.mark.parametrize(
-    "task, labels, masks, message",
+    "task, target, labels, masks, message",
     [
-        ("multiclass", torch.eye(2).long(), None, r"\(2, 2\) \(multi-hot labels: pass `task`='multilab"),
-        ("multilabel", torch.tensor([1, 0]), None, r"needs multi-hot labels \(B, num_labels\) of 0s and 1s"),
-        ("multilabel", torch.tensor([[2.0, 0.0]]), None, "of 0s and 1s"),
-        ("multilabel", torch.ones(1, 2), torch.zeros(1, 3, 4, 4), "masks hold 3 classes but the labels 2"),
+        ("multiclass", "label", torch.eye(2).long(), None, r"\(2, 2\) \(multi-hot labels: pass `task`='multilab"),
+        ("multilabel", "label", torch.tensor([1, 0]), None, r"needs multi-hot labels \(B, num_labels\) of 0s and 1s"),
+        ("multilabel", "label", torch.tensor([[2.0, 0.0]]), None, "of 0s and 1s"),
+        ("multilabel", "label", torch.ones(1, 2), torch.zeros(1, 3, 4, 4), "masks hold 3 classes but the labels 2"),
     ],
 )
-def test_check_labels_errors(task, labels, masks, message):
+def test_check_labels_errors(task, target, labels, masks, message):
     with pytest.raises(ValueError, match=message):
-        tasks.check_labels(task, labels, masks)
+        tasks.check_labels(task, target, labels, masks)
 
 
 def test_check_labels_accepts():
-    tasks.check_labels("multiclass", torch.tensor([1, 0]), None)
-    tasks.check_labels("multilabel", torch.tensor([[1.0, 0.0]]), torch.zeros(1, 2, 4, 4))
-    tasks.check_labels("none", None, None)
+    tasks.check_labels("multiclass", "label", torch.tensor([1, 0]), None)
+    tasks.check_labels("multiclass", "prediction", torch.eye(2), None)  # labels unused: only the prediction
+    tasks.check_labels("multilabel", "label", torch.tensor([[1.0, 0.0]]), torch.zeros(1, 2, 4, 4))
+    tasks.check_labels("none", "label", None, None)
