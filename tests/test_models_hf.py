@@ -17,7 +17,7 @@ from reference import _discard, _normalised  # noqa: E402
 from lightning_rollout import explain  # noqa: E402
 from lightning_rollout.geometry import TokenGeometry  # noqa: E402
 from lightning_rollout.models import UnsupportedModelError, find_adapter  # noqa: E402
-from lightning_rollout.models.hf import HFAdapter  # noqa: E402
+from lightning_rollout.models.hf import ATTENTION_IMPLEMENTATION, HFAdapter, attention_forward  # noqa: E402
 
 SIZES = dict(
     hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8
@@ -232,7 +232,7 @@ def test_eager_switch_restores_config_and_outputs_also_when_the_forward_raises(n
     assert adapter.root.config._attn_implementation == "sdpa"
 
     with adapter.attention_settings():
-        assert all(c._attn_implementation == "eager" for c in _all_configs(model))
+        assert all(c._attn_implementation == ATTENTION_IMPLEMENTATION for c in _all_configs(model))
     assert _config_state(model) == state
 
     hooks = [(len(m._forward_hooks), len(m._forward_pre_hooks)) for m in model.modules()]
