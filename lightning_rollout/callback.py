@@ -1,77 +1,30 @@
 """``AttentionRolloutCallback``: explanation maps of a fixed validation batch, logged every N epochs.
 
-The callback is glue: it keeps the fixed batch (:mod:`~lightning_rollout.batch`), runs
-:func:`~lightning_rollout.explain` in a side pass, turns the maps into pictures and scalars
-(:mod:`~lightning_rollout.report`) and hands them to one sink per logger (:mod:`~lightning_rollout.sinks`).
+The callback is glue: it decides when to log. The fixed batch is kept by
+:class:`~lightning_rollout.fixed_batch.FixedBatchKeeper`; each logging step (side pass, pictures, scalars,
+sinks) is :func:`~lightning_rollout.logging_maps.log_maps`.
 """
 
 import math
-import os
 import warnings
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import matplotlib
-from torch import Tensor, nn
+from torch import nn
 from typing_extensions import override
 
 from lightning_rollout._lightning import callback_bases
-from lightning_rollout.batch import BatchKey, FixedBatch, check_key, count_samples, take_samples
-from lightning_rollout.capture import side_pass
-from lightning_rollout.distributed import broadcast_from_rank_zero, is_sharded
-from lightning_rollout.checks import check_int, logits_of
-from lightning_rollout.explain import check_model, explain, validate_options
+from lightning_rollout.batch import BatchKey, FixedBatch, check_key
+from lightning_rollout.checks import check_int
+from lightning_rollout.display import check_stats, model_input, resolve_display_stats
+from lightning_rollout.explain import check_model, validate_options
+from lightning_rollout.fixed_batch import FixedBatchKeeper
 from lightning_rollout.geometry import check_overrides
+from lightning_rollout.logging_maps import MapLog, log_maps
 from lightning_rollout.methods import METHODS
 from lightning_rollout.metrics.faithfulness import check_baseline
-from lightning_rollout.rendering import to_display_images
-from lightning_rollout.report import (
-    all_finite,
-    captions,
-    constant_maps,
-    faithfulness_scalars,
-    map_scalars,
-    pick_columns,
-    render_filmstrips,
-    render_samples,
-)
-from lightning_rollout.sinks import ImageSink, PNGImageSink, sink_for_logger
 
 TARGETS = ("label", "prediction")
-
-CONSTANT_MAP_CAUSES = {
-    "rollout": (
-        "every class-to-patch entry was discarded: untrained layer-scale models (deit3, DINOv2 with "
-        "registers) keep almost all attention on the diagonal; lower `discard_ratio` (e.g. 0.5 or 0)"
-    ),
-    "grad_rollout": (
-        "the target logit has no gradient through the attention: a zero-initialised classifier head "
-        "(torchvision's ViT) gives zero gradients at init, and a `global_pool='avg'` model gives none through "
-        "the class token; the maps fill in once the head trains, or lower `discard_ratio`"
-    ),
-    "chefer": (
-        "the target logit has no gradient through the attention: a zero-initialised classifier head "
-        "(torchvision's ViT) gives zero gradients at init, and a `global_pool='avg'` model gives none through "
-        "the class token; the maps fill in once the head trains"
-    ),
-    "gradcam": (
-        "the target logit has no gradient at `gradcam_layer` (a zero-initialised classifier head gives "
-        "zero gradients at init) or every channel weight is negative; the maps fill in once the head trains"
-    ),
-}
-"""Why each method's maps come out constant, and what to change; shown in the warning."""
-
-
-def _check_stats(argument: str, value: Optional[Sequence[float]]) -> None:
-    if value is None:
-        return
-    if (
-        not isinstance(value, (list, tuple))
-        or len(value) not in (1, 3)
-        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-    ):
-        raise ValueError(f"`{argument}` must be None or a list of 1 or 3 numbers, got {value!r}")
-    if argument == "std" and any(v <= 0 for v in value):
-        raise ValueError(f"`std` values must be > 0, got {value!r}")
 
 
 class AttentionRolloutCallback(*callback_bases()):
@@ -193,8 +146,8 @@ class AttentionRolloutCallback(*callback_bases()):
             raise ValueError(f"`target` must be one of {list(TARGETS)}, got {target!r}")
         for argument, key in (("image_key", image_key), ("label_key", label_key), ("mask_key", mask_key)):
             check_key(argument, key)
-        _check_stats("mean", mean)
-        _check_stats("std", std)
+        check_stats("mean", mean)
+        check_stats("std", std)
         if colormap not in matplotlib.colormaps:
             raise ValueError(f"`colormap` must be a name in matplotlib.colormaps (e.g. 'jet', 'inferno'), got {colormap!r}")
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
@@ -233,21 +186,23 @@ class AttentionRolloutCallback(*callback_bases()):
         self.faithfulness_steps = faithfulness_steps
         self.faithfulness_baseline = faithfulness_baseline
 
-        self._batch: Optional[FixedBatch] = None
-        self._batch_frozen = False
-        self._history: Dict[str, List[Tuple[str, Tensor]]] = {method: [] for method in self.methods}
-        self._last_logged: Optional[Tuple[str, int]] = None
         self._display_stats: Tuple[Optional[List[float]], Optional[List[float]]] = (mean, std)
-        self._val_batch_size: Optional[int] = None
-        self._seen = 0  # samples of dataloader 0 seen in the current validation/test epoch
-        self._batch_shared = False  # whether rank 0 has sent the batch to the other ranks (sharded models)
-        self._sinks: Optional[List[ImageSink]] = None
         self._warned: set = set()
+        self._keeper = FixedBatchKeeper(
+            num_samples, image_key, label_key, mask_key, target == "label", self._check_first, self._warn_once
+        )
+        self._map_log = MapLog(self.methods)
 
     @property
     @override
     def state_key(self) -> str:
         return self._generate_state_key(methods=self.methods, tag_prefix=self.tag_prefix)
+
+    @property
+    def fixed_batch(self) -> Optional[FixedBatch]:
+        """The samples explained every logged epoch (images, labels or ``None``, masks or ``None``), on the
+        CPU; ``None`` until the first validation batch is seen."""
+        return self._keeper.batch
 
     # ----------------------------------------------------------------------------------------- hooks
 
@@ -263,7 +218,9 @@ class AttentionRolloutCallback(*callback_bases()):
             num_prefix_tokens=self.num_prefix_tokens,
             grid_size=self.grid_size,
         )
-        self._display_stats = self._resolve_display_stats(adapter.data_config(), adapter.input_channels())
+        self._display_stats = resolve_display_stats(
+            self.mean, self.std, adapter.data_config(), adapter.input_channels(), self._warn_once
+        )
         num_classes = adapter.num_classes()
         if self.class_names is not None and isinstance(num_classes, int) and num_classes > 0:
             if len(self.class_names) != num_classes:
@@ -271,27 +228,27 @@ class AttentionRolloutCallback(*callback_bases()):
                     f"`class_names` holds {len(self.class_names)} names but the model has {num_classes} classes; "
                     f"pass {num_classes} names (or none)"
                 )
-        self._sinks = None
+        self._map_log.sinks = None
 
     @override
     def on_validation_epoch_start(self, trainer: Any, pl_module: nn.Module) -> None:
-        self._seen = 0
+        self._keeper.start_epoch()
 
     @override
     def on_test_epoch_start(self, trainer: Any, pl_module: nn.Module) -> None:
-        self._seen = 0
+        self._keeper.start_epoch()
 
     @override
     def on_validation_batch_end(
         self, trainer: Any, pl_module: nn.Module, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        self._collect(trainer, batch, dataloader_idx)
+        self._keeper.collect(batch, dataloader_idx, trainer.is_global_zero)
 
     @override
     def on_test_batch_end(
         self, trainer: Any, pl_module: nn.Module, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        self._collect(trainer, batch, dataloader_idx)
+        self._keeper.collect(batch, dataloader_idx, trainer.is_global_zero)
 
     @override
     def on_train_start(self, trainer: Any, pl_module: nn.Module) -> None:
@@ -299,329 +256,60 @@ class AttentionRolloutCallback(*callback_bases()):
             return
         if not trainer.is_global_zero:
             # Only a sharded model needs the other ranks, and rank 0 tells them whether to run.
-            self._log_maps(trainer, pl_module, label="init", root=self.tag_prefix)
+            log_maps(self, trainer, pl_module, label="init")
             return
-        ready = False
-        if self._batch is None:
+        batch, ready = self._keeper.batch, False
+        if batch is None:
             self._warn_once(
                 "initial",
                 "`log_initial_maps=True` needs the sanity check (num_sanity_val_steps > 0) to capture the "
                 "validation batch before training; the untrained model's maps are not logged",
             )
-        elif not self._batch_frozen:
+        elif not self._keeper.frozen:
             # The batch grows in the first validation epoch; an initial column of fewer samples could not
             # stand in the filmstrip beside the later ones.
-            needed = math.ceil(self.num_samples / (self._val_batch_size or 1))
+            needed = math.ceil(self.num_samples / (self._keeper.loader_batch_size or 1))
             self._warn_once(
                 "initial",
-                f"`log_initial_maps=True` but the sanity check captured only {len(self._batch)} of `num_samples`="
+                f"`log_initial_maps=True` but the sanity check captured only {len(batch)} of `num_samples`="
                 f"{self.num_samples} samples; the untrained model's maps are not logged (the filmstrip shows the "
                 f"same samples in every column). Set `num_sanity_val_steps` >= {needed} to log them",
             )
         else:
             ready = True
-        self._log_maps(trainer, pl_module, label="init", root=self.tag_prefix, ready=ready)
+        log_maps(self, trainer, pl_module, label="init", ready=ready)
 
     @override
     def on_validation_epoch_end(self, trainer: Any, pl_module: nn.Module) -> None:
         if trainer.sanity_checking:
-            # A short sanity check may leave the batch incomplete: the first real epoch fills it up.
-            self._batch_frozen = self._batch is not None and len(self._batch) >= self.num_samples
+            self._keeper.end_sanity_check()
             return
-        self._freeze_batch(trainer)
+        self._keeper.freeze(trainer.is_global_zero, trainer.world_size)
         if trainer.state.fn == "fit" and (trainer.current_epoch + 1) % self.every_n_epochs != 0:
             return
-        label = f"e{trainer.current_epoch} s{trainer.global_step}"
-        self._log_maps(trainer, pl_module, label=label, root=self.tag_prefix)
+        log_maps(self, trainer, pl_module, label=f"e{trainer.current_epoch} s{trainer.global_step}")
 
     @override
     def on_test_epoch_end(self, trainer: Any, pl_module: nn.Module) -> None:
-        self._freeze_batch(trainer)
-        self._log_maps(trainer, pl_module, label=None, root=f"{self.tag_prefix}/test")
+        self._keeper.freeze(trainer.is_global_zero, trainer.world_size)
+        log_maps(self, trainer, pl_module, label=None, root=f"{self.tag_prefix}/test")
 
     @override
     def state_dict(self) -> Dict[str, Any]:
-        return {
-            "batch": None if self._batch is None else self._batch.state_dict(),
-            "history": {method: list(entries) for method, entries in self._history.items()},
-            "last_logged": self._last_logged,
-        }
+        return {**self._keeper.state_dict(), **self._map_log.state_dict()}
 
     @override
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
-        batch = state_dict.get("batch")
-        self._batch = None if batch is None else FixedBatch(batch["images"], batch.get("labels"), batch.get("masks"))
-        self._batch_frozen = self._batch is not None
-        history = state_dict.get("history", {})
-        self._history = {method: list(history.get(method, [])) for method in self.methods}
-        last_logged = state_dict.get("last_logged")
-        self._last_logged = None if last_logged is None else tuple(last_logged)
+        self._keeper.load_state_dict(state_dict)
+        self._map_log.load_state_dict(state_dict)
 
     # ------------------------------------------------------------------------------------ internals
 
-    def _resolve_display_stats(
-        self, config: Dict[str, Any], channels: Optional[int]
-    ) -> Tuple[Optional[List[float]], Optional[List[float]]]:
-        """``mean``/``std`` for display: the arguments, else the model's data config when it fits ``channels``.
-
-        Raises:
-            ValueError: if the model's input has neither 1 nor 3 channels, or ``mean``/``std`` hold
-                neither 1 value nor one per input channel.
-        """
-        if channels is not None and channels not in (1, 3):
-            raise ValueError(
-                f"the model takes {channels}-channel input, but the pictures can show only 1- or 3-channel inputs; "
-                "this callback cannot display this model's input"
-            )
-        for argument, value in (("mean", self.mean), ("std", self.std)):
-            if value is not None and channels is not None and len(value) not in (1, channels):
-                raise ValueError(
-                    f"`{argument}` holds {len(value)} values but the model takes {channels}-channel input; "
-                    f"pass 1 value or {channels}, e.g. `{argument}`={[0.5] * channels}"
-                )
-        if self.mean is not None and self.std is not None:
-            return self.mean, self.std
-        stats = []
-        for argument, given in (("mean", self.mean), ("std", self.std)):
-            value = given if given is not None else config.get(argument)
-            if value is not None and given is None and channels is not None and len(value) not in (1, channels):
-                # timm keeps the 3-channel statistics of the pretrained config for an `in_chans=1` model.
-                if len(set(value)) == 1:
-                    value = [value[0]]
-                else:
-                    self._warn_once(
-                        f"stats-{argument}",
-                        f"the timm data config's `{argument}`={tuple(value)} does not fit the model's {channels}-"
-                        f"channel input; pictures are not un-normalised: pass `mean` and `std` to fix that",
-                    )
-                    value = None
-            stats.append(None if value is None else list(value))
-        return stats[0], stats[1]
-
-    def _model_input(self, images: Tensor) -> Tensor:
-        """The model's input for the kept images: ``input_transform(images)`` or the images themselves.
-
-        Raises:
-            ValueError: naming ``input_transform``, when the result is not a float ``(B, C, H, W)`` tensor
-                or its channels do not fit the display statistics.
-        """
-        inputs = images if self.input_transform is None else self.input_transform(images)
-        source = "the validation images" if self.input_transform is None else "`input_transform`'s output"
-        if not isinstance(inputs, Tensor) or inputs.dim() != 4 or not inputs.is_floating_point():
-            got = (
-                f"a {inputs.dim()}-D {inputs.dtype} tensor" if isinstance(inputs, Tensor) else type(inputs).__name__
-            )
-            raise ValueError(
-                f"{source} must be the model's float input (B, C, H, W), got {got}; pass `input_transform`, a "
-                "callable mapping the batch's images to the model's input (in LightningCLI YAML a dotted import "
-                "path, e.g. `my_package.transforms.to_float`)"
-            )
-        channels = inputs.shape[1]
-        for argument, value in zip(("mean", "std"), self._display_stats):
-            if value is not None and len(value) not in (1, channels):
-                raise ValueError(
-                    f"`{argument}` holds {len(value)} values but {source} has {channels} channels; pass 1 value "
-                    f"or {channels}"
-                )
-        if channels not in (1, 3):
-            raise ValueError(f"{source} has {channels} channels; pictures show 1- or 3-channel inputs")
-        return inputs
-
-    def _collect(self, trainer: Any, batch: Any, dataloader_idx: int) -> None:
-        if self._batch_frozen or dataloader_idx != 0 or not trainer.is_global_zero:
-            return
-        kept = 0 if self._batch is None else len(self._batch)
-        if kept >= self.num_samples:
-            return
-        # An epoch after the sanity check starts the loader over: skip the samples kept already.
-        size = count_samples(batch, self.image_key)
-        start, self._seen = max(0, kept - self._seen), self._seen + size
-        if start >= size:
-            return
-        samples = take_samples(batch, self.num_samples - kept, self.image_key, self.label_key, self.mask_key, start)
-        if self.target == "label" and samples.labels is None:
-            raise ValueError(
-                "`target`='label' but the validation batch has no labels; set `label_key` or use "
-                "`target`='prediction'"
-            )
-        if self._batch is None:
-            self._model_input(samples.images)
-            self._val_batch_size = size
-        self._batch = samples if self._batch is None else self._batch.extend(samples, self.num_samples)
-
-    def _freeze_batch(self, trainer: Any) -> None:
-        """Ends collection after the first validation (or test) epoch; says why when samples are missing."""
-        if self._batch_frozen:
-            return
-        self._batch_frozen = self._batch is not None
-        if self._batch is not None and len(self._batch) < self.num_samples and trainer.is_global_zero:
-            self._warn_once(
-                "short-batch",
-                f"the first validation epoch gave only {len(self._batch)} samples for `num_samples`="
-                f"{self.num_samples} (dataloader 0{', on rank 0' if trainer.world_size > 1 else ''}); "
-                "the maps show these. Check `limit_val_batches` and the validation set's size",
-            )
+    def _check_first(self, samples: FixedBatch) -> None:
+        """Raises when the first kept samples are not (after ``input_transform``) the model's float input."""
+        model_input(samples.images, self.input_transform, self._display_stats)
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
             self._warned.add(key)
             warnings.warn(message, UserWarning, stacklevel=2)
-
-    def _image_sinks(self, trainer: Any) -> List[ImageSink]:
-        """One sink per logger: its native one (TensorBoard, W&B, MLflow) or PNG files under its log dir."""
-        if self._sinks is not None:
-            return self._sinks
-        self._sinks = []
-        if not trainer.loggers:
-            self._warn_once("no-logger", "AttentionRolloutCallback: the Trainer has no logger; nothing is logged")
-            return self._sinks
-        png_roots = set()
-        for logger in trainer.loggers:
-            sink = sink_for_logger(logger)
-            if sink is None:
-                # The tags start with ``tag_prefix``: files land in <log_dir>/<tag_prefix>/<method>/...
-                root = getattr(logger, "log_dir", None) or logger.save_dir or trainer.default_root_dir
-                if root in png_roots:
-                    continue
-                png_roots.add(root)
-                sink = PNGImageSink(root)
-                self._warn_once(
-                    f"png-{root}",
-                    f"AttentionRolloutCallback: {type(logger).__name__} cannot show images; PNGs are written under "
-                    f"{os.path.join(root, self.tag_prefix)} (TensorBoardLogger, WandbLogger and MLFlowLogger show "
-                    "them in their UI)",
-                )
-            self._sinks.append(sink)
-        return self._sinks
-
-    def _log_maps(
-        self,
-        trainer: Any,
-        pl_module: nn.Module,
-        label: Optional[str],
-        root: str,
-        step: Optional[int] = None,
-        ready: bool = True,
-    ) -> None:
-        """Explains the fixed batch and logs pictures and scalars under ``root`` at ``step``.
-
-        ``label`` names the filmstrip column; ``None`` (test runs) logs no filmstrip and keeps no history.
-        ``step`` defaults to the global step (``lightning-rollout replay`` passes each checkpoint's).
-        ``ready=False`` (rank 0's decision) skips this time. Every rank must call this: on a sharded model
-        all ranks run the side pass on rank 0's batch (sent to them once), only rank 0 renders and logs;
-        otherwise rank 0 works alone.
-        """
-        step = trainer.global_step if step is None else step
-        sinks: List[ImageSink] = []
-        if trainer.is_global_zero:
-            ready = ready and self._batch is not None and self._last_logged != (root, step)
-            sinks = (self._image_sinks(trainer) or []) if ready else []
-            ready = bool(sinks)
-        # A sharded model runs through the strategy's wrapper (an FSDP1 root or DeepSpeed engine gathers the
-        # parameters it holds); a data parallel one runs unwrapped, so that DDP's forward never syncs.
-        wrapper = trainer.strategy.model
-        sharded = wrapper is not None and is_sharded(wrapper)
-        model = wrapper if sharded else pl_module
-        if sharded and trainer.world_size > 1:
-            if not self._share_batch(trainer, ready):
-                return
-        elif not trainer.is_global_zero or not ready:
-            return
-        maps, probabilities, faithfulness = self._explain(trainer, pl_module, model)
-        if not trainer.is_global_zero:
-            return
-        broken = [method for method, value in maps.items() if not all_finite(value)]
-        if broken:
-            self._warn_once(
-                f"nan-{step}",
-                f"AttentionRolloutCallback: the {broken} maps at step {step} contain NaN/Inf (is the model "
-                "diverging?); nothing is logged this time, training goes on",
-            )
-            return
-        self._last_logged = (root, step)
-        batch = self._batch
-        display = to_display_images(self._model_input(batch.images), *self._display_stats)
-        sample_captions = captions(batch.labels, probabilities, self.class_names)
-        samples_caption = " | ".join(f"{i}: " + ", ".join(lines) for i, lines in enumerate(sample_captions))
-        scalars: Dict[str, float] = {}
-        if batch.masks is not None:
-            scalars[f"{root}/mask_area"] = float(batch.masks.float().mean())
-        for method, method_maps in maps.items():
-            tag = f"{root}/{method}"
-            if bool(constant_maps(method_maps).all()):
-                self._warn_once(
-                    f"constant-{method}",
-                    f"AttentionRolloutCallback: every {method} map at step {step} is constant (value "
-                    f"{float(method_maps.flatten()[0]):.3g}); likely cause: {CONSTANT_MAP_CAUSES[method]}. "
-                    "The pictures say 'constant map' instead of an overlay",
-                )
-            samples = render_samples(display, method_maps, sample_captions, self.colormap, self.alpha)
-            for sink in sinks:
-                sink.log_image(f"{tag}/samples", samples, step, caption=samples_caption)
-            if label is not None:
-                history = self._history[method]
-                history.append((label, method_maps))
-                filmstrip = render_filmstrips(display, history, self.colormap, self.alpha, self.filmstrip_columns)
-                columns = [history[i][0] for i in pick_columns(len(history), self.filmstrip_columns)]
-                for sink in sinks:
-                    sink.log_image(f"{tag}/filmstrip", filmstrip, step, caption="input | " + " | ".join(columns))
-            scalars.update({f"{tag}/{name}": value for name, value in map_scalars(method_maps, batch.masks).items()})
-            scalars.update({f"{tag}/{name}": value for name, value in faithfulness.get(method, {}).items()})
-        for logger in trainer.loggers:
-            logger.log_metrics(scalars, step=step)
-
-    def _share_batch(self, trainer: Any, ready: bool) -> bool:
-        """Rank 0's go/no-go and, the first time, its fixed batch, on every rank (a collective call)."""
-        if trainer.is_global_zero:
-            message = (self._batch if not self._batch_shared else True) if ready else None
-        else:
-            message = None
-        message = broadcast_from_rank_zero(message)
-        if message is None:
-            return False
-        if isinstance(message, FixedBatch):
-            self._batch, self._batch_frozen, self._batch_shared = message, True, True
-        return True
-
-    def _explain(
-        self, trainer: Any, pl_module: nn.Module, model: nn.Module
-    ) -> Tuple[Dict[str, Tensor], Tensor, Dict[str, Dict[str, float]]]:
-        """The side pass through ``model`` (``pl_module``, or the strategy's wrapper of a sharded one):
-        predictions, every method's maps and their faithfulness scalars (when on), under the Trainer's
-        precision."""
-        batch = self._batch
-        device = pl_module.device if hasattr(pl_module, "device") else next(pl_module.parameters()).device
-        precision = trainer.precision_plugin
-        images = precision.convert_input(self._model_input(batch.images.to(device)))
-        with precision.forward_context():
-            with side_pass(model, images.device, needs_grad=False):
-                probabilities = logits_of(model(images)).float().softmax(dim=-1).cpu()
-            target = None
-            if self.target == "label" and batch.labels is not None:
-                target = batch.labels.to(device)
-            maps = {
-                method: explain(
-                    model,
-                    images,
-                    method,
-                    head_fusion=self.head_fusion,
-                    discard_ratio=self.discard_ratio,
-                    target=target,
-                    attention_pattern=self.attention_pattern,
-                    gradcam_layer=self.gradcam_layer,
-                    num_prefix_tokens=self.num_prefix_tokens,
-                    grid_size=self.grid_size,
-                ).cpu()
-                for method in self.methods
-            }
-            faithfulness: Dict[str, Dict[str, float]] = {}
-            if self.faithfulness_steps and all(all_finite(value) for value in maps.values()):
-                scored = target if target is not None else probabilities.argmax(dim=-1).to(device)
-                with side_pass(model, images.device, needs_grad=False):
-                    faithfulness = {
-                        method: faithfulness_scalars(
-                            model, images, method_maps, scored, self.faithfulness_steps, self.faithfulness_baseline
-                        )
-                        for method, method_maps in maps.items()
-                    }
-        return maps, probabilities, faithfulness

@@ -480,6 +480,7 @@ def run_replay(args: argparse.Namespace) -> None:
         import pytorch_lightning as pl
 
     from lightning_rollout.callback import AttentionRolloutCallback
+    from lightning_rollout.logging_maps import log_maps
 
     config = _read_yaml(args.config)
     device = _device(args.device)
@@ -517,8 +518,7 @@ def run_replay(args: argparse.Namespace) -> None:
         loader = model.val_dataloader()
     for index, batch in enumerate(loader):
         callback.on_validation_batch_end(trainer, model, None, batch, index, 0)
-        kept = callback.state_dict()["batch"]
-        if kept is not None and len(kept["images"]) >= callback.num_samples:
+        if callback.fixed_batch is not None and len(callback.fixed_batch) >= callback.num_samples:
             break
 
     model.to(device)
@@ -530,7 +530,7 @@ def run_replay(args: argparse.Namespace) -> None:
             raise CLIError(f"CHECKPOINT {path!r} does not fit the config's model: {first_line}") from None
         step, epoch = int(checkpoint["global_step"]), int(checkpoint.get("epoch", 0))
         label = "init" if step == 0 else f"e{epoch} s{step}"
-        callback._log_maps(trainer, model, label=label, root=callback.tag_prefix, step=step)
+        log_maps(callback, trainer, model, label=label, step=step)
         print(f"{path}: step {step} logged", file=sys.stderr)
     trainer.logger.finalize("success")
     print(f"wrote {len(checkpoints)} checkpoints' maps to {args.log_dir}; to see them:\n"

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_rollout.batch import FixedBatch, take_samples
-from lightning_rollout.explain import explain
+from lightning_rollout.explain import explain_many
 from lightning_rollout.metrics import (
     deletion_insertion_auc,
     energy_in_mask,
@@ -76,16 +76,16 @@ def evaluate(
     """Scores every method's maps of ``images`` and the two floors; one dict per row.
 
     Args:
-        model: the trained classifier (a timm ViT, or a module holding one, as :func:`explain` takes).
+        model: the trained classifier (a timm ViT, or a module holding one, as :func:`explain_many` takes).
         images: ``(N, C, H, W)`` samples on the model's device.
         labels: ``(N,)`` true classes, explained and scored; ``None``: the model's predictions.
         masks: ``(N, H, W)`` object masks, for ``energy`` and ``pointing_game``; ``None`` leaves them out.
-        methods: :func:`explain` method names.
+        methods: method names, explained together in one side pass per chunk (:func:`explain_many`).
         steps: steps of the deletion and insertion curves.
         baseline: the perturbation baseline (see :mod:`lightning_rollout.metrics.faithfulness`).
         chunk_size: samples explained at a time (bounds memory).
         seed: seed of the random floor and of the re-initialised copy's weights.
-        **explain_kwargs: passed to :func:`explain` (``head_fusion``, ``discard_ratio``, ...).
+        **explain_kwargs: passed to :func:`explain_many` (``head_fusion``, ``discard_ratio``, ...).
 
     Returns:
         Rows ``{"name": ..., "deletion_auc": ..., ...}``: methods first, then ``random`` and ``uniform``.
@@ -106,10 +106,11 @@ def evaluate(
         target = labels[start : start + chunk_size].to(chunk.device)
         chunk_masks = None if masks is None else masks[start : start + chunk_size].to(chunk.device)
         maps: Dict[str, Tensor] = {}
-        for method in methods:
-            maps[method] = explain(model, chunk, method, target=target, **explain_kwargs)
-            shuffled = explain(randomized, chunk, method, target=target, **explain_kwargs)
-            add(method, "randomisation", rank_correlation(maps[method], shuffled))
+        if methods:  # one side pass per model for all methods
+            maps = explain_many(model, chunk, list(methods), target=target, **explain_kwargs)
+            shuffled = explain_many(randomized, chunk, list(methods), target=target, **explain_kwargs)
+            for method in methods:
+                add(method, "randomisation", rank_correlation(maps[method], shuffled[method]))
         grid = next(iter(maps.values())).shape[1:] if maps else (chunk.shape[2], chunk.shape[3])
         for floor in FLOORS:
             maps[floor] = _floor_maps(floor, chunk.shape[0], grid, generator).to(chunk.device)

@@ -86,11 +86,11 @@ if __name__ == "__main__":
         callback = AttentionRolloutCallback(methods=METHODS, num_samples=4)
         observed = full_weights(fit(out_dir, sharding, [callback]))
         # every rank explained rank 0's batch: rank 1 holds the same one
-        images = callback._batch.images
+        images = callback.fixed_batch.images
         gathered = [torch.empty_like(images) for _ in range(2)]
         torch.distributed.all_gather(gathered, images)
         assert torch.equal(gathered[0], gathered[1]), "the ranks explained different batches"
         if torch.distributed.get_rank() == 0:
-            batch = callback._batch.state_dict()
-            result = dict(without=without, observed=observed, batch=batch, history=callback._history)
+            batch = callback._keeper.state_dict()["batch"]
+            result = dict(without=without, observed=observed, batch=batch, history=callback._map_log.history)
             torch.save(result, os.path.join(out_dir, f"{sharding}.pt"))

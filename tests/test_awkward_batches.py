@@ -42,9 +42,9 @@ def test_batch_size_one_fills_num_samples_in_the_first_epoch_and_skips_a_partial
     with pytest.warns(UserWarning, match=r"captured only 2 of `num_samples`=6.*`num_sanity_val_steps` >= 6"):
         trainer.fit(OneByOne())
     dataset = RandomScenes(8, seed=2)
-    torch.testing.assert_close(callback._batch.images, dataset.images[:6])
-    assert [label for label, _ in callback._history["rollout"]] == ["e0 s4", "e1 s8"]
-    assert all(maps.shape[0] == 6 for _, maps in callback._history["rollout"])
+    torch.testing.assert_close(callback.fixed_batch.images, dataset.images[:6])
+    assert [label for label, _ in callback._map_log.history["rollout"]] == ["e0 s4", "e1 s8"]
+    assert all(maps.shape[0] == 6 for _, maps in callback._map_log.history["rollout"])
     events = read_events(trainer.logger.log_dir)
     assert _steps(events, "attention/rollout/samples") == [4, 8]
     # 6 panels in rows of 4: two rows of panels at least 128 px high
@@ -55,7 +55,7 @@ def test_a_sanity_check_long_enough_logs_the_initial_maps_of_all_samples(tmp_pat
     callback = AttentionRolloutCallback(num_samples=3)
     trainer = _trainer(tmp_path, [callback], num_sanity_val_steps=3)
     trainer.fit(OneByOne())
-    assert [maps.shape[0] for _, maps in callback._history["rollout"]] == [3, 3]
+    assert [maps.shape[0] for _, maps in callback._map_log.history["rollout"]] == [3, 3]
     assert _steps(read_events(trainer.logger.log_dir), "attention/rollout/samples") == [0, 4]
 
 
@@ -64,7 +64,7 @@ def test_a_validation_set_smaller_than_num_samples_says_why(tmp_path):
     trainer = _trainer(tmp_path, [callback], limit_val_batches=3)
     with pytest.warns(UserWarning, match=r"the first validation epoch gave only 3 samples for `num_samples`=6"):
         trainer.fit(OneByOne())
-    assert len(callback._batch) == 3 and callback._history["rollout"][0][1].shape[0] == 3
+    assert len(callback.fixed_batch) == 3 and callback._map_log.history["rollout"][0][1].shape[0] == 3
 
 
 # ------------------------------------------------------------------------------------ uint8 images
@@ -113,11 +113,11 @@ def test_uint8_images_with_input_transform_give_the_maps_of_the_model_input(tmp_
     )
     module = Uint8Module()
     _trainer(tmp_path, [callback]).fit(module)
-    assert callback._batch.images.dtype == torch.uint8
-    inputs = to_float(callback._batch.images)
+    assert callback.fixed_batch.images.dtype == torch.uint8
+    inputs = to_float(callback.fixed_batch.images)
     for method in ["rollout", "gradcam"]:
-        _, maps = callback._history[method][-1]
-        torch.testing.assert_close(maps, explain(module, inputs, method, target=callback._batch.labels))
+        _, maps = callback._map_log.history[method][-1]
+        torch.testing.assert_close(maps, explain(module, inputs, method, target=callback.fixed_batch.labels))
 
 
 def test_input_transform_is_importable_by_path_from_the_cli(tmp_path):
@@ -209,7 +209,7 @@ def test_constant_maps_warn_once_per_method_with_the_cause(tmp_path):
         assert f"every {method} map at step 0 is constant (value 0)" in message
         assert "zero-initialised classifier head" in message
     for method in GRADIENT_METHODS:
-        init, later = callback._history[method][0][1], callback._history[method][-1][1]
+        init, later = callback._map_log.history[method][0][1], callback._map_log.history[method][-1][1]
         assert bool(constant_maps(init).all()) and not bool(constant_maps(later).any())
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-import lightning_rollout.callback as callback_module
+import lightning_rollout.logging_maps as logging_maps
 from lightning_helpers import RandomScenes, make_module_class, read_events
 from lightning_rollout import AttentionRolloutCallback
 
@@ -103,9 +103,9 @@ def test_fixed_batch_is_the_first_validation_samples_and_never_changes(tmp_path)
     trainer = _trainer(tmp_path, [callback], max_epochs=3)
     trainer.fit(module)
     dataset = module.val_dataloader().dataset
-    torch.testing.assert_close(callback._batch.images, dataset.images[:6])
-    torch.testing.assert_close(callback._batch.labels, dataset.labels[:6])
-    torch.testing.assert_close(callback._batch.masks, dataset.masks[:6])
+    torch.testing.assert_close(callback.fixed_batch.images, dataset.images[:6])
+    torch.testing.assert_close(callback.fixed_batch.labels, dataset.labels[:6])
+    torch.testing.assert_close(callback.fixed_batch.masks, dataset.masks[:6])
 
 
 def test_nothing_from_sanity_check_and_every_n_epochs(tmp_path):
@@ -170,14 +170,16 @@ def test_exception_inside_side_pass_leaves_model_clean(tmp_path):
 
 def test_nan_maps_warn_and_skip_that_epoch(tmp_path, monkeypatch):
     calls = {"n": 0}
-    real_explain = callback_module.explain
+    real_explain_many = logging_maps.explain_many
 
     def sometimes_nan(*args, **kwargs):
         calls["n"] += 1
-        maps = real_explain(*args, **kwargs)
-        return maps * float("nan") if calls["n"] == 2 else maps
+        maps, output = real_explain_many(*args, **kwargs)
+        if calls["n"] == 2:
+            maps = {method: method_maps * float("nan") for method, method_maps in maps.items()}
+        return maps, output
 
-    monkeypatch.setattr(callback_module, "explain", sometimes_nan)
+    monkeypatch.setattr(logging_maps, "explain_many", sometimes_nan)
     trainer = _trainer(tmp_path, [AttentionRolloutCallback()], max_epochs=2)
     with pytest.warns(UserWarning, match=r"maps at step 4 contain NaN/Inf"):
         trainer.fit(Module())
@@ -241,7 +243,7 @@ def test_dict_batches_and_explicit_keys(tmp_path):
 
     callback = AttentionRolloutCallback(num_samples=5, image_key="image", label_key="label", mask_key="mask")
     _trainer(tmp_path, [callback], max_epochs=1).fit(DictModule())
-    assert len(callback._batch) == 5 and callback._batch.masks.shape == (5, 16, 16)
+    assert len(callback.fixed_batch) == 5 and callback.fixed_batch.masks.shape == (5, 16, 16)
 
 
 def test_other_logger_writes_pngs_and_warns_once(tmp_path):
@@ -257,7 +259,7 @@ def test_other_logger_writes_pngs_and_warns_once(tmp_path):
 
 
 def test_no_logger_warns_once_and_does_nothing(tmp_path, monkeypatch):
-    monkeypatch.setattr(callback_module, "explain", lambda *a, **k: pytest.fail("no side pass without a logger"))
+    monkeypatch.setattr(logging_maps, "explain_many", lambda *a, **k: pytest.fail("no side pass without a logger"))
     trainer = _trainer(tmp_path, [AttentionRolloutCallback()], max_epochs=2, logger=False)
     with pytest.warns(UserWarning, match="has no logger") as record:
         trainer.fit(Module())
@@ -279,8 +281,8 @@ def test_two_instances_checkpoint_and_resume(tmp_path):
     resumed_second = AttentionRolloutCallback(methods=["gradcam"], num_samples=3)
     trainer = _trainer(tmp_path, [resumed_first, resumed_second], max_epochs=4)
     trainer.fit(Module(), ckpt_path=path)
-    torch.testing.assert_close(resumed_first._batch.images, first._batch.images)
-    labels = [label for label, _ in resumed_second._history["gradcam"]]
+    torch.testing.assert_close(resumed_first.fixed_batch.images, first.fixed_batch.images)
+    labels = [label for label, _ in resumed_second._map_log.history["gradcam"]]
     assert labels == ["init", "e0 s4", "e1 s8", "e2 s12", "e3 s16"], "the filmstrip goes on"
     film = read_events(trainer.logger.log_dir).Images("attention/gradcam/filmstrip")
     assert film[-1].step == 16 and film[-1].width > film[0].width
@@ -350,7 +352,7 @@ def test_label_target_needs_labels(tmp_path):
         _trainer(tmp_path, [AttentionRolloutCallback()]).fit(ImagesOnly())
     prediction = AttentionRolloutCallback(target="prediction")
     _trainer(tmp_path, [prediction], max_epochs=1).fit(ImagesOnly())
-    assert prediction._batch.labels is None and prediction._last_logged is not None
+    assert prediction.fixed_batch.labels is None and prediction._map_log.last_logged is not None
 
 
 @pytest.mark.parametrize("strategy", ["ddp", "ddp_spawn"])

@@ -20,7 +20,7 @@ from lightning_rollout import explain, resolve_geometry
         (dict(method="chefer", target=torch.tensor([0.0, 1.0, 2.0])), r"`target` must hold integer class indices"),
         (dict(method="chefer", target=5), r"`target` values must be in \[0, 5\), got \[5, 5, 5\]"),
         (dict(method="chefer", target=torch.tensor([0, -1, 2])), r"`target` values must be in \[0, 5\)"),
-        (dict(method="chefer", target="cat"), r"`target` must be None, an int or a LongTensor"),
+        (dict(method="chefer", target="cat"), r"`target` must be None, an int, a LongTensor of shape \(B,\) or a callable"),
         (dict(grid_size=(3, 3)), r"attends over N=17 tokens, but the geometry gives num_prefix_tokens=1 \+ grid_size=\(3, 3\) = 10"),
         (dict(num_prefix_tokens=-1), r"`num_prefix_tokens` must be an int >= 0, got -1"),
         (dict(grid_size=(4,)), r"`grid_size` must be two positive ints"),

@@ -1,20 +1,35 @@
-"""Explanation methods: pure, batched torch functions, one small module per method."""
+"""Explanation methods, one small module per method: its pure, batched torch math and its
+:class:`~lightning_rollout.methods.base.Method`, the accumulator the shared side pass feeds.
 
-from lightning_rollout.methods.chefer import chefer_layer
+A new method is one module: the math as pure functions, a :class:`Method` subclass saying what it needs
+(attention layers, Grad-CAM's layer, a gradient) and folding what it receives, and
+:func:`register_method`. See :mod:`lightning_rollout.methods.base` for the protocol.
+"""
+
+from lightning_rollout.methods.base import LiveForward, Method, PassContext, method_class, method_names, register_method
 from lightning_rollout.methods.core import HEAD_FUSIONS
-from lightning_rollout.methods.grad_rollout import grad_rollout_layer
-from lightning_rollout.methods.gradcam import gradcam_tokens
 from lightning_rollout.methods.rollout import rollout_layer
+from lightning_rollout.methods.grad_rollout import grad_rollout_layer
+from lightning_rollout.methods.chefer import chefer_layer
+from lightning_rollout.methods.gradcam import gradcam_tokens
 
-METHODS = ("rollout", "grad_rollout", "chefer", "gradcam")
-GRADIENT_METHODS = ("grad_rollout", "chefer", "gradcam")
+METHODS = tuple(method_names())
+"""The built-in methods' names."""
+GRADIENT_METHODS = tuple(name for name in METHODS if method_class(name).needs_grad)
+"""The built-in methods that need a gradient (a target)."""
 
 __all__ = [
     "GRADIENT_METHODS",
     "HEAD_FUSIONS",
+    "LiveForward",
     "METHODS",
+    "Method",
+    "PassContext",
     "chefer_layer",
     "grad_rollout_layer",
     "gradcam_tokens",
+    "method_class",
+    "method_names",
+    "register_method",
     "rollout_layer",
 ]

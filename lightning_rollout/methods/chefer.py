@@ -3,6 +3,9 @@
 import torch
 from torch import Tensor
 
+from lightning_rollout.methods.base import register_method
+from lightning_rollout.methods.chain import BackwardChain
+
 
 def chefer_layer(attention: Tensor, gradient: Tensor) -> Tensor:
     """One layer's factor ``I + mean_heads(clamp(∂s/∂A ⊙ A, min=0))`` of the relevance update.
@@ -20,3 +23,13 @@ def chefer_layer(attention: Tensor, gradient: Tensor) -> Tensor:
     fused = (attention.float() * gradient.float()).clamp(min=0).mean(dim=1)
     eye = torch.eye(fused.shape[-1], device=fused.device, dtype=fused.dtype)
     return fused + eye
+
+
+@register_method
+class Chefer(BackwardChain):
+    """``"chefer"``: :func:`chefer_layer` folded through the shared backward."""
+
+    name = "chefer"
+
+    def layer_factor(self, attention: Tensor, gradient: Tensor) -> Tensor:
+        return chefer_layer(attention, gradient)

@@ -2,6 +2,8 @@
 
 from torch import Tensor
 
+from lightning_rollout.methods.base import register_method
+from lightning_rollout.methods.chain import BackwardChain
 from lightning_rollout.methods.core import add_identity_and_normalize, discard_smallest
 
 
@@ -21,3 +23,13 @@ def grad_rollout_layer(attention: Tensor, gradient: Tensor, discard_ratio: float
     """
     fused = (attention.float() * gradient.float()).mean(dim=1).clamp(min=0)
     return add_identity_and_normalize(discard_smallest(fused, discard_ratio))
+
+
+@register_method
+class GradRollout(BackwardChain):
+    """``"grad_rollout"``: :func:`grad_rollout_layer` folded through the shared backward."""
+
+    name = "grad_rollout"
+
+    def layer_factor(self, attention: Tensor, gradient: Tensor) -> Tensor:
+        return grad_rollout_layer(attention, gradient, self.context.discard_ratio)

@@ -1,6 +1,10 @@
-"""Grad-CAM on the patch-token grid of a Vision Transformer."""
+"""Grad-CAM on the patch-token grid of a Vision Transformer (or a hierarchical model's last feature map)."""
+
+from typing import Optional
 
 from torch import Tensor
+
+from lightning_rollout.methods.base import Method, check_tokens, register_method
 
 
 def gradcam_tokens(activations: Tensor, gradients: Tensor, num_prefix_tokens: int) -> Tensor:
@@ -20,3 +24,38 @@ def gradcam_tokens(activations: Tensor, gradients: Tensor, num_prefix_tokens: in
     patches = activations[:, num_prefix_tokens:].float()
     weights = gradients[:, num_prefix_tokens:].float().mean(dim=1)
     return (patches * weights[:, None, :]).sum(dim=-1).clamp(min=0)
+
+
+@register_method
+class GradCAM(Method):
+    """``"gradcam"``: tokens ``(B, N, C)`` (prefix dropped, laid on the token grid) or a map ``(B, C, h, w)``."""
+
+    name = "gradcam"
+    uses_attention = False
+    uses_gradcam = True
+    needs_grad = True
+    shared_backward = True
+
+    def __init__(self, context) -> None:
+        super().__init__(context)
+        self.result: Optional[Tensor] = None
+
+    def gradcam(self, layer_name: str, activation: Tensor, gradient: Tensor) -> None:
+        if activation.dim() == 4:
+            height, width = activation.shape[-2:]
+            tokens = activation.flatten(2).transpose(1, 2)
+            scores = gradcam_tokens(tokens, gradient.flatten(2).transpose(1, 2), 0)
+            self.result = scores.reshape(-1, height, width)
+            return
+        if activation.dim() != 3:
+            raise ValueError(
+                f"the Grad-CAM layer {layer_name!r} must output tokens (B, N, C) or a feature map (B, C, h, w), "
+                f"got shape {tuple(activation.shape)}"
+            )
+        geometry = self.context.geometry
+        check_tokens(activation.shape[1], layer_name, geometry)
+        scores = gradcam_tokens(activation, gradient, geometry.num_prefix_tokens)
+        self.result = scores.reshape(-1, *geometry.grid_size)
+
+    def maps(self) -> Tensor:
+        return self.result

@@ -1,7 +1,11 @@
-"""Attention rollout (Abnar & Zuidema, 2020): one layer's factor of the rollout product."""
+"""Attention rollout (Abnar & Zuidema, 2020): one layer's factor of the rollout product, and the method."""
 
+from typing import Optional
+
+import torch
 from torch import Tensor
 
+from lightning_rollout.methods.base import Method, grid_of, register_method
 from lightning_rollout.methods.core import add_identity_and_normalize, discard_smallest, fuse_heads
 
 
@@ -18,3 +22,21 @@ def rollout_layer(attention: Tensor, head_fusion: str, discard_ratio: float) -> 
     """
     fused = discard_smallest(fuse_heads(attention, head_fusion), discard_ratio)
     return add_identity_and_normalize(fused)
+
+
+@register_method
+class Rollout(Method):
+    """``"rollout"``: multiplies each layer's factor into ``R = A_l @ R`` as the layer runs (forward only)."""
+
+    name = "rollout"
+
+    def __init__(self, context) -> None:
+        super().__init__(context)
+        self.relevance: Optional[Tensor] = None
+
+    def forward_attention(self, layer: int, attention: Tensor) -> None:
+        factor = rollout_layer(attention, self.context.head_fusion, self.context.discard_ratio)
+        self.relevance = factor if self.relevance is None else torch.bmm(factor, self.relevance)
+
+    def maps(self) -> Tensor:
+        return grid_of(self.context, self.context.readout.apply(self.relevance))

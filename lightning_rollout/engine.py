@@ -1,0 +1,260 @@
+"""One hooked side pass that feeds every requested method: one forward and at most one backward.
+
+Data flow: the methods say what they need (:class:`~lightning_rollout.methods.base.Method` flags) → the
+side pass (:func:`~lightning_rollout.capture.side_pass` and the adapter's settings) captures the attention
+layers and/or Grad-CAM's layer, once, whatever the number of methods → each layer's attention goes to
+every method as it is produced (rollout folds it in right away) → after the forward the read-out and the
+target scores are fixed → one backward of the summed target scores, down to the first attention layer
+(or Grad-CAM's layer), during which one tensor hook per attention layer hands ``(attention, gradient)``
+to every gradient method, last layer first → each method's maps.
+
+Nothing outlives the pass: each tensor hook is owned by its attention's autograd node (C++) and reaches
+the pass, which keeps the attentions; a cycle ``gc`` cannot see. So the hooks are removed and every kept
+tensor dropped in ``finally``, also when the forward raises.
+"""
+
+from contextlib import ExitStack, nullcontext
+from functools import partial
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Type
+
+import torch
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+
+from lightning_rollout.capture import side_pass
+from lightning_rollout.checks import OutputKey, Target, select_output
+from lightning_rollout.methods.base import LiveForward, Method, PassContext, check_tokens
+from lightning_rollout.models.base import Layout, ModelAdapter
+
+
+def float32(device: torch.device):
+    """Keeps the methods' math in float32 under a caller's autocast (which would run bmm in bf16/fp16)."""
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
+def _check_attention(name: str, attention: Tensor, context: PassContext) -> None:
+    if attention.dim() != 4 or attention.shape[-1] != attention.shape[-2]:
+        raise ValueError(
+            f"module {name!r} returned shape {tuple(attention.shape)}, not an attention tensor (B, heads, N, N); "
+            "point `attention_pattern` at the modules that output post-softmax attention"
+        )
+    check_tokens(attention.shape[-1], name, context.geometry, "attends over")
+
+
+def _class_indices(target: Target, logits: Tensor) -> Tensor:
+    if target is None:
+        return logits.argmax(dim=-1)
+    num_classes = logits.shape[1]
+    if isinstance(target, int):
+        target = torch.full((logits.shape[0],), target, dtype=torch.long)
+    # A copy made here, outside inference mode, can be saved for backward by ``gather``.
+    target = target.to(device=logits.device, dtype=torch.long).clone()
+    if bool(((target < 0) | (target >= num_classes)).any()):
+        raise ValueError(f"`target` values must be in [0, {num_classes}), got {target.tolist()}")
+    return target
+
+
+def target_score(target: Target, output: Tensor, batch_size: int) -> Callable[[Tensor], Tensor]:
+    """The function giving the ``(B,)`` per-sample scores that gradient methods explain.
+
+    Args:
+        target: ``None`` (each sample's predicted class), an int, a LongTensor ``(B,)``, or a callable
+            ``target(output) -> (B,)`` float scores.
+        output: the selected model output of the forward (after ``output_key``); for class targets the
+            logits ``(B, num_classes)``, which fix the predicted class.
+        batch_size: ``B``.
+
+    Returns:
+        ``score(output) -> (B,)``: the target's logit per sample, or the callable's checked result; it
+        applies to ``output`` and to outputs of the same form (LeGrad's per-layer read-outs).
+
+    Raises:
+        ValueError: naming ``target`` when class targets meet an output that is not ``(B, num_classes)``,
+            or the callable returns something else than differentiable float scores ``(B,)``.
+    """
+    if callable(target) and not isinstance(target, Tensor):
+        def score(value: Tensor) -> Tensor:
+            scores = target(value)
+            _check_scores(scores, batch_size, value.requires_grad)
+            return scores
+
+        return score
+    if not isinstance(output, Tensor) or output.dim() != 2:
+        raise ValueError(
+            "gradient methods with a class `target` need a model returning logits of shape (B, num_classes), got "
+            f"{tuple(output.shape)}; pass `output_key` to pick the logits, or a callable `target` mapping the "
+            "output to (B,) scores"
+        )
+    indices = _class_indices(target, output)
+    return lambda value: value.gather(1, indices[:, None].to(value.device)).squeeze(1)
+
+
+def _check_scores(scores, batch_size: int, needs_graph: bool) -> None:
+    if not isinstance(scores, Tensor) or tuple(scores.shape) != (batch_size,) or not scores.is_floating_point():
+        got = (
+            f"a {scores.dtype} tensor of shape {tuple(scores.shape)}" if isinstance(scores, Tensor)
+            else type(scores).__name__
+        )
+        raise ValueError(
+            f"a callable `target` must return float scores of shape ({batch_size},), one per sample, got {got}"
+        )
+    if needs_graph and not scores.requires_grad:
+        raise ValueError(
+            "a callable `target` must return scores computed from the output it is given (with their gradient); "
+            "got a tensor without autograd history (detached, or computed under torch.no_grad())"
+        )
+
+
+class _SidePass:
+    """The hooks of one side pass: hands each captured tensor to the methods that asked for it."""
+
+    def __init__(self, context: PassContext, methods: List[Method], device: torch.device) -> None:
+        self.context = context
+        self.device = device
+        self.attention_methods = [m for m in methods if m.uses_attention]
+        self.backward_methods = [m for m in self.attention_methods if m.shared_backward]
+        self.gradcam_methods = [m for m in methods if m.uses_gradcam]
+        self.live = LiveForward()
+        self.hooks: List[RemovableHandle] = []
+        self.next_layer = -1
+        self.activation: Optional[Tensor] = None
+        self.activation_layout: Optional[Layout] = None
+
+    def on_attention(self, name: str, attention: Tensor, layout: Optional[Layout] = None) -> None:
+        laid_out = attention.detach() if layout is None else layout(attention.detach(), 1.0)
+        _check_attention(name, laid_out, self.context)
+        layer = len(self.live.attentions)
+        self.live.attentions.append(attention)
+        self.live.layouts.append(layout)
+        with float32(self.device):
+            for method in self.attention_methods:
+                method.forward_attention(layer, laid_out)
+        if self.backward_methods and attention.requires_grad:
+            self.hooks.append(attention.register_hook(partial(self._on_gradient, layer, attention.detach(), layout)))
+        self.next_layer = layer
+
+    def _on_gradient(self, layer: int, attention: Tensor, layout: Optional[Layout], gradient: Tensor) -> None:
+        if layer != self.next_layer:
+            raise RuntimeError(
+                f"attention gradients arrived out of order (layer {layer}, expected {self.next_layer}); "
+                "gradient methods need the attention layers to run once each, in sequence"
+            )
+        self.next_layer -= 1
+        if layout is not None:
+            attention, gradient = layout(attention, 1.0), layout(gradient, 0.0)
+        with float32(self.device):
+            for method in self.backward_methods:
+                method.backward_attention(layer, attention, gradient)
+
+    def on_gradcam(self, name: str, activation: Tensor, layout: Optional[Layout] = None) -> None:
+        self.activation, self.activation_layout = activation, layout
+
+    def check_backward(self) -> None:
+        if self.next_layer != -1:
+            total = len(self.live.attentions)
+            raise RuntimeError(
+                f"only {total - 1 - self.next_layer} of {total} attention layers received a gradient from the "
+                "target score"
+            )
+
+    def release(self) -> None:
+        """Removes the tensor hooks and drops every tensor on the autograd graph."""
+        for handle in self.hooks:
+            handle.remove()
+        self.hooks.clear()
+        self.live = LiveForward()
+        self.activation = self.activation_layout = None
+
+
+def run_pass(
+    model: nn.Module,
+    images: Tensor,
+    method_classes: Sequence[Type[Method]],
+    adapter: ModelAdapter,
+    *,
+    head_fusion: str,
+    discard_ratio: float,
+    target: Target,
+    output_key: OutputKey,
+) -> Tuple[List[Method], Tensor]:
+    """Runs one side pass for ``method_classes``; the arguments are checked by the caller.
+
+    Returns:
+        The methods, fed (call :meth:`Method.maps`), and the selected model output, detached.
+
+    Raises:
+        ValueError: a forward that captured nothing, a bad target for this output, a bad layer output.
+    """
+    geometry = adapter.geometry(tuple(images.shape[-2:]))
+    context = PassContext(model, adapter, geometry, head_fusion, discard_ratio)
+    methods = [method_class(context) for method_class in method_classes]
+    uses_attention = any(m.uses_attention for m in methods)
+    uses_gradcam = any(m.uses_gradcam for m in methods)
+    needs_grad = any(m.needs_grad for m in methods)
+    layers = adapter.attention_layers() if uses_attention else []
+    hooks = _SidePass(context, methods, images.device)
+    try:
+        settings = adapter.attention_settings() if uses_attention else nullcontext()
+        with side_pass(model, images.device, needs_grad), settings:
+            with ExitStack() as captures:
+                if uses_attention:
+                    captures.enter_context(adapter.capture_attention(layers, hooks.on_attention))
+                    readout_of = captures.enter_context(adapter.capture_readout())
+                if uses_gradcam:
+                    gradcam_name = captures.enter_context(adapter.capture_gradcam(hooks.on_gradcam))
+                for method in methods:
+                    captures.enter_context(method.capture())
+                if needs_grad:
+                    images = images.detach().clone().requires_grad_(True)
+                output = select_output(model(images), output_key)
+            if uses_attention:
+                if not hooks.live.attentions:
+                    pattern = getattr(adapter, "attention_pattern", None)
+                    raise ValueError(
+                        f"the attention layers of {type(adapter.root).__name__} ({adapter.family} adapter"
+                        + (f", `attention_pattern`={pattern!r}" if pattern is not None else "")
+                        + ") captured no attention in the forward: they never ran (is a fused attention kernel "
+                        "bypassing them?)"
+                    )
+                context.readout = readout_of(geometry)
+            if uses_gradcam and hooks.activation is None:
+                raise ValueError(f"the Grad-CAM layer {gradcam_name!r} never ran in the forward")
+            if needs_grad:
+                _backward(hooks, methods, output, target, images.shape[0], gradcam_name if uses_gradcam else "")
+        return methods, output.detach()
+    finally:
+        hooks.release()
+
+
+def _backward(
+    hooks: _SidePass, methods: List[Method], output: Tensor, target: Target, batch_size: int, gradcam_name: str
+) -> None:
+    """``after_forward`` of every method, then the one shared backward of the summed target scores."""
+    score = target_score(target, output, batch_size)
+    hooks.live.output, hooks.live.score = output, score
+    for method in methods:
+        method.after_forward(hooks.live)
+    gradcam_methods = [m for m in hooks.gradcam_methods if m.shared_backward]
+    # The backward stops at the first attention layer (and Grad-CAM's layer): nothing below is needed.
+    inputs = ([hooks.live.attentions[0]] if hooks.backward_methods else []) + (
+        [hooks.activation] if gradcam_methods else []
+    )
+    if not inputs:
+        return
+    gradients = torch.autograd.grad(score(output).sum(), inputs)
+    if hooks.backward_methods:
+        hooks.check_backward()
+    if gradcam_methods:
+        activation, gradient = hooks.activation.detach(), gradients[-1]
+        if hooks.activation_layout is not None:
+            activation = hooks.activation_layout(activation, 0.0)
+            gradient = hooks.activation_layout(gradient, 0.0)
+        with float32(activation.device):
+            for method in gradcam_methods:
+                method.gradcam(gradcam_name, activation, gradient)
+
+
+def maps_of(methods: List[Method], device: torch.device) -> Dict[str, Tensor]:
+    """``{name: (B, grid_h, grid_w) float32 maps}`` of fed methods."""
+    with float32(device):
+        return {method.name: method.maps().float() for method in methods}

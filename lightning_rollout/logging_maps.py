@@ -1,0 +1,259 @@
+"""One logging step of :class:`~lightning_rollout.AttentionRolloutCallback`: the side pass over the fixed
+batch, then pictures and scalars handed to one sink per logger.
+
+:func:`log_maps` is the step itself; the callback calls it after each logged validation (or test) epoch and
+``lightning-rollout replay`` once per checkpoint. :func:`explain_fixed_batch` is the side pass alone (the
+model's probabilities, every method's maps, their faithfulness scalars); :class:`MapLog` keeps what a
+filmstrip needs across steps and goes into the callback's checkpointed state.
+"""
+
+import os
+from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Tuple
+
+from torch import Tensor, nn
+
+from lightning_rollout.capture import side_pass
+from lightning_rollout.display import model_input
+from lightning_rollout.distributed import is_sharded
+from lightning_rollout.explain import explain_many
+from lightning_rollout.fixed_batch import Warn
+from lightning_rollout.rendering import to_display_images
+from lightning_rollout.report import (
+    all_finite,
+    captions,
+    constant_maps,
+    faithfulness_scalars,
+    map_scalars,
+    pick_columns,
+    render_filmstrips,
+    render_samples,
+)
+from lightning_rollout.sinks import ImageSink, PNGImageSink, sink_for_logger
+
+if TYPE_CHECKING:
+    from lightning_rollout.callback import AttentionRolloutCallback
+
+CONSTANT_MAP_CAUSES = {
+    "rollout": (
+        "every class-to-patch entry was discarded: untrained layer-scale models (deit3, DINOv2 with "
+        "registers) keep almost all attention on the diagonal; lower `discard_ratio` (e.g. 0.5 or 0)"
+    ),
+    "grad_rollout": (
+        "the target logit has no gradient through the attention: a zero-initialised classifier head "
+        "(torchvision's ViT) gives zero gradients at init, and a `global_pool='avg'` model gives none through "
+        "the class token; the maps fill in once the head trains, or lower `discard_ratio`"
+    ),
+    "chefer": (
+        "the target logit has no gradient through the attention: a zero-initialised classifier head "
+        "(torchvision's ViT) gives zero gradients at init, and a `global_pool='avg'` model gives none through "
+        "the class token; the maps fill in once the head trains"
+    ),
+    "gradcam": (
+        "the target logit has no gradient at `gradcam_layer` (a zero-initialised classifier head gives "
+        "zero gradients at init) or every channel weight is negative; the maps fill in once the head trains"
+    ),
+}
+"""Why each method's maps come out constant, and what to change; shown in the warning."""
+
+
+class SidePass(NamedTuple):
+    """What one side pass over the fixed batch gives, on the CPU."""
+
+    maps: Dict[str, Tensor]
+    """``{method: (B, h, w)}``."""
+    probabilities: Tensor
+    """``(B, num_classes)`` softmax of the model's output."""
+    faithfulness: Dict[str, Dict[str, float]]
+    """``{method: {"deletion_auc": ..., "insertion_auc": ...}}``; empty when off or a map is not finite."""
+
+
+class MapLog:
+    """What the logging steps remember: each method's filmstrip columns and the last ``(root, step)`` logged.
+
+    Args:
+        methods: the callback's methods.
+    """
+
+    def __init__(self, methods: List[str]) -> None:
+        self.history: Dict[str, List[Tuple[str, Tensor]]] = {method: [] for method in methods}
+        self.last_logged: Optional[Tuple[str, int]] = None
+        self.sinks: Optional[List[ImageSink]] = None  # one per logger, made at the first logging step
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {
+            "history": {method: list(entries) for method, entries in self.history.items()},
+            "last_logged": self.last_logged,
+        }
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        history = state_dict.get("history", {})
+        self.history = {method: list(history.get(method, [])) for method in self.history}
+        last_logged = state_dict.get("last_logged")
+        self.last_logged = None if last_logged is None else tuple(last_logged)
+
+
+def image_sinks(trainer: Any, tag_prefix: str, warn: Warn) -> List[ImageSink]:
+    """One sink per logger: its native one (TensorBoard, W&B, MLflow) or PNG files under its log dir."""
+    if not trainer.loggers:
+        warn("no-logger", "AttentionRolloutCallback: the Trainer has no logger; nothing is logged")
+        return []
+    sinks, png_roots = [], set()
+    for logger in trainer.loggers:
+        sink = sink_for_logger(logger)
+        if sink is None:
+            # The tags start with ``tag_prefix``: files land in <log_dir>/<tag_prefix>/<method>/...
+            root = getattr(logger, "log_dir", None) or logger.save_dir or trainer.default_root_dir
+            if root in png_roots:
+                continue
+            png_roots.add(root)
+            sink = PNGImageSink(root)
+            warn(
+                f"png-{root}",
+                f"AttentionRolloutCallback: {type(logger).__name__} cannot show images; PNGs are written under "
+                f"{os.path.join(root, tag_prefix)} (TensorBoardLogger, WandbLogger and MLFlowLogger show "
+                "them in their UI)",
+            )
+        sinks.append(sink)
+    return sinks
+
+
+def explain_fixed_batch(
+    callback: "AttentionRolloutCallback", trainer: Any, pl_module: nn.Module, model: nn.Module
+) -> SidePass:
+    """The side pass through ``model`` (``pl_module``, or the strategy's wrapper of a sharded one) over the
+    callback's fixed batch: probabilities, every method's maps and their faithfulness scalars (when on), under
+    the Trainer's precision."""
+    batch = callback.fixed_batch
+    device = pl_module.device if hasattr(pl_module, "device") else next(pl_module.parameters()).device
+    precision = trainer.precision_plugin
+    inputs = model_input(batch.images.to(device), callback.input_transform, callback._display_stats)
+    images = precision.convert_input(inputs)
+    with precision.forward_context():
+        target = None
+        if callback.target == "label" and batch.labels is not None:
+            target = batch.labels.to(device)
+        options = dict(
+            head_fusion=callback.head_fusion,
+            discard_ratio=callback.discard_ratio,
+            target=target,
+            attention_pattern=callback.attention_pattern,
+            gradcam_layer=callback.gradcam_layer,
+            num_prefix_tokens=callback.num_prefix_tokens,
+            grid_size=callback.grid_size,
+        )
+        # One forward (and one backward) for every method; the probabilities come from the same forward.
+        maps, logits = explain_many(model, images, list(callback.methods), return_output=True, **options)
+        maps = {method: method_maps.cpu() for method, method_maps in maps.items()}
+        probabilities = logits.float().softmax(dim=-1).cpu()
+        faithfulness: Dict[str, Dict[str, float]] = {}
+        if callback.faithfulness_steps and all(all_finite(value) for value in maps.values()):
+            scored = target if target is not None else probabilities.argmax(dim=-1).to(device)
+            steps, baseline = callback.faithfulness_steps, callback.faithfulness_baseline
+            with side_pass(model, images.device, needs_grad=False):
+                faithfulness = {
+                    method: faithfulness_scalars(model, images, method_maps, scored, steps, baseline)
+                    for method, method_maps in maps.items()
+                }
+    return SidePass(maps, probabilities, faithfulness)
+
+
+def log_maps(
+    callback: "AttentionRolloutCallback",
+    trainer: Any,
+    pl_module: nn.Module,
+    label: Optional[str],
+    step: Optional[int] = None,
+    root: Optional[str] = None,
+    ready: bool = True,
+) -> None:
+    """Explains ``callback``'s fixed batch with ``pl_module`` and logs pictures and scalars to ``trainer``'s
+    loggers.
+
+    Every rank must call this: on a sharded model all ranks run the side pass on rank 0's batch (sent to
+    them once), only rank 0 renders and logs; otherwise rank 0 works alone.
+
+    Args:
+        callback: the callback whose settings, fixed batch and filmstrip columns are used (and extended).
+        trainer: lends its loggers, precision plugin, strategy and rank.
+        pl_module: the model to explain.
+        label: the filmstrip column's name (e.g. ``"e3 s120"``); ``None`` (test runs) logs no filmstrip
+            and keeps no column.
+        step: the step to log at; ``None``: ``trainer.global_step``.
+        root: the first part of the tags; ``None``: ``callback.tag_prefix``.
+        ready: rank 0's decision to log this time; ``False`` skips it (on every rank).
+    """
+    step = trainer.global_step if step is None else step
+    root = callback.tag_prefix if root is None else root
+    state = callback._map_log
+    sinks: List[ImageSink] = []
+    if trainer.is_global_zero:
+        ready = ready and callback.fixed_batch is not None and state.last_logged != (root, step)
+        if ready and state.sinks is None:
+            state.sinks = image_sinks(trainer, callback.tag_prefix, callback._warn_once)
+        sinks = (state.sinks or []) if ready else []
+        ready = bool(sinks)
+    # A sharded model runs through the strategy's wrapper (an FSDP1 root or DeepSpeed engine gathers the
+    # parameters it holds); a data parallel one runs unwrapped, so that DDP's forward never syncs.
+    wrapper = trainer.strategy.model
+    sharded = wrapper is not None and is_sharded(wrapper)
+    if sharded and trainer.world_size > 1:
+        if not callback._keeper.share(trainer.is_global_zero, ready):
+            return
+    elif not trainer.is_global_zero or not ready:
+        return
+    result = explain_fixed_batch(callback, trainer, pl_module, wrapper if sharded else pl_module)
+    if not trainer.is_global_zero:
+        return
+    broken = [method for method, value in result.maps.items() if not all_finite(value)]
+    if broken:
+        callback._warn_once(
+            f"nan-{step}",
+            f"AttentionRolloutCallback: the {broken} maps at step {step} contain NaN/Inf (is the model "
+            "diverging?); nothing is logged this time, training goes on",
+        )
+        return
+    state.last_logged = (root, step)
+    _render_and_log(callback, trainer.loggers, sinks, root, step, label, result)
+
+
+def _render_and_log(
+    callback: "AttentionRolloutCallback",
+    loggers: List[Any],
+    sinks: List[ImageSink],
+    root: str,
+    step: int,
+    label: Optional[str],
+    result: SidePass,
+) -> None:
+    """Pictures to ``sinks`` and scalars to ``loggers``; appends a filmstrip column when ``label`` is given."""
+    batch, history, stats = callback.fixed_batch, callback._map_log.history, callback._display_stats
+    display = to_display_images(model_input(batch.images, callback.input_transform, stats), *stats)
+    sample_captions = captions(batch.labels, result.probabilities, callback.class_names)
+    samples_caption = " | ".join(f"{i}: " + ", ".join(lines) for i, lines in enumerate(sample_captions))
+    scalars: Dict[str, float] = {}
+    if batch.masks is not None:
+        scalars[f"{root}/mask_area"] = float(batch.masks.float().mean())
+    for method, method_maps in result.maps.items():
+        tag = f"{root}/{method}"
+        if bool(constant_maps(method_maps).all()):
+            callback._warn_once(
+                f"constant-{method}",
+                f"AttentionRolloutCallback: every {method} map at step {step} is constant (value "
+                f"{float(method_maps.flatten()[0]):.3g}); likely cause: {CONSTANT_MAP_CAUSES[method]}. "
+                "The pictures say 'constant map' instead of an overlay",
+            )
+        samples = render_samples(display, method_maps, sample_captions, callback.colormap, callback.alpha)
+        for sink in sinks:
+            sink.log_image(f"{tag}/samples", samples, step, caption=samples_caption)
+        if label is not None:
+            history[method].append((label, method_maps))
+            columns = callback.filmstrip_columns
+            filmstrip = render_filmstrips(display, history[method], callback.colormap, callback.alpha, columns)
+            names = [history[method][i][0] for i in pick_columns(len(history[method]), columns)]
+            for sink in sinks:
+                sink.log_image(f"{tag}/filmstrip", filmstrip, step, caption="input | " + " | ".join(names))
+        scalars.update({f"{tag}/{name}": value for name, value in map_scalars(method_maps, batch.masks).items()})
+        scalars.update({f"{tag}/{name}": value for name, value in result.faithfulness.get(method, {}).items()})
+    for logger in loggers:
+        logger.log_metrics(scalars, step=step)
+

@@ -1,0 +1,164 @@
+"""What a method is to the engine: a small accumulator fed by one shared side pass, and the registry.
+
+One side pass (:mod:`lightning_rollout.engine`) runs the forward once and, when a method asks for it, one
+backward of the target score. It hands every method what it asked for, as it arrives:
+
+- :meth:`Method.forward_attention`: each attention layer's post-softmax attention, in forward order
+  (rollout multiplies it into its running product, ``"attention"`` keeps the last one);
+- :meth:`Method.after_forward`: the live forward (the attentions still on the autograd graph, the
+  selected output, the per-sample target scores), for methods that run backward passes of their own;
+- :meth:`Method.backward_attention`: each layer's attention with the target score's gradient, last layer
+  first, from one tensor hook per layer shared by every method (gradient rollout, Chefer);
+- :meth:`Method.gradcam`: Grad-CAM's activation and its gradient, from the same backward.
+
+Then :meth:`Method.maps` gives the ``(B, grid_h, grid_w)`` maps. A new method is one subclass, registered
+with :func:`register_method`; it sets the class attributes that say what it needs and overrides the
+callbacks it uses.
+"""
+
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Callable, ClassVar, ContextManager, Dict, List, Optional, Type
+
+from torch import Tensor, nn
+
+from lightning_rollout.geometry import TokenGeometry
+from lightning_rollout.methods.core import tokens_to_grid
+from lightning_rollout.models.base import Layout, ModelAdapter, Readout
+
+
+@dataclass
+class PassContext:
+    """What every method of one side pass may read.
+
+    Attributes:
+        model: the user's model.
+        adapter: its adapter (where the attention comes from, the geometry, what the head reads).
+        geometry: the token geometry of this batch.
+        head_fusion: ``"mean"``, ``"max"`` or ``"min"``.
+        discard_ratio: fraction in ``[0, 1)`` of each layer's smallest fused entries zeroed per sample.
+        readout: what the head reads; set after the forward, before any backward.
+    """
+
+    model: nn.Module
+    adapter: ModelAdapter
+    geometry: TokenGeometry
+    head_fusion: str
+    discard_ratio: float
+    readout: Optional[Readout] = None
+
+
+@dataclass
+class LiveForward:
+    """The forward while its autograd graph is alive (handed to :meth:`Method.after_forward`).
+
+    Attributes:
+        attentions: each attention layer's attention as the layer produced it, on the graph, forward order.
+        layouts: the layout of each (``None``: already ``(B, heads, N, N)`` on the full token sequence).
+        output: the selected model output (after ``output_key``), on the graph.
+        score: maps an output like ``output`` to the ``(B,)`` per-sample scores being explained (the
+            target's logit, or the caller's ``target`` callable); ``score(output)`` is what the shared
+            backward differentiates.
+    """
+
+    attentions: List[Tensor] = field(default_factory=list)
+    layouts: List[Optional[Layout]] = field(default_factory=list)
+    output: Optional[Tensor] = None
+    score: Optional[Callable[[Tensor], Tensor]] = None
+
+
+class Method:
+    """One explanation method's state through one side pass; subclass, set the flags, override the hooks.
+
+    Class attributes:
+        name: the name ``explain`` takes.
+        uses_attention: it reads the attention layers (the side pass captures them).
+        uses_gradcam: it reads Grad-CAM's activation layer.
+        needs_grad: the forward runs with autograd.
+        shared_backward: it receives gradients of the target score from the one shared backward
+            (:meth:`backward_attention`, :meth:`gradcam`).
+
+    Args:
+        context: the side pass's :class:`PassContext`.
+    """
+
+    name: ClassVar[str] = ""
+    uses_attention: ClassVar[bool] = True
+    uses_gradcam: ClassVar[bool] = False
+    needs_grad: ClassVar[bool] = False
+    shared_backward: ClassVar[bool] = False
+
+    def __init__(self, context: PassContext) -> None:
+        self.context = context
+
+    def capture(self) -> ContextManager:
+        """A context manager entered around the forward, for hooks of the method's own (default: none)."""
+        return nullcontext()
+
+    def forward_attention(self, layer: int, attention: Tensor) -> None:
+        """Layer ``layer``'s attention ``(B, heads, N, N)``, detached and laid out, in forward order."""
+
+    def after_forward(self, live: LiveForward) -> None:
+        """Called once after the forward, before the shared backward, with the graph alive."""
+
+    def backward_attention(self, layer: int, attention: Tensor, gradient: Tensor) -> None:
+        """Layer ``layer``'s attention and the target score's gradient w.r.t. it, last layer first."""
+
+    def gradcam(self, layer_name: str, activation: Tensor, gradient: Tensor) -> None:
+        """Grad-CAM's laid-out activation (detached) and its gradient."""
+
+    def maps(self) -> Tensor:
+        """The ``(B, grid_h, grid_w)`` float32 maps of this pass."""
+        raise NotImplementedError
+
+
+_METHODS: Dict[str, Type[Method]] = {}
+
+
+def register_method(method: Type[Method]) -> Type[Method]:
+    """Registers a :class:`Method` subclass under its ``name`` (usable as a class decorator).
+
+    Raises:
+        TypeError: if ``method`` is not a :class:`Method` subclass with a non-empty ``name``.
+    """
+    if not (isinstance(method, type) and issubclass(method, Method)) or not method.name:
+        raise TypeError(f"`method` must be a Method subclass with a `name`, got {method!r}")
+    _METHODS[method.name] = method
+    return method
+
+
+def method_class(name: str) -> Type[Method]:
+    """The registered method called ``name``.
+
+    Raises:
+        ValueError: naming ``method`` and the registered names.
+    """
+    if not isinstance(name, str) or name not in _METHODS:
+        raise ValueError(f"`method` must be one of {method_names()}, got {name!r}")
+    return _METHODS[name]
+
+
+def method_names() -> List[str]:
+    """The registered method names, in registration order."""
+    return list(_METHODS)
+
+
+def check_tokens(num_tokens: int, name: str, geometry: TokenGeometry, verb: str = "outputs") -> None:
+    """Raises unless a layer's token count is the geometry's ``num_tokens``.
+
+    Raises:
+        ValueError: naming the layer, both counts and the arguments that fix the geometry.
+    """
+    if num_tokens != geometry.num_tokens:
+        raise ValueError(
+            f"module {name!r} {verb} N={num_tokens} tokens, but the geometry gives "
+            f"num_prefix_tokens={geometry.num_prefix_tokens} + grid_size={geometry.grid_size} = "
+            f"{geometry.num_tokens}; pass the right `num_prefix_tokens` / `grid_size`"
+        )
+
+
+def grid_of(context: PassContext, token_scores: Tensor) -> Tensor:
+    """``(B, N)`` token scores → ``(B, grid_h, grid_w)`` patch scores (prefix tokens dropped)."""
+    geometry = context.geometry
+    return tokens_to_grid(token_scores, geometry.num_prefix_tokens, geometry.grid_size)
+
