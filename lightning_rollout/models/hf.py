@@ -10,7 +10,8 @@
   it is on the gradient path. The default implementation (SDPA) returns no weights, so the side pass
   switches the model to this module's own eager attention (:func:`attention_forward`, registered in
   transformers' attention interface as ``"lightning_rollout_eager"``) with ``set_attn_implementation``,
-  and afterwards writes every config's previous value back (the config and the outputs are then bit-identical to before).
+  and afterwards writes every config's previous value back (the config and the outputs are then
+  bit-identical to before).
 - Geometry (from ``config``): one class token, plus DeiT's distillation token and DINOv2-with-registers'
   ``num_register_tokens``; the grid is ``(H // patch_size, W // patch_size)`` of the input. Swin: no
   prefix tokens and the grid of its last stage (the input's patch grid, halved, rounded up, at each of
@@ -129,7 +130,8 @@ def attention_forward(
     keys = key.shape[2]
     scaling = head_dim**-0.5 if scaling is None else scaling
     queries = query.reshape(batch * heads, length, head_dim) * scaling
-    scores = torch.bmm(queries, key.reshape(batch * heads, keys, head_dim).transpose(1, 2))
+    # Keys copied as (B·heads, d, S), the layout ``torch.matmul`` gives them: the same product kernel.
+    scores = torch.bmm(queries, key.transpose(2, 3).reshape(batch * heads, head_dim, keys))
     scores = scores.view(batch, heads, length, keys)
     if attention_mask is not None:
         scores = scores + attention_mask
