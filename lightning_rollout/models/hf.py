@@ -24,7 +24,9 @@
 - Head (LeGrad), as each classification model reads its encoder's tokens: the base model's final
   ``layernorm`` then the class token (ViT, DeiT), the mean of the class and distillation heads (DeiT with
   teacher), BEiT's pooler, DINOv2's ``concat(CLS, mean(patches))``, CLIP's mean of the patch tokens (no
-  norm). Base models without a classifier (``ViTModel``, ``CLIPVisionModel``, ...) have no head to apply.
+  norm); ``CLIPVisionModelWithProjection``'s ``post_layernorm`` of the class token then ``visual_projection``
+  (its ``image_embeds``, for a similarity ``target`` with ``output_key="image_embeds"``). Base models
+  without a head (``ViTModel``, ``CLIPVisionModel``, ...) have none to apply.
 - Grad-CAM: the tokens the last attention layer reads (the output of its input norm:
   ``layernorm_before``, ``norm1``, ``layer_norm1``); Swin: the output of the final ``layernorm``.
 - Swin (also SwinV2, Donut-Swin, MaskFormer-Swin) has no global token attention: the attention methods
@@ -292,6 +294,8 @@ class HFAdapter(ModelAdapter):
         base = getattr(model, model.base_model_prefix, None)
         if name == "CLIPForImageClassification":
             return lambda tokens: model.classifier(tokens[:, 1:].mean(dim=1))
+        if name == "CLIPVisionModelWithProjection":  # gives `image_embeds`: explain with output_key and a target
+            return lambda tokens: model.visual_projection(model.vision_model.post_layernorm(tokens[:, 0]))
         if name in ("ViTForImageClassification", "DeiTForImageClassification"):
             return lambda tokens: model.classifier(base.layernorm(tokens)[:, 0])
         if name == "DeiTForImageClassificationWithTeacher":
