@@ -1,7 +1,7 @@
 """lightning_rollout: explanation maps of Vision Transformers, logged while they train."""
 
 from lightning_rollout.callback import AttentionRolloutCallback
-from lightning_rollout.explain import explain, explain_many
+from lightning_rollout.explain import attention_per_head, explain, explain_many
 from lightning_rollout.geometry import TokenGeometry
 from lightning_rollout.models import ModelAdapter, register_adapter
 from lightning_rollout.models.custom import resolve_geometry
@@ -13,6 +13,7 @@ __all__ = [
     "ModelAdapter",
     "TokenGeometry",
     "__version__",
+    "attention_per_head",
     "explain",
     "explain_many",
     "register_adapter",

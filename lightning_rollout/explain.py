@@ -11,24 +11,27 @@ into the read-out row ``u @ A_L ⋯ A_l`` (or, for heads that pool tokens, the p
 one tensor hook per layer while the backward pass walks the layers in reverse.
 """
 
-from typing import Dict, List, Optional, Sequence, Tuple, Type, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, Union
 
 from torch import Tensor, nn
 
 from lightning_rollout.checks import OutputKey, Target, check_images, check_output_key, check_target
 from lightning_rollout.engine import maps_of, run_pass
-from lightning_rollout.methods import HEAD_FUSIONS, Method, method_class, method_names
+from lightning_rollout.methods import HEAD_FUSIONS, Method, check_method_options, method_class, method_names
+from lightning_rollout.methods.attention import Attention
 from lightning_rollout.models.base import ModelAdapter
 from lightning_rollout.models.custom import resolve_adapter
 
 
-def validate_options(method: str, head_fusion: str, discard_ratio: float) -> None:
+def validate_options(method: str, head_fusion: str, discard_ratio: float, **method_options: Any) -> None:
     """Checks the method options of :func:`explain` without touching a model.
 
     Raises:
         ValueError: naming the offending argument, its value and what is allowed.
+        TypeError: for a method option no registered method declares.
     """
     method_class(method)
+    check_method_options(method_options)
     if head_fusion not in HEAD_FUSIONS:
         raise ValueError(f"`head_fusion` must be one of {list(HEAD_FUSIONS)}, got {head_fusion!r}")
     if isinstance(discard_ratio, bool) or not isinstance(discard_ratio, (int, float)) or not 0 <= discard_ratio < 1:
@@ -59,6 +62,7 @@ def explain_many(
     num_prefix_tokens: Optional[int] = None,
     grid_size: Optional[Sequence[int]] = None,
     return_output: bool = False,
+    **method_options: Any,
 ) -> Union[Dict[str, Tensor], Tuple[Dict[str, Tensor], Tensor]]:
     """Computes the maps of several methods from one side pass: one forward and, when a gradient method is
     among them, one backward.
@@ -71,6 +75,7 @@ def explain_many(
         methods: method names, each once (e.g. ``["rollout", "grad_rollout", "chefer", "gradcam"]``).
         return_output: also return the selected model output (the logits, or what ``output_key`` picks) of
             the same forward, detached, e.g. for the predicted probabilities.
+        **method_options: options of individual methods (:attr:`~lightning_rollout.methods.Method.options`).
 
     Returns:
         ``{method: (B, grid_h, grid_w) maps}`` in the order of ``methods``; with ``return_output``, the pair
@@ -87,6 +92,7 @@ def explain_many(
     """
     classes = _method_classes(methods)
     validate_options(classes[0].name, head_fusion, discard_ratio)
+    options = check_method_options(method_options)
     check_images(images)
     check_target(target, images.shape[0], callable_ok=True)
     check_output_key(output_key)
@@ -100,6 +106,8 @@ def explain_many(
         discard_ratio=discard_ratio,
         target=target,
         output_key=output_key,
+        options=options,
+        need_output=return_output,
     )
     maps = maps_of(fed, images.device)
     return (maps, output) if return_output else maps
@@ -118,6 +126,7 @@ def explain(
     gradcam_layer: Optional[str] = None,
     num_prefix_tokens: Optional[int] = None,
     grid_size: Optional[Sequence[int]] = None,
+    **method_options: Any,
 ) -> Tensor:
     """Computes explanation maps of a batch in one hooked side pass.
 
@@ -157,6 +166,7 @@ def explain(
             activation.
         num_prefix_tokens: override of the number of leading non-patch tokens.
         grid_size: override of the patch grid ``(grid_h, grid_w)``.
+        **method_options: options of individual methods (:attr:`~lightning_rollout.methods.Method.options`).
 
     Returns:
         ``(B, grid_h, grid_w)`` float32, non-negative maps on ``images.device``; the scale is the
@@ -173,7 +183,7 @@ def explain(
         model = timm.create_model("vit_tiny_patch16_224", num_classes=10)
         maps = explain(model, images, "grad_rollout", target=labels)  # (B, 14, 14)
     """
-    validate_options(method, head_fusion, discard_ratio)
+    validate_options(method, head_fusion, discard_ratio, **method_options)
     return explain_many(
         model,
         images,
@@ -186,7 +196,39 @@ def explain(
         gradcam_layer=gradcam_layer,
         num_prefix_tokens=num_prefix_tokens,
         grid_size=grid_size,
+        **method_options,
     )[method]
+
+
+def attention_per_head(
+    model: nn.Module,
+    images: Tensor,
+    *,
+    attention_pattern: Optional[str] = None,
+    num_prefix_tokens: Optional[int] = None,
+    grid_size: Optional[Sequence[int]] = None,
+) -> Tensor:
+    """Each head's map of method ``"attention"``: the last attention layer's attention from the token(s)
+    the head reads to the patches, one map per head (DINO's per-head picture), from one forward.
+
+    ``explain(model, images, "attention", head_fusion=f)`` is these maps fused over heads with ``f`` (for
+    ``"mean"`` exactly their mean; ``"max"``/``"min"`` fuse the attention before the read-out, which is
+    the same for a class-token read-out). Arguments as :func:`explain`.
+
+    Returns:
+        ``(B, heads, grid_h, grid_w)`` float32, non-negative maps on ``images.device``.
+
+    Example::
+
+        heads = attention_per_head(dino, images)  # (B, 6, 14, 14) for a ViT-S/16 at 224 px
+    """
+    check_images(images)
+    adapter = resolve_adapter(model, attention_pattern, None, num_prefix_tokens, grid_size)
+    (fed,), _ = run_pass(
+        model, images, [Attention], adapter, head_fusion="mean", discard_ratio=0.0, target=None, output_key=None,
+        need_output=False,
+    )
+    return fed.per_head_maps()
 
 
 def check_model(
