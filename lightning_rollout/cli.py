@@ -7,7 +7,10 @@
   checkpoints (in step order) and written to TensorBoard.
 
 Both also run as ``python -m lightning_rollout``. Errors in the arguments or inputs end the command with
-exit status 2 and a message naming the argument or file.
+exit status 2 and one line on stderr naming the argument or file.
+
+Only the standard library is imported until a sub-command runs, so ``--help`` answers at once; torch,
+timm and Lightning are imported by the sub-command that needs them.
 """
 
 from __future__ import annotations
@@ -17,27 +20,39 @@ import importlib
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, NoReturn, Optional, Sequence, Tuple, Union
 
-import numpy as np
-import torch
-from torch import Tensor, nn
-
-from lightning_rollout.capture import side_pass
-from lightning_rollout.explain import explain
-from lightning_rollout.models import find_adapter
-from lightning_rollout.methods import HEAD_FUSIONS, METHODS
-from lightning_rollout.rendering import to_display_images
-from lightning_rollout.report import overlays
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from torch import nn
 
 __all__ = ["CLIError", "build_parser", "main"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 """Files taken from folders (a file named on the command line is read whatever its suffix)."""
 
+METHOD_NAMES = ("rollout", "grad_rollout", "chefer", "gradcam")
+"""The methods ``--help`` lists; :data:`lightning_rollout.methods.METHODS` (which imports torch) decides what
+runs, and tests/test_cli.py checks that this list names each of them."""
+
+HEAD_FUSION_NAMES = ("mean", "max", "min")
+"""``--head-fusion`` choices, as :data:`lightning_rollout.methods.HEAD_FUSIONS` (checked likewise)."""
+
 
 class CLIError(Exception):
-    """A bad argument or input; :func:`main` prints it and exits with status 2."""
+    """A bad argument or input; :func:`main` prints it on one line and exits with status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr (exit status 2), naming the way to the help."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {_one_line(message)} (see '{self.prog} --help')\n")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
 
 
 # ------------------------------------------------------------------------------------------- parser
@@ -66,7 +81,7 @@ def _ratio(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``lightning-rollout`` argument parser (``explain`` and ``replay`` sub-commands)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="lightning-rollout",
         description="Explanation maps of Vision Transformers: attention rollout, gradient rollout, "
         "Chefer relevance and ViT Grad-CAM.",
@@ -112,10 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     expl = ex.add_argument_group("explanation")
     expl.add_argument(
-        "--method", nargs="+", default=["rollout"], choices=list(METHODS), metavar="METHOD",
-        help=f"one or several of {', '.join(METHODS)} (default: rollout)",
+        "--method", nargs="+", default=["rollout"], metavar="METHOD",
+        help=f"one or several of {', '.join(METHOD_NAMES)} (default: rollout)",
     )
-    expl.add_argument("--head-fusion", default="mean", choices=list(HEAD_FUSIONS), help="rollout (default: mean)")
+    expl.add_argument(
+        "--head-fusion", default="mean", choices=list(HEAD_FUSION_NAMES), help="rollout (default: mean)"
+    )
     expl.add_argument(
         "--discard-ratio", type=_ratio, default=0.9, metavar="R",
         help="share of the weakest attention entries dropped, rollout and grad_rollout (default: 0.9)",
@@ -161,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-dir", default="logs/replay", metavar="DIR", help="TensorBoard log dir (default: logs/replay)"
     )
     rp.add_argument(
-        "--method", nargs="+", choices=list(METHODS), metavar="METHOD",
+        "--method", nargs="+", metavar="METHOD",
         help="methods when the config has no AttentionRolloutCallback entry (default: rollout)",
     )
     rp.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
@@ -178,8 +195,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         else:
             run_replay(args)
     except CLIError as error:
-        parser.exit(2, f"lightning-rollout {args.command}: error: {error}\n")
+        parser.exit(2, f"lightning-rollout {args.command}: error: {_one_line(error)}\n")
     return 0
+
+
+def _check_methods(methods: Optional[Sequence[str]]) -> None:
+    from lightning_rollout.methods import METHODS
+
+    for method in methods or []:
+        if method not in METHODS:
+            raise CLIError(f"--method {method!r} is not a method; choose from {', '.join(METHODS)}")
 
 
 # ------------------------------------------------------------------------------------------ models
@@ -229,10 +254,14 @@ def _instantiate(config: Dict[str, Any], key: str, base: Union[type, Tuple[type,
 
 
 def _model_from_config(config: Dict[str, Any], path: str) -> nn.Module:
+    from torch import nn
+
     return _instantiate(config, "model", nn.Module, path)
 
 
 def _load_file(path: str) -> Any:
+    import torch
+
     if not Path(path).is_file():
         raise CLIError(f"--checkpoint {path!r} is not a file")
     try:
@@ -246,6 +275,8 @@ def _load_file(path: str) -> Any:
 
 
 def _load_weights(model: nn.Module, state: Any, path: str) -> None:
+    from torch import Tensor
+
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
@@ -266,8 +297,6 @@ def load_model(args: argparse.Namespace) -> Tuple[nn.Module, Dict[str, Any]]:
     Returns:
         The model and ``{"class_names", "mean", "std"}`` found in ``--config``'s callback entry (may be empty).
     """
-    import timm
-
     hints: Dict[str, Any] = {}
     config = None if args.config is None else _read_yaml(args.config)
     if config is not None:
@@ -298,6 +327,8 @@ def load_model(args: argparse.Namespace) -> Tuple[nn.Module, Dict[str, Any]]:
         if checkpoint is not None:
             _load_weights(model, _load_file(checkpoint), checkpoint)
     else:
+        import timm
+
         kwargs: Dict[str, Any] = {}
         if args.num_classes is not None:
             kwargs["num_classes"] = args.num_classes
@@ -322,6 +353,8 @@ def load_model(args: argparse.Namespace) -> Tuple[nn.Module, Dict[str, Any]]:
 def _data_config(model: nn.Module, args: argparse.Namespace, hints: Dict[str, Any]) -> Dict[str, Any]:
     """timm's data config of the model (the part its adapter serves), with its own input size and the overrides."""
     from timm.data import resolve_model_data_config
+
+    from lightning_rollout.models import find_adapter
 
     adapter = find_adapter(model)
     root = model if adapter is None else adapter.root
@@ -364,14 +397,15 @@ def find_images(paths: Sequence[str]) -> Tuple[List[Tuple[Path, Path]], bool]:
     return found, any_folder
 
 
-def _read_image(path: Path) -> Any:
+def _read_image(path: Path, decode: bool = True) -> Any:
+    """The image as RGB; with ``decode=False`` only its header is read (a quick check that it is one)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
-            return image.convert("RGB")
+            return image.convert("RGB") if decode else None
     except (OSError, UnidentifiedImageError, ValueError) as error:
-        raise CLIError(f"PATH {str(path)!r} is not a readable image: {error}") from None
+        raise CLIError(f"PATH {str(path)!r} is not a readable image: {_one_line(error)}") from None
 
 
 def _enlarged(image: np.ndarray, min_size: int = 224) -> np.ndarray:
@@ -381,6 +415,8 @@ def _enlarged(image: np.ndarray, min_size: int = 224) -> np.ndarray:
 
 
 def _device(text: str) -> torch.device:
+    import torch
+
     try:
         device = torch.device(text)
         torch.empty(0, device=device)
@@ -389,26 +425,65 @@ def _device(text: str) -> torch.device:
     return device
 
 
+def _check_model(model: nn.Module, args: argparse.Namespace) -> None:
+    """Says, before any image is explained, whether the model can serve every ``--method`` and ``--category``."""
+    from lightning_rollout.explain import check_model
+
+    try:
+        adapter = check_model(model, args.method)
+    except ValueError as error:  # UnsupportedModelError too: the message says what works instead
+        raise CLIError(f"--method {' '.join(args.method)}: {error}") from None
+    num_classes = adapter.num_classes()
+    if args.category is not None and isinstance(num_classes, int) and args.category >= num_classes > 0:
+        raise CLIError(f"--category {args.category} is out of range: the model has {num_classes} classes "
+                       f"(0 to {num_classes - 1})")
+
+
+def _warn_untrained(args: argparse.Namespace) -> None:
+    if args.checkpoint is None and not args.pretrained:
+        source = f"--model {args.model}" if args.config is None else f"--config {args.config}"
+        print(
+            f"lightning-rollout explain: warning: {source} without --pretrained or --checkpoint has random weights; "
+            "the maps and predictions are those of an untrained model",
+            file=sys.stderr,
+        )
+
+
 def run_explain(args: argparse.Namespace) -> None:
     """``lightning-rollout explain``: overlays and top-k predictions for image files."""
-    from PIL import Image
-    from timm.data import create_transform
-    from tqdm import tqdm
-
     if not 0 <= args.alpha <= 1:
         raise CLIError(f"--alpha must be in [0, 1], got {args.alpha}")
+    files, any_folder = find_images(args.paths)
+    for path, _ in files:
+        _read_image(path, decode=False)
     import matplotlib
 
     if args.colormap not in matplotlib.colormaps:
         raise CLIError(f"--colormap {args.colormap!r} is not a matplotlib colour map name")
-    files, any_folder = find_images(args.paths)
+    _check_methods(args.method)
+    import torch
+    from PIL import Image
+    from timm.data import create_transform
+    from tqdm import tqdm
+
+    from lightning_rollout.capture import side_pass
+    from lightning_rollout.explain import explain
+    from lightning_rollout.rendering import to_display_images
+    from lightning_rollout.report import overlays
+
     device = _device(args.device)
     model, hints = load_model(args)
+    _check_model(model, args)
     model.to(device)
     config = _data_config(model, args, hints)
     transform = create_transform(**config, is_training=False)
     class_names = args.class_names or hints.get("class_names")
     output = Path(args.output)
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CLIError(f"--output {str(output)!r} cannot be created: {error}") from None
+    _warn_untrained(args)
 
     progress = tqdm(total=len(files), unit="image", disable=not any_folder, file=sys.stderr)
     for start in range(0, len(files), args.batch_size):
@@ -419,21 +494,27 @@ def run_explain(args: argparse.Namespace) -> None:
                 probabilities = model(images).float().softmax(dim=-1).cpu()
         except RuntimeError as error:  # e.g. an input size the model was not built for
             raise CLIError(f"the model cannot take inputs of shape {tuple(images.shape)} (see --image-size): "
-                           f"{' '.join(str(error).split())[:300]}") from None
+                           f"{_one_line(error)[:300]}") from None
         num_classes = probabilities.shape[1]
         if args.category is not None and args.category >= num_classes:
             raise CLIError(f"--category {args.category} is out of range: the model has {num_classes} classes "
                            f"(0 to {num_classes - 1})")
         display = to_display_images(images.cpu(), list(config["mean"]), list(config["std"]))
         for method in args.method:
-            maps = explain(
-                model, images, method, head_fusion=args.head_fusion, discard_ratio=args.discard_ratio,
-                target=args.category,
-            ).cpu()
+            try:
+                maps = explain(
+                    model, images, method, head_fusion=args.head_fusion, discard_ratio=args.discard_ratio,
+                    target=args.category,
+                ).cpu()
+            except ValueError as error:  # the model's forward does not give what the method needs
+                raise CLIError(f"--method {method}: {error}") from None
             for (_, name), overlay in zip(chunk, overlays(display, maps, args.colormap, args.alpha)):
                 target = output / name.parent / f"{name.stem}_{method}.png"
-                target.parent.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(_enlarged(overlay)).save(target)
+                try:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    Image.fromarray(_enlarged(overlay)).save(target)
+                except OSError as error:
+                    raise CLIError(f"--output {str(output)!r}: {target} cannot be written: {error}") from None
         for (path, _), row in zip(chunk, probabilities):
             top = row.topk(min(args.top_k, num_classes))
             labels = [
@@ -461,6 +542,8 @@ def _datamodule_bases() -> Tuple[type, ...]:
 
 
 def _read_checkpoint(path: str) -> Dict[str, Any]:
+    import torch
+
     if not Path(path).is_file():
         raise CLIError(f"CHECKPOINT {path!r} is not a file")
     try:
@@ -474,6 +557,7 @@ def _read_checkpoint(path: str) -> Dict[str, Any]:
 
 def run_replay(args: argparse.Namespace) -> None:
     """``lightning-rollout replay``: the callback's pictures and scalars for each checkpoint, in step order."""
+    _check_methods(args.method)
     try:
         import lightning.pytorch as pl
     except ImportError:
@@ -508,7 +592,11 @@ def run_replay(args: argparse.Namespace) -> None:
         )
     finally:
         notes.setLevel(level)
-    callback.setup(trainer, model, "validate")
+    try:
+        callback.setup(trainer, model, "validate")
+    except ValueError as error:  # the callback's checks of the model against its arguments
+        raise CLIError(f"--config {args.config!r}: the AttentionRolloutCallback does not fit the model: {error}") \
+            from None
 
     if datamodule is not None:
         datamodule.prepare_data()
@@ -517,7 +605,11 @@ def run_replay(args: argparse.Namespace) -> None:
     else:
         loader = model.val_dataloader()
     for index, batch in enumerate(loader):
-        callback.on_validation_batch_end(trainer, model, None, batch, index, 0)
+        try:
+            callback.on_validation_batch_end(trainer, model, None, batch, index, 0)
+        except ValueError as error:  # the batch's form against the callback's keys, target and transform
+            raise CLIError(f"--config {args.config!r}: the validation batch does not fit the callback: {error}") \
+                from None
         if callback.fixed_batch is not None and len(callback.fixed_batch) >= callback.num_samples:
             break
 

@@ -2,6 +2,7 @@
 
 import io
 import os
+import resource
 import subprocess
 import sys
 
@@ -16,7 +17,7 @@ from PIL import Image
 
 from lightning_helpers import read_events
 from lightning_rollout import AttentionRolloutCallback, explain
-from lightning_rollout.cli import main
+from lightning_rollout.cli import HEAD_FUSION_NAMES, METHOD_NAMES, main
 from lightning_rollout.demo import SyntheticScenes, SyntheticScenesDataModule, TimmClassifier
 from lightning_rollout.rendering import to_display_images
 from lightning_rollout.report import overlays
@@ -99,7 +100,9 @@ def test_explain_writes_rgb_overlays_equal_to_explain(run, image_files, tmp_path
             factor = pixels.shape[0] // 32
             assert factor >= 7 and pixels.shape == (32 * factor, 32 * factor, 3)
             np.testing.assert_array_equal(pixels[::factor, ::factor], overlay)
-    lines = capsys.readouterr().out.strip().splitlines()
+    captured = capsys.readouterr()
+    assert "random weights" not in captured.err  # trained weights from the checkpoint: no warning
+    lines = captured.out.strip().splitlines()
     assert [line.split(": ")[0] for line in lines] == [str(file) for file in files]
     for line, file in zip(lines, files):  # top-2 with the config's class names and their probabilities
         images = _expected_inputs([file])
@@ -135,26 +138,105 @@ def test_explain_module_class_and_category(run, image_files, tmp_path):
         (["{good}"], "give the model"),
         (["{good}", "--model", "no_such_model"], "--model 'no_such_model' is not a timm model name"),
         (["{missing}", "--model", "vit_tiny_patch16_224"], "PATH '{missing}' does not exist"),
+        (["{good}", "--model", "resnet18", "--method", "rollout"],
+         "--method rollout: ResNet has no global token attention"),
+        (["{good}", "--model", "vit_tiny_patch16_224", "--method", "rollout", "attention_map"],
+         "--method 'attention_map' is not a method; choose from rollout, grad_rollout"),
+        (["{good}", "--model", "vit_tiny_patch16_224", "--head-fusion", "sum"],
+         "argument --head-fusion: invalid choice: 'sum'"),
+        (["{good}", "--model", "vit_tiny_patch16_224", "--top-k", "0"], "argument --top-k: must be an int >= 1, got 0"),
+        (["--model", "vit_tiny_patch16_224"], "the following arguments are required: PATH"),
+        (["{good}", "--model", "vit_tiny_patch16_224", "--image-size", "32", "--output", "{file}"],
+         "--output '{file}' cannot be created"),
     ],
 )
-def test_explain_errors_name_the_argument(run, image_files, tmp_path, capsys, arguments, message):
+def test_explain_errors_are_one_line_with_exit_status_2(run, image_files, tmp_path, capsys, arguments, message):
     folder, _ = image_files
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not an image")
     values = dict(bad=str(bad), good=str(folder / "a.png"), ckpt=run["checkpoints"][0], config=run["config"],
-                  missing=str(tmp_path / "missing.png"))
+                  missing=str(tmp_path / "missing.png"), file=run["config"])
+    arguments = [argument.format(**values) for argument in arguments]
+    if "--output" not in arguments:
+        arguments += ["--output", str(tmp_path)]
     with pytest.raises(SystemExit) as exit_info:
-        main(["explain"] + [argument.format(**values) for argument in arguments] + ["--output", str(tmp_path)])
+        main(["explain"] + arguments)
     assert exit_info.value.code == 2
-    assert message.format(**values) in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.endswith("\n") and err.count("\n") == 1, f"not one line: {err!r}"
+    assert err.startswith("lightning-rollout explain: error: ") and message.format(**values) in err
 
 
-def test_help_lists_both_commands():
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["{ckpt}"], "the following arguments are required: --config"),
+        (["{ckpt}", "--config", "{missing}"], "--config '{missing}' cannot be read"),
+        (["{ckpt}", "--config", "{config}", "--method", "no_such_method"], "--method 'no_such_method' is not a method"),
+    ],
+)
+def test_replay_errors_are_one_line_with_exit_status_2(run, tmp_path, capsys, arguments, message):
+    values = dict(ckpt=run["checkpoints"][0], config=run["config"], missing=str(tmp_path / "missing.yaml"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["replay"] + [argument.format(**values) for argument in arguments] + ["--log-dir", str(tmp_path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("lightning-rollout replay: error: ")
+    assert message.format(**values) in err
+
+
+def test_explain_warns_about_random_weights(image_files, tmp_path, capsys):
+    folder, _ = image_files
+    assert main(["explain", str(folder / "a.png"), "--model", "vit_tiny_patch16_224", "--image-size", "32",
+                 "--num-classes", "3", "--output", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: --model vit_tiny_patch16_224 without --pretrained or --checkpoint has random weights" in err
+    assert (tmp_path / "a_rollout.png").is_file()
+
+
+HEAVY = ("torch", "lightning", "pytorch_lightning", "timm", "transformers", "numpy", "matplotlib", "PIL")
+
+
+@pytest.mark.parametrize("command", [[], ["explain"], ["replay"]])
+def test_help_is_quick_and_imports_no_heavy_package(command):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    result = subprocess.run([sys.executable, "-m", "lightning_rollout", "--help"], capture_output=True, text=True,
-                            cwd=root, timeout=120)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "lightning_rollout", *command, "--help"],
+                            capture_output=True, text=True, cwd=root, timeout=120)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     assert result.returncode == 0, result.stderr
-    assert "explain" in result.stdout and "replay" in result.stdout
+    assert "usage: lightning-rollout" in result.stdout
+    if not command:
+        assert "explain" in result.stdout and "replay" in result.stdout
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in result.stderr.splitlines() if "|" in line}
+    assert "lightning_rollout" in imported
+    assert not imported & set(HEAVY), f"--help imported {sorted(imported & set(HEAVY))}"
+    # CPU seconds, not wall time: the machine running the tests may be loaded. The bar is 2 s of wall time
+    # on an idle machine; a Python start-up with argparse costs about 0.1 s.
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    assert cpu < 1.0, f"--help took {cpu:.2f} s of CPU"
+
+
+def test_help_lists_every_method_and_head_fusion(capsys):
+    from lightning_rollout.methods import HEAD_FUSIONS, METHODS
+
+    with pytest.raises(SystemExit):
+        main(["explain", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for method in METHODS:
+        assert method in text, f"--method's help does not name {method!r}: add it to cli.METHOD_NAMES"
+    assert set(METHOD_NAMES) <= set(METHODS)
+    assert tuple(HEAD_FUSION_NAMES) == tuple(HEAD_FUSIONS)
+
+
+def test_the_package_is_lazy_and_explain_stays_the_function():
+    code = ("import sys, types, lightning_rollout; assert 'torch' not in sys.modules; "
+            "import lightning_rollout.callback; from lightning_rollout import AttentionRolloutCallback, explain; "
+            "assert not isinstance(explain, types.ModuleType) and explain.__name__ == 'explain'; "
+            "assert lightning_rollout.explain is explain")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=300)
+    assert result.returncode == 0, result.stderr
 
 
 def test_replay_logs_what_the_live_callback_logged(run, tmp_path):
