@@ -6,7 +6,8 @@ layers and/or Grad-CAM's layer, once, whatever the number of methods → each la
 every method as it is produced (rollout folds it in right away) → after the forward the read-out and the
 target scores are fixed → one backward of the summed target scores, down to the first attention layer
 (or Grad-CAM's layer), during which one tensor hook per attention layer hands ``(attention, gradient)``
-to every gradient method, last layer first → each method's maps.
+to every gradient method, last layer first → each method's maps. A method may run backward passes of its
+own from ``after_forward`` (LeGrad: one short gradient call per layer); the shared hooks ignore them.
 
 Nothing outlives the pass: each tensor hook is owned by its attention's autograd node (C++) and reaches
 the pass, which keeps the attentions; a cycle ``gc`` cannot see. So the hooks are removed and every kept
@@ -117,6 +118,7 @@ class _SidePass:
         self.live = LiveForward()
         self.hooks: List[RemovableHandle] = []
         self.next_layer = -1
+        self.in_shared_backward = False
         self.activation: Optional[Tensor] = None
         self.activation_layout: Optional[Layout] = None
 
@@ -134,6 +136,8 @@ class _SidePass:
         self.next_layer = layer
 
     def _on_gradient(self, layer: int, attention: Tensor, layout: Optional[Layout], gradient: Tensor) -> None:
+        if not self.in_shared_backward:  # a method's own backward from after_forward (LeGrad's per layer)
+            return
         if layer != self.next_layer:
             raise RuntimeError(
                 f"attention gradients arrived out of order (layer {layer}, expected {self.next_layer}); "
@@ -250,7 +254,11 @@ def _backward(
     )
     if not inputs:
         return
-    gradients = torch.autograd.grad(score(output).sum(), inputs)
+    hooks.in_shared_backward = True
+    try:
+        gradients = torch.autograd.grad(score(output).sum(), inputs)
+    finally:
+        hooks.in_shared_backward = False
     if hooks.backward_methods:
         hooks.check_backward()
     if gradcam_methods:

@@ -75,7 +75,7 @@ def explain_many(
         methods: method names, each once (e.g. ``["rollout", "grad_rollout", "chefer", "gradcam"]``).
         return_output: also return the selected model output (the logits, or what ``output_key`` picks) of
             the same forward, detached, e.g. for the predicted probabilities.
-        **method_options: options of individual methods (:attr:`~lightning_rollout.methods.Method.options`).
+        **method_options: options of individual methods, as :func:`explain` (``legrad_first_layer``).
 
     Returns:
         ``{method: (B, grid_h, grid_w) maps}`` in the order of ``methods``; with ``return_output``, the pair
@@ -145,8 +145,10 @@ def explain(
             ``num_prefix_tokens`` and ``grid_size`` given, or with an adapter of their own.
         images: ``(B, C, H, W)`` float batch on the model's device.
         method: ``"rollout"`` (Abnar & Zuidema 2020), ``"grad_rollout"`` (class-specific gradient
-            rollout), ``"chefer"`` (Chefer et al., ICCV 2021) or ``"gradcam"`` (Grad-CAM on the token
-            grid, or on the last feature map of hierarchical models). Several at once:
+            rollout), ``"chefer"`` (Chefer et al., ICCV 2021), ``"gradcam"`` (Grad-CAM on the token
+            grid, or on the last feature map of hierarchical models) or ``"legrad"`` (Bousselham et al.,
+            ICCV 2025: per layer, the positive gradient of the model's own head on that block's tokens
+            with respect to the block's attention, summed over layers). Several at once:
             :func:`explain_many`.
         head_fusion: ``"mean"``, ``"max"`` or ``"min"`` over heads; used by ``"rollout"``.
         discard_ratio: fraction in ``[0, 1)`` of each layer's smallest fused entries zeroed per sample
@@ -166,7 +168,10 @@ def explain(
             activation.
         num_prefix_tokens: override of the number of leading non-patch tokens.
         grid_size: override of the patch grid ``(grid_h, grid_w)``.
-        **method_options: options of individual methods (:attr:`~lightning_rollout.methods.Method.options`).
+        **method_options: options of individual methods (:attr:`~lightning_rollout.methods.Method.options`):
+            ``legrad_first_layer``, the first attention layer ``"legrad"`` sums: ``0`` every layer (the
+            paper, the default), ``-2`` the last two (the authors' released code); negative values count
+            from the end.
 
     Returns:
         ``(B, grid_h, grid_w)`` float32, non-negative maps on ``images.device``; the scale is the
@@ -256,4 +261,6 @@ def check_model(
         adapter.attention_layers()
     if any(method.uses_gradcam for method in classes):
         adapter.gradcam_layer()
+    for method in classes:
+        method.check_adapter(adapter)
     return adapter
