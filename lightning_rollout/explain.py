@@ -148,16 +148,17 @@ def explain(
             rollout), ``"chefer"`` (Chefer et al., ICCV 2021), ``"gradcam"`` (Grad-CAM on the token
             grid, or on the last feature map of hierarchical models) or ``"legrad"`` (Bousselham et al.,
             ICCV 2025: per layer, the positive gradient of the model's own head on that block's tokens
-            with respect to the block's attention, summed over layers). Several at once:
-            :func:`explain_many`.
-        head_fusion: ``"mean"``, ``"max"`` or ``"min"`` over heads; used by ``"rollout"``.
+            with respect to the block's attention, summed over layers) or ``"attention"`` (the last
+            layer's attention from the token(s) the head reads, heads fused with ``head_fusion``; forward
+            only; per head: :func:`attention_per_head`). Several at once: :func:`explain_many`.
+        head_fusion: ``"mean"``, ``"max"`` or ``"min"`` over heads; used by ``"rollout"`` and ``"attention"``.
         discard_ratio: fraction in ``[0, 1)`` of each layer's smallest fused entries zeroed per sample
             (never entry ``[0, 0]``); used by ``"rollout"`` and ``"grad_rollout"``.
         target: what gradient methods explain: ``None`` for the predicted class, an int, a LongTensor of
             shape ``(B,)``, or a callable ``target(output) -> (B,)`` float scores, one differentiable score
             per sample computed from the selected output (e.g. a multi-label sum of positives, a cosine
-            similarity to an embedding; ready-made ones in :mod:`lightning_rollout.targets`). The scores
-            are summed for the one backward, so each sample's map explains its own score.
+            similarity to an embedding). The scores are summed for the one backward, so each sample's map
+            explains its own score.
         output_key: which part of the model's output is explained: ``None`` (a tensor, ``.logits`` or a
             ``'logits'`` entry), a str key of a dict / ``ModelOutput`` (e.g. ``"image_embeds"``) or an int
             index of a tuple.
