@@ -65,6 +65,8 @@ class AttentionRolloutCallback(*callback_bases()):
         max_labels: the most classes explained per sample with ``task="multilabel"``.
         output_key: where the logits (or embedding) sit in a dict/tuple output: a str key or an int index
             (as in :func:`~lightning_rollout.explain`); checked on the first kept samples.
+        attention_heads: with method ``attention``, also log ``{tag_prefix}/attention/heads``: a row per sample,
+            one overlay per head (DINO's figure).
         image_key: where the images sit in a batch; ``None``: index 0 of a tuple/list or key ``image``.
         input_transform: a callable mapping the batch's images ``(B, C, H, W)`` to the model's float input
             (e.g. uint8 → normalised float), for datasets whose conversion happens in the step or the
@@ -129,6 +131,7 @@ class AttentionRolloutCallback(*callback_bases()):
         target: Union[Callable, str] = "label",
         max_labels: int = 2,
         output_key: OutputKey = None,
+        attention_heads: bool = False,
         image_key: BatchKey = None,
         input_transform: Optional[Callable] = None,
         label_key: BatchKey = None,
@@ -168,6 +171,8 @@ class AttentionRolloutCallback(*callback_bases()):
         check_baseline("faithfulness_baseline", faithfulness_baseline)
         check_task(task, target, methods, max_labels)
         check_output_key(output_key)
+        if attention_heads and "attention" not in methods:
+            raise ValueError(f"`attention_heads`=True needs 'attention' in `methods`, got {methods!r}")
         for argument, key in (("image_key", image_key), ("label_key", label_key), ("mask_key", mask_key)):
             check_key(argument, key)
         check_stats("mean", mean)
@@ -194,6 +199,7 @@ class AttentionRolloutCallback(*callback_bases()):
         self.head_fusion = head_fusion
         self.discard_ratio = discard_ratio
         self.task, self.target, self.max_labels, self.output_key = task, target, max_labels, output_key
+        self.attention_heads = attention_heads
         self.image_key, self.label_key, self.mask_key = image_key, label_key, mask_key
         self.input_transform = input_transform
         self.mean, self.std = mean, std

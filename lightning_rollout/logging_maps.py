@@ -20,7 +20,7 @@ from lightning_rollout.capture import side_pass
 from lightning_rollout.checks import select_output
 from lightning_rollout.display import model_input
 from lightning_rollout.distributed import is_sharded
-from lightning_rollout.explain import explain_many
+from lightning_rollout.explain import attention_per_head, explain_many
 from lightning_rollout.fixed_batch import Warn, check_labels
 from lightning_rollout.rendering import fit_display_images, to_display_images
 from lightning_rollout.tasks import Panels
@@ -30,6 +30,7 @@ from lightning_rollout.report import (
     faithfulness_scalars,
     map_scalars,
     render_filmstrips,
+    render_heads,
     render_samples,
     thin_columns,
 )
@@ -82,6 +83,8 @@ class SidePass(NamedTuple):
     """``(P,)`` a callable target's score per panel, else ``None``."""
     faithfulness: Dict[str, Dict[str, float]]
     """``{method: {"deletion_auc": ..., "insertion_auc": ...}}``; empty when off or a map is not finite."""
+    heads: Optional[Tensor]
+    """``(B, heads, h, w)`` method ``"attention"``'s per-head maps of the fixed batch, with ``attention_heads``."""
 
 
 class MapLog:
@@ -173,7 +176,7 @@ def explain_batch(
             with side_pass(model, images.device, needs_grad=False):
                 scores = tasks.class_scores(callback.task, select_output(model(images), callback.output_key))
         panels = tasks.panels(callback.task, callback.target, len(batch), batch.labels, scores, callback.max_labels)
-        images = images[panels.samples.to(device)]
+        fixed_images, images = images, images[panels.samples.to(device)]
         options = dict(
             head_fusion=callback.head_fusion,
             discard_ratio=callback.discard_ratio,
@@ -203,7 +206,12 @@ def explain_batch(
                     )
                     for method, method_maps in maps.items()
                 }
-    return SidePass(panels, maps, None if scores is None else scores.cpu(), target_scores, faithfulness)
+        heads = None
+        if callback.attention_heads:
+            geometry = dict(num_prefix_tokens=callback.num_prefix_tokens, grid_size=callback.grid_size)
+            heads = attention_per_head(model, fixed_images, attention_pattern=callback.attention_pattern, **geometry)
+    scores = None if scores is None else scores.cpu()
+    return SidePass(panels, maps, scores, target_scores, faithfulness, None if heads is None else heads.cpu())
 
 
 def explain_in_chunks(
@@ -252,7 +260,7 @@ def explain_in_chunks(
         values = [getattr(part, field) for _, part in parts]
         return None if values[0] is None else torch.cat(values)
 
-    return SidePass(panels, maps, joined("scores"), joined("target_scores"), faithfulness)
+    return SidePass(panels, maps, joined("scores"), joined("target_scores"), faithfulness, joined("heads"))
 
 
 def check_batch(
@@ -377,8 +385,13 @@ def _render_and_log(
     """Pictures to ``sinks`` and scalars to ``loggers``; appends a filmstrip column when ``label`` is given."""
     batch, stats = callback.fixed_batch, callback._display_stats
     panels = result.panels
-    display = to_display_images(model_input(batch.images, callback.input_transform, stats), *stats)
-    display = fit_display_images(display, callback.max_cell_size)[panels.samples.numpy()]
+    sample_display = to_display_images(model_input(batch.images, callback.input_transform, stats), *stats)
+    sample_display = fit_display_images(sample_display, callback.max_cell_size)
+    display = sample_display[panels.samples.numpy()]
+    if result.heads is not None:
+        heads = render_heads(sample_display, result.heads, callback.colormap, callback.alpha)
+        for sink in sinks:
+            sink.log_image(f"{root}/attention/heads", heads, step, caption="input | one overlay per head")
     sample_captions = tasks.captions(
         callback.task, panels, batch.labels, result.scores, result.target_scores, callback._class_names
     )

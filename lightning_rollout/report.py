@@ -107,6 +107,17 @@ def render_filmstrips(
     return render_grid(rows, ncols=1)
 
 
+def render_heads(display_images: np.ndarray, heads: Tensor, colormap: str, alpha: float) -> np.ndarray:
+    """One picture of per-head maps ``(B, heads, h, w)`` (DINO's figure): a row per sample, its input, then one
+    overlay per head."""
+    frames = [display_images] + [
+        overlays(display_images, heads[:, head], colormap, alpha) for head in range(heads.shape[1])
+    ]
+    labels = ["input"] + [f"head {head}" for head in range(heads.shape[1])]
+    rows = [render_filmstrip([frame[i] for frame in frames], labels) for i in range(display_images.shape[0])]
+    return render_grid(rows, ncols=1)
+
+
 def map_scalars(maps: Tensor, masks: Optional[Tensor]) -> Dict[str, float]:
     """Batch means of the map statistics: ``entropy`` always; ``energy`` and ``pointing_game`` with masks."""
     scalars = {"entropy": float(normalized_entropy(maps).mean())}

@@ -231,3 +231,23 @@ def test_lightning_cli_takes_a_target_as_dotted_path_or_class_path():
     ))
     assert isinstance(by_class.callback.target, RegressionOutput) and by_class.callback.target.index == 1
     assert parser.instantiate_classes(parser.parse_args([])).callback.target == "label"
+
+
+def test_label_free_attention_per_head_panel(tmp_path):
+    """DINO's figure: method "attention" on an embedding model, a row per sample with one overlay per head."""
+    pl.seed_everything(0)
+    callback = AttentionRolloutCallback(
+        methods=["attention"], task="none", attention_heads=True, num_samples=3, mean=[0.0] * 3, std=[1.0] * 3
+    )
+    module = MultiLabelViT(num_classes=0)
+    module._loss = lambda batch: module(batch[0]).pow(2).mean()
+    trainer = _trainer(tmp_path, callback, limit_val_batches=1, num_sanity_val_steps=1)
+    trainer.fit(module)
+    events = read_events(trainer.logger.log_dir)
+    heads = events.Images("attention/attention/heads")
+    samples = events.Images("attention/attention/samples")
+    assert [e.step for e in heads] == [e.step for e in samples] == [0, 2]
+    # 3 rows of 96-px frames (16-px inputs upscaled 6x) under a label strip; 1 input + 2 heads per row.
+    assert 3 * 96 <= heads[0].height < 3 * (96 + 40) and 3 * 96 <= heads[0].width < 3 * 96 + 3 * 10
+    with pytest.raises(ValueError, match=r"`attention_heads`=True needs 'attention' in `methods`"):
+        AttentionRolloutCallback(methods=["rollout"], attention_heads=True)
