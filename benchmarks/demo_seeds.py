@@ -4,7 +4,7 @@ For each seed the demo's model is built after ``seed_everything(seed)`` (as Ligh
 ``seed_everything: <seed>``) and trained with the config's trainer settings (no callback: the callback does
 not change training, see the README). On the first ``--num-val`` validation scenes it measures, with the
 untrained and with the trained model, the energy inside the target mask and the pointing game of
-``grad_rollout`` (and ``chefer``), against the demo's claims:
+``grad_rollout`` (and ``chefer`` and ``legrad``), against the demo's claims:
 
 - untrained ``grad_rollout`` energy ≤ 2 × the mask area (chance),
 - trained / untrained ``grad_rollout`` energy ≥ 3,
@@ -36,7 +36,7 @@ from bench_callback import DEFAULT_CONFIG, DEFAULT_DATA, DEFAULT_MODEL, ROOT, in
 from lightning_rollout import explain  # noqa: E402  (this checkout's: bench_callback puts it first on sys.path)
 from lightning_rollout.metrics import energy_in_mask, mask_area_fraction, pointing_game  # noqa: E402
 
-METHODS = ("grad_rollout", "chefer")
+METHODS = ("grad_rollout", "chefer", "legrad")
 BAR_RATIO, BAR_POINTING, BAR_CHANCE, BAR_MINUTES = 3.0, 0.7, 2.0, 5.0
 
 
@@ -131,8 +131,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         f"Energy = share of the map inside the target mask (chance = the mask area); PG = pointing game.",
         "",
         "| seed | area | untrained grad_rollout energy (× area) | trained energy (× untrained) | trained PG "
-        "| trained chefer energy / PG | val acc | fit (s) | claims hold | grad_rollout PG after each epoch |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| trained chefer energy / PG | trained legrad energy / PG | val acc | fit (s) | claims hold "
+        "| grad_rollout PG after each epoch |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         u, t = row["untrained"], row["trained"]
@@ -143,7 +144,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         lines.append(
             f"| {row['seed']} | {row['area']:.3f} | {u['grad_rollout/energy']:.3f} ({chance:.2f}×) | "
             f"{t['grad_rollout/energy']:.3f} ({ratio:.1f}×) | {pg:.2f} | "
-            f"{t['chefer/energy']:.3f} / {t['chefer/pointing_game']:.2f} | {row['val_acc']:.3f} | "
+            f"{t['chefer/energy']:.3f} / {t['chefer/pointing_game']:.2f} | "
+            f"{t['legrad/energy']:.3f} / {t['legrad/pointing_game']:.2f} | {row['val_acc']:.3f} | "
             f"{row['fit']:.0f} | {verdict(ok)} | {', '.join(f'{v:.2f}' for v in row['pg_by_epoch'])} |"
         )
     lines += [

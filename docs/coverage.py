@@ -1,4 +1,4 @@
-"""The model-coverage table: every family this project claims, random init, all four methods.
+"""The model-coverage table: every family this project claims, random init, every method.
 
 timm, Hugging Face transformers and torchvision rows; any other ``nn.MultiheadAttention`` model needs its
 geometry given (``num_prefix_tokens``, ``grid_size``) and is covered by ``tests/test_models_mha.py``.

@@ -53,7 +53,7 @@ class AttentionRolloutCallback(*callback_bases()):
 
     Args:
         methods: names of :func:`~lightning_rollout.explain` methods: ``rollout``, ``grad_rollout``,
-            ``chefer``, ``gradcam``.
+            ``chefer``, ``gradcam``, ``legrad``.
         num_samples: how many validation samples to explain.
         every_n_epochs: log after every N-th validation epoch of ``fit``.
         head_fusion: ``mean``, ``max`` or ``min`` (rollout).

@@ -117,6 +117,7 @@ class _SidePass:
         self.live = LiveForward()
         self.hooks: List[RemovableHandle] = []
         self.next_layer = -1
+        self.in_shared_backward = False
         self.activation: Optional[Tensor] = None
         self.activation_layout: Optional[Layout] = None
 
@@ -134,6 +135,8 @@ class _SidePass:
         self.next_layer = layer
 
     def _on_gradient(self, layer: int, attention: Tensor, layout: Optional[Layout], gradient: Tensor) -> None:
+        if not self.in_shared_backward:  # a method's own backward from after_forward (LeGrad's per layer)
+            return
         if layer != self.next_layer:
             raise RuntimeError(
                 f"attention gradients arrived out of order (layer {layer}, expected {self.next_layer}); "
@@ -176,6 +179,7 @@ def run_pass(
     discard_ratio: float,
     target: Target,
     output_key: OutputKey,
+    legrad_first_layer: int = 0,
 ) -> Tuple[List[Method], Tensor]:
     """Runs one side pass for ``method_classes``; the arguments are checked by the caller.
 
@@ -186,7 +190,7 @@ def run_pass(
         ValueError: a forward that captured nothing, a bad target for this output, a bad layer output.
     """
     geometry = adapter.geometry(tuple(images.shape[-2:]))
-    context = PassContext(model, adapter, geometry, head_fusion, discard_ratio)
+    context = PassContext(model, adapter, geometry, head_fusion, discard_ratio, legrad_first_layer=legrad_first_layer)
     methods = [method_class(context) for method_class in method_classes]
     uses_attention = any(m.uses_attention for m in methods)
     uses_gradcam = any(m.uses_gradcam for m in methods)
@@ -241,7 +245,11 @@ def _backward(
     )
     if not inputs:
         return
-    gradients = torch.autograd.grad(score(output).sum(), inputs)
+    hooks.in_shared_backward = True
+    try:
+        gradients = torch.autograd.grad(score(output).sum(), inputs)
+    finally:
+        hooks.in_shared_backward = False
     if hooks.backward_methods:
         hooks.check_backward()
     if gradcam_methods:

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from lightning_rollout.checks import OutputKey, Target, check_images, check_output_key, check_target
 from lightning_rollout.engine import maps_of, run_pass
 from lightning_rollout.methods import HEAD_FUSIONS, Method, method_class, method_names
+from lightning_rollout.methods.legrad import check_first_layer
 from lightning_rollout.models.base import ModelAdapter
 from lightning_rollout.models.custom import resolve_adapter
 
@@ -58,6 +59,7 @@ def explain_many(
     gradcam_layer: Optional[str] = None,
     num_prefix_tokens: Optional[int] = None,
     grid_size: Optional[Sequence[int]] = None,
+    legrad_first_layer: int = 0,
     return_output: bool = False,
 ) -> Union[Dict[str, Tensor], Tuple[Dict[str, Tensor], Tensor]]:
     """Computes the maps of several methods from one side pass: one forward and, when a gradient method is
@@ -90,6 +92,7 @@ def explain_many(
     check_images(images)
     check_target(target, images.shape[0], callable_ok=True)
     check_output_key(output_key)
+    check_first_layer(legrad_first_layer)
     adapter = resolve_adapter(model, attention_pattern, gradcam_layer, num_prefix_tokens, grid_size)
     fed, output = run_pass(
         model,
@@ -100,6 +103,7 @@ def explain_many(
         discard_ratio=discard_ratio,
         target=target,
         output_key=output_key,
+        legrad_first_layer=legrad_first_layer,
     )
     maps = maps_of(fed, images.device)
     return (maps, output) if return_output else maps
@@ -118,6 +122,7 @@ def explain(
     gradcam_layer: Optional[str] = None,
     num_prefix_tokens: Optional[int] = None,
     grid_size: Optional[Sequence[int]] = None,
+    legrad_first_layer: int = 0,
 ) -> Tensor:
     """Computes explanation maps of a batch in one hooked side pass.
 
@@ -136,8 +141,10 @@ def explain(
             ``num_prefix_tokens`` and ``grid_size`` given, or with an adapter of their own.
         images: ``(B, C, H, W)`` float batch on the model's device.
         method: ``"rollout"`` (Abnar & Zuidema 2020), ``"grad_rollout"`` (class-specific gradient
-            rollout), ``"chefer"`` (Chefer et al., ICCV 2021) or ``"gradcam"`` (Grad-CAM on the token
-            grid, or on the last feature map of hierarchical models). Several at once:
+            rollout), ``"chefer"`` (Chefer et al., ICCV 2021), ``"gradcam"`` (Grad-CAM on the token
+            grid, or on the last feature map of hierarchical models) or ``"legrad"`` (Bousselham et al.,
+            ICCV 2025: per layer, the positive gradient of the model's own head on that block's tokens
+            with respect to the block's attention, summed over layers). Several at once:
             :func:`explain_many`.
         head_fusion: ``"mean"``, ``"max"`` or ``"min"`` over heads; used by ``"rollout"``.
         discard_ratio: fraction in ``[0, 1)`` of each layer's smallest fused entries zeroed per sample
@@ -157,6 +164,8 @@ def explain(
             activation.
         num_prefix_tokens: override of the number of leading non-patch tokens.
         grid_size: override of the patch grid ``(grid_h, grid_w)``.
+        legrad_first_layer: the first attention layer ``"legrad"`` sums: ``0`` every layer (the paper),
+            ``-2`` the last two (the authors' released code); negative values count from the end.
 
     Returns:
         ``(B, grid_h, grid_w)`` float32, non-negative maps on ``images.device``; the scale is the
@@ -186,6 +195,7 @@ def explain(
         gradcam_layer=gradcam_layer,
         num_prefix_tokens=num_prefix_tokens,
         grid_size=grid_size,
+        legrad_first_layer=legrad_first_layer,
     )[method]
 
 
@@ -214,4 +224,6 @@ def check_model(
         adapter.attention_layers()
     if any(method.uses_gradcam for method in classes):
         adapter.gradcam_layer()
+    for method in classes:
+        method.check_adapter(adapter)
     return adapter

@@ -93,14 +93,16 @@ def test_explain_many_leaves_nothing_alive(family):
     build, options = FAMILIES[family]
     model = build()
     images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    explain_many(model, images, METHODS, **options)  # first-call caches are not growth
+    # legrad refuses a plain nn.MultiheadAttention model (its head is inside its forward)
+    methods = [m for m in METHODS if not (family == "mha" and m == "legrad")]
+    explain_many(model, images, methods, **options)  # first-call caches are not growth
     before = live_tensor_bytes()
     watch = OutputWatch(model)
     try:
-        maps = explain_many(model, images, METHODS, **options)
+        maps = explain_many(model, images, methods, **options)
     finally:
         watch.stop()
-    assert sorted(maps) == sorted(METHODS) and all(m.shape == (2, 4, 4) for m in maps.values())
+    assert sorted(maps) == sorted(methods) and all(m.shape == (2, 4, 4) for m in maps.values())
     del maps
     grown = live_tensor_bytes() - before
     alive = watch.alive()

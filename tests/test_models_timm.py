@@ -43,6 +43,8 @@ def test_global_attention_families_serve_every_method(case):
     assert (geometry.num_prefix_tokens, geometry.grid_size) == (prefix, grid)
     images = _images(size)
     for method in METHODS:
+        if case == "cait" and method == "legrad":  # refused: test_legrad.py
+            continue
         maps = explain(model, images, method, discard_ratio=0.5)
         assert maps.shape == (2, *grid) and bool(torch.isfinite(maps).all()) and bool((maps >= 0).all())
         assert bool((maps.flatten(1).amax(1) > maps.flatten(1).amin(1)).all()), (case, method)
@@ -183,6 +185,10 @@ def test_registered_adapter_serves_a_custom_model():
         images = _images((8, 12))
         assert find_adapter(model).family == "two-layer"
         for method in METHODS:
+            if method == "legrad":  # needs blocks and a head the adapter does not give
+                with pytest.raises(UnsupportedModelError, match="method 'legrad'"):
+                    explain(model, images, method)
+                continue
             assert explain(model, images, method).shape == (2, 2, 3)
     finally:
         _ADAPTERS[:] = saved
@@ -206,7 +212,7 @@ def test_coverage_script_rows():
     spec.loader.exec_module(coverage)
     rows = {case[0]: case for case in coverage.all_cases()}
     assert coverage.run_case(rows["timm deit (distilled)"]) == {
-        "rollout": "ok", "grad_rollout": "ok", "chefer": "ok", "gradcam": "ok", "adapter": "timm-vit",
+        "rollout": "ok", "grad_rollout": "ok", "chefer": "ok", "gradcam": "ok", "legrad": "ok", "adapter": "timm-vit",
     }
     xcit = coverage.run_case(rows["timm xcit"])
     assert xcit["gradcam"] == "ok" and xcit["rollout"].startswith("refused: Xcit has no global token attention")

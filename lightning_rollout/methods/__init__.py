@@ -12,6 +12,7 @@ from lightning_rollout.methods.rollout import rollout_layer
 from lightning_rollout.methods.grad_rollout import grad_rollout_layer
 from lightning_rollout.methods.chefer import chefer_layer
 from lightning_rollout.methods.gradcam import gradcam_tokens
+from lightning_rollout.methods.legrad import legrad_layer
 
 METHODS = tuple(method_names())
 """The built-in methods' names."""
@@ -28,6 +29,7 @@ __all__ = [
     "chefer_layer",
     "grad_rollout_layer",
     "gradcam_tokens",
+    "legrad_layer",
     "method_class",
     "method_names",
     "register_method",

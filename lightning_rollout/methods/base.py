@@ -38,6 +38,7 @@ class PassContext:
         head_fusion: ``"mean"``, ``"max"`` or ``"min"``.
         discard_ratio: fraction in ``[0, 1)`` of each layer's smallest fused entries zeroed per sample.
         readout: what the head reads; set after the forward, before any backward.
+        legrad_first_layer: the first attention layer LeGrad sums (negative: from the end).
     """
 
     model: nn.Module
@@ -46,6 +47,7 @@ class PassContext:
     head_fusion: str
     discard_ratio: float
     readout: Optional[Readout] = None
+    legrad_first_layer: int = 0
 
 
 @dataclass
@@ -91,6 +93,11 @@ class Method:
     def __init__(self, context: PassContext) -> None:
         self.context = context
 
+    @classmethod
+    def check_adapter(cls, adapter: ModelAdapter) -> None:
+        """Raises, without running the model, when the method cannot serve the adapter's model (default: never;
+        the attention layers and Grad-CAM's layer are checked by the caller from the flags)."""
+
     def capture(self) -> ContextManager:
         """A context manager entered around the forward, for hooks of the method's own (default: none)."""
         return nullcontext()
@@ -99,7 +106,8 @@ class Method:
         """Layer ``layer``'s attention ``(B, heads, N, N)``, detached and laid out, in forward order."""
 
     def after_forward(self, live: LiveForward) -> None:
-        """Called once after the forward, before the shared backward, with the graph alive."""
+        """Called once after the forward, before the shared backward, with the graph alive; backward passes a
+        method runs here (``retain_graph=True``) do not reach the other methods' :meth:`backward_attention`."""
 
     def backward_attention(self, layer: int, attention: Tensor, gradient: Tensor) -> None:
         """Layer ``layer``'s attention and the target score's gradient w.r.t. it, last layer first."""

@@ -10,7 +10,9 @@ An adapter answers, for one model it was built on:
 - Grad-CAM's layer and how its output becomes a ``(B, N, C)`` token or ``(B, C, h, w)`` map
   (:meth:`ModelAdapter.gradcam_layer`, :meth:`ModelAdapter.gradcam_activation`,
   :meth:`ModelAdapter.gradcam_layout`);
-- what the model's head reads (:meth:`ModelAdapter.readout`).
+- what the model's head reads (:meth:`ModelAdapter.readout`);
+- the block around each attention layer and the model's own head applied to any block's tokens
+  (:meth:`ModelAdapter.blocks`, :meth:`ModelAdapter.head`; LeGrad's per-layer scores).
 
 A family without a global token attention (Swin, MaxViT, XCiT, ...) raises :class:`UnsupportedModelError`
 from :meth:`ModelAdapter.attention_layers` with the reason, and still serves Grad-CAM.
@@ -92,6 +94,35 @@ def token_readout(num_tokens: int, tokens: Sequence[int] = (0,)) -> Readout:
     rows = torch.zeros(num_tokens)
     rows[list(tokens)] = 1.0 / len(tokens)
     return Readout(rows=rows)
+
+
+def enclosing_blocks(model: nn.Module, layers: List[Tuple[str, nn.Module]]) -> List[Tuple[str, nn.Module]]:
+    """The block around each attention layer: its nearest ancestor held in an ``nn.ModuleList`` or
+    ``nn.Sequential`` (``blocks.3`` for ``blocks.3.attn.attn_drop``).
+
+    Args:
+        model: the module whose ``named_modules`` names ``layers``.
+        layers: ``(name, module)`` of the attention layers.
+
+    Raises:
+        UnsupportedModelError: when a layer sits in no such container, or two layers share a block.
+    """
+    modules = dict(model.named_modules())
+    blocks = []
+    for name, _ in layers:
+        parts = name.split(".")
+        block = next(
+            (".".join(parts[:i]) for i in range(len(parts) - 1, 0, -1)
+             if isinstance(modules.get(".".join(parts[: i - 1])), (nn.ModuleList, nn.Sequential))),
+            None,
+        )
+        if block is None or (blocks and blocks[-1][0] == block):
+            raise UnsupportedModelError(
+                f"cannot tell the block around attention layer {name!r} of {type(model).__name__}: method "
+                "'legrad' needs one block per attention layer, held in an nn.ModuleList or nn.Sequential"
+            )
+        blocks.append((block, modules[block]))
+    return blocks
 
 
 def patch_mean_readout(geometry: TokenGeometry, class_weight: float = 0.0, include_prefix: bool = False) -> Readout:
@@ -185,6 +216,41 @@ class ModelAdapter:
         Heads whose read-out depends on the input (attention pooling) override this to capture it.
         """
         yield self.readout
+
+    # ---------------------------------------------------------------------------- blocks and head
+
+    def blocks(self) -> List[Tuple[str, nn.Module]]:
+        """``(name, module)`` of the block around each attention layer, one per entry of
+        :meth:`attention_layers` and in the same order; each block outputs the tokens after it.
+
+        The default is each attention layer's nearest enclosing module held in an ``nn.ModuleList`` or
+        ``nn.Sequential`` (:func:`enclosing_blocks`).
+
+        Raises:
+            UnsupportedModelError: when the blocks cannot be told.
+        """
+        return enclosing_blocks(self.root, self.attention_layers())
+
+    def block_tokens(self, output) -> Tensor:
+        """The tokens ``(B, N, C)`` in a block's forward output (default: the output, or its first item)."""
+        return output[0] if isinstance(output, tuple) else output
+
+    def head(self) -> Callable[[Tensor], Tensor]:
+        """The model's own head (final norm, pooling, classifier) as a function of the tokens after any block.
+
+        The function takes ``(B, N, C)`` tokens as a block of :meth:`blocks` outputs them
+        (:meth:`block_tokens`) and returns ``(B, num_classes)`` logits: the model's logits on the last
+        block's tokens; on an earlier block's, the score the head would give if the model stopped there
+        (LeGrad's per-layer score).
+
+        Raises:
+            UnsupportedModelError: the family's head is not known (the default).
+        """
+        raise UnsupportedModelError(
+            f"method 'legrad' needs the model's own head (final norm, pooling, classifier) to score the tokens "
+            f"after every block, and the {self.family} adapter does not know the head of {type(self.root).__name__}; "
+            "override ModelAdapter.head in an adapter of your own, or use 'grad_rollout' or 'chefer'"
+        )
 
     # ------------------------------------------------------------------------------------- Grad-CAM
 

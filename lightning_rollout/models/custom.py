@@ -10,12 +10,12 @@ post-softmax attention ``(B, heads, N, N)``, and the geometry comes from ``num_p
 from contextlib import contextmanager
 from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
-from torch import nn
+from torch import Tensor, nn
 
 from lightning_rollout.capture import fused_attention_disabled, require_modules
 from lightning_rollout.geometry import TokenGeometry, check_overrides, check_grid_size
 from lightning_rollout.models import find_adapter
-from lightning_rollout.models.base import AttentionSink, ModelAdapter, Readout
+from lightning_rollout.models.base import AttentionSink, ModelAdapter, Readout, enclosing_blocks
 
 
 class OverriddenAdapter(ModelAdapter):
@@ -114,6 +114,17 @@ class OverriddenAdapter(ModelAdapter):
             return
         with self.found.capture_readout() as readout:
             yield readout
+
+    def blocks(self) -> List[Tuple[str, nn.Module]]:
+        if self.attention_pattern is not None or self.found is None:
+            return enclosing_blocks(self.model, self.attention_layers())
+        return self.found.blocks()
+
+    def block_tokens(self, output) -> Tensor:
+        return super().block_tokens(output) if self.found is None else self.found.block_tokens(output)
+
+    def head(self) -> Callable[[Tensor], Tensor]:
+        return super().head() if self.found is None else self.found.head()
 
     def gradcam_layer(self) -> Tuple[str, nn.Module]:
         if self.gradcam_pattern is not None:

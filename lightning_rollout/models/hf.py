@@ -19,6 +19,10 @@
   BEiT with ``use_mean_pooling`` and ``CLIPForImageClassification`` → the mean of the patch tokens;
   ``Dinov2(WithRegisters)ForImageClassification`` (``concat(CLS, mean(patches))``) → half class token,
   half patch mean.
+- Head (LeGrad), as each classification model reads its encoder's tokens: the base model's final
+  ``layernorm`` then the class token (ViT, DeiT), the mean of the class and distillation heads (DeiT with
+  teacher), BEiT's pooler, DINOv2's ``concat(CLS, mean(patches))``, CLIP's mean of the patch tokens (no
+  norm). Base models without a classifier (``ViTModel``, ``CLIPVisionModel``, ...) have no head to apply.
 - Grad-CAM: the tokens the last attention layer reads (the output of its input norm:
   ``layernorm_before``, ``norm1``, ``layer_norm1``); Swin: the output of the final ``layernorm``.
 - Swin (also SwinV2, Donut-Swin, MaskFormer-Swin) has no global token attention: the attention methods
@@ -30,8 +34,9 @@ Other Hugging Face models whose attention modules return ``(output, attn_weights
 
 import sys
 from contextlib import contextmanager
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
+import torch
 from torch import Tensor, nn
 
 from lightning_rollout.geometry import TokenGeometry
@@ -173,7 +178,7 @@ class HFAdapter(ModelAdapter):
         if self.model_type in _WHY_NOT:
             raise UnsupportedModelError(
                 f"{name} has no global token attention for the attention methods (rollout, grad_rollout, "
-                f"chefer): {_WHY_NOT[self.model_type]}. Use method 'gradcam'"
+                f"chefer, legrad): {_WHY_NOT[self.model_type]}. Use method 'gradcam'"
                 + (", which reads its last stage's tokens" if self.model_type in _SWIN else "")
             )
         classes = _attention_classes(self.root)
@@ -211,6 +216,33 @@ class HFAdapter(ModelAdapter):
         if name == "CLIPForImageClassification" or (self.model_type == "beit" and config.use_mean_pooling):
             return patch_mean_readout(geometry)
         return super().readout(geometry)
+
+    # --------------------------------------------------------------------------------------- head
+
+    def head(self) -> Callable[[Tensor], Tensor]:
+        model, name = self.root, type(self.root).__name__
+        base = getattr(model, model.base_model_prefix, None)
+        if name == "CLIPForImageClassification":
+            return lambda tokens: model.classifier(tokens[:, 1:].mean(dim=1))
+        if name in ("ViTForImageClassification", "DeiTForImageClassification"):
+            return lambda tokens: model.classifier(base.layernorm(tokens)[:, 0])
+        if name == "DeiTForImageClassificationWithTeacher":
+            def teacher_head(tokens: Tensor) -> Tensor:
+                normed = base.layernorm(tokens)
+                return (model.cls_classifier(normed[:, 0]) + model.distillation_classifier(normed[:, 1])) / 2
+
+            return teacher_head
+        if name == "BeitForImageClassification":
+            return lambda tokens: model.classifier(base.pooler(base.layernorm(tokens)))
+        if name in ("Dinov2ForImageClassification", "Dinov2WithRegistersForImageClassification"):
+            first_patch = 1 + int(getattr(model.config, "num_register_tokens", 0) or 0)
+
+            def dinov2_head(tokens: Tensor) -> Tensor:
+                normed = base.layernorm(tokens)
+                return model.classifier(torch.cat([normed[:, 0], normed[:, first_patch:].mean(dim=1)], dim=1))
+
+            return dinov2_head
+        return super().head()
 
     # ------------------------------------------------------------------------------------- Grad-CAM
 

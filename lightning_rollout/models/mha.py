@@ -12,14 +12,16 @@ calls the attention module) are switched off meanwhile.
 - :class:`MultiheadAttentionAdapter` (generic, tried last): every ``nn.MultiheadAttention`` in
   registration order, which must be the forward order. The token geometry cannot be read from such a
   model: pass ``num_prefix_tokens`` and ``grid_size``. Read-out: the class token when the geometry has
-  one, else the mean of the patch tokens. Grad-CAM: the tokens the last attention module reads.
+  one, else the mean of the patch tokens. Grad-CAM: the tokens the last attention module reads. No
+  LeGrad: the head is somewhere in the model's own ``forward``, which cannot be applied to a block's tokens.
 - :class:`TorchvisionViTAdapter`: ``torchvision.models.VisionTransformer`` (``vit_b_16`` … ``vit_h_14``),
-  whose geometry (one class token, ``patch_size``) and class-token head are known.
+  whose geometry (one class token, ``patch_size``) and class-token head (``encoder.ln``, then ``heads`` on
+  the class token) are known.
 """
 
 from contextlib import contextmanager
 from functools import partial
-from typing import Iterator, List, Optional, Tuple
+from typing import Callable, Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -206,6 +208,14 @@ class MultiheadAttentionAdapter(ModelAdapter):
     def capture_attention(self, layers: List[Tuple[str, nn.Module]], sink: AttentionSink):
         return replayed_attention(layers, sink)
 
+    def head(self) -> Callable[[Tensor], Tensor]:
+        raise UnsupportedModelError(
+            f"method 'legrad' scores the tokens after every block with the model's own head, and the head of "
+            f"{type(self.root).__name__} (a model built from nn.MultiheadAttention) is part of its forward, which "
+            "cannot be applied to a block's tokens; use 'grad_rollout' or 'chefer', or register an adapter with "
+            "`forward_head` (lightning_rollout.models)"
+        )
+
     def gradcam_layer(self) -> Tuple[str, nn.Module]:
         """The last attention module; Grad-CAM reads the tokens it attends over (its normalised input)."""
         return self.attention_layers()[-1]
@@ -241,6 +251,10 @@ class TorchvisionViTAdapter(MultiheadAttentionAdapter):
 
     def readout(self, geometry: TokenGeometry) -> Readout:
         return token_readout(geometry.num_tokens)
+
+    def head(self) -> Callable[[Tensor], Tensor]:
+        vit = self.root
+        return lambda tokens: vit.heads(vit.encoder.ln(tokens)[:, 0])
 
     def input_channels(self) -> Optional[int]:
         return self.root.conv_proj.in_channels

@@ -13,7 +13,7 @@ chain: what the class-attention stages read from the patches, carried back throu
 """
 
 from contextlib import contextmanager
-from typing import Iterator, List, Optional, Tuple
+from typing import Callable, Iterator, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from lightning_rollout.capture import forward_hooks, fused_attention_disabled
 from lightning_rollout.geometry import TokenGeometry
 from lightning_rollout.models import register_adapter
-from lightning_rollout.models.base import AttentionSink, ModelAdapter, Readout, token_readout
+from lightning_rollout.models.base import AttentionSink, ModelAdapter, Readout, UnsupportedModelError, token_readout
 from lightning_rollout.models.timm_vit import timm_input_channels
 
 
@@ -82,6 +82,13 @@ class TimmCaiTAdapter(ModelAdapter):
 
     def readout(self, geometry: TokenGeometry) -> Readout:
         return token_readout(geometry.num_tokens)
+
+    def head(self) -> Callable[[Tensor], Tensor]:
+        raise UnsupportedModelError(
+            "method 'legrad' scores the tokens after every block with the model's own head, and CaiT's head reads "
+            "the class token, which its patch blocks do not carry (it joins only in the class-attention stages); "
+            "use 'grad_rollout' or 'chefer'"
+        )
 
     def gradcam_layer(self) -> Tuple[str, nn.Module]:
         index = len(self.root.blocks) - 1

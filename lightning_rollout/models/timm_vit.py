@@ -12,6 +12,8 @@ FlexiViT, distilled DeiT), ``Eva`` (EVA, EVA02, timm's DINOv3 ViTs), ``Beit`` (B
   distillation heads); ``avg``/``avgmax``/``max`` → the mean of the patch tokens (also when a class token
   exists, as in BEiT and EVA); ``map`` → the pooling attention's weights over the tokens it pools.
 - Grad-CAM: the last block's ``norm1`` (the tokens its attention reads).
+- Head (LeGrad): ``forward_head(norm(tokens))``, the model's own final norm, pooling (class token, average,
+  attention pooling), ``fc_norm`` and classifier.
 """
 
 from contextlib import contextmanager
@@ -125,6 +127,10 @@ class TimmViTAdapter(ModelAdapter):
         if weights.shape[1] != geometry.num_tokens:  # the pool reads the patch tokens only
             weights = torch.cat([weights.new_zeros(weights.shape[0], geometry.num_prefix_tokens), weights], dim=1)
         return Readout(pooled=weights)
+
+    def head(self) -> Callable[[Tensor], Tensor]:
+        vit = self.root
+        return lambda tokens: vit.forward_head(vit.norm(tokens))
 
     def gradcam_layer(self) -> Tuple[str, nn.Module]:
         layers = [(name, module) for name, module in self.root.named_modules() if name.endswith("norm1")]
