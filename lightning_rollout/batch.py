@@ -1,7 +1,7 @@
 """The fixed batch: where images, labels and masks sit in a user's batch, and the samples kept."""
 
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -66,8 +66,24 @@ class FixedBatch:
         return FixedBatch(torch.cat([self.images, other.images])[:limit], cat(self.labels, other.labels),
                           cat(self.masks, other.masks))
 
+    def select(self, index: Union[slice, Tensor]) -> "FixedBatch":
+        """The samples at ``index`` (a slice or a LongTensor of positions)."""
+        def pick(value: Optional[Tensor]) -> Optional[Tensor]:
+            return None if value is None else value[index]
+
+        return FixedBatch(self.images[index], pick(self.labels), pick(self.masks))
+
     def state_dict(self) -> Dict[str, Optional[Tensor]]:
         return {"images": self.images, "labels": self.labels, "masks": self.masks}
+
+
+def pick_labels(batch: Any, label_key: BatchKey = None) -> Optional[Tensor]:
+    """The labels of ``batch`` (not copied), or ``None`` when it has none at the default place.
+
+    Raises:
+        ValueError: if an explicit ``label_key`` finds nothing, or the labels are not a tensor.
+    """
+    return _pick(batch, label_key, "label", required=label_key is not None)
 
 
 def count_samples(batch: Any, image_key: BatchKey = None) -> int:
@@ -82,8 +98,9 @@ def take_samples(
     label_key: BatchKey = None,
     mask_key: BatchKey = None,
     start: int = 0,
+    indices: Optional[Sequence[int]] = None,
 ) -> FixedBatch:
-    """Copies up to ``limit`` samples of a batch, from sample ``start`` on, to the CPU.
+    """Copies up to ``limit`` samples of a batch, from sample ``start`` on (or those at ``indices``), to the CPU.
 
     Args:
         batch: a tuple/list ``(images, labels[, masks])``, a dict with ``image``/``label``/``mask`` keys,
@@ -91,6 +108,7 @@ def take_samples(
         limit: the most samples to keep.
         image_key, label_key, mask_key: where each field sits (``None``: the default layout).
         start: the first sample to copy.
+        indices: the samples to copy instead (``limit`` and ``start`` are then ignored).
 
     Raises:
         ValueError: if no image tensor is found, or a field is not a tensor of the batch's length.
@@ -106,7 +124,11 @@ def take_samples(
         if value is not None and value.shape[0] != images.shape[0]:
             raise ValueError(f"the batch has {images.shape[0]} images but {value.shape[0]} {name}s")
 
+    rows = slice(start, start + limit) if indices is None else torch.as_tensor(list(indices), dtype=torch.long)
+
     def keep(value: Optional[Tensor]) -> Optional[Tensor]:
-        return None if value is None else value[start : start + limit].detach().to("cpu", copy=True)
+        if value is None:
+            return None
+        return value[rows.to(value.device) if isinstance(rows, Tensor) else rows].detach().to("cpu", copy=True)
 
     return FixedBatch(keep(images), keep(labels), keep(masks))

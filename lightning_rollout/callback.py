@@ -5,7 +5,6 @@ The callback is glue: it decides when to log. The fixed batch is kept by
 sinks) is :func:`~lightning_rollout.logging_maps.log_maps`.
 """
 
-import math
 import warnings
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
@@ -16,13 +15,14 @@ from typing_extensions import override
 from lightning_rollout._lightning import callback_bases
 from lightning_rollout.batch import BatchKey, FixedBatch, check_key
 from lightning_rollout.checks import check_int
-from lightning_rollout.display import check_stats, model_input, resolve_display_stats
+from lightning_rollout.display import check_stats, resolve_display_stats
 from lightning_rollout.explain import check_model, validate_options
-from lightning_rollout.fixed_batch import FixedBatchKeeper
+from lightning_rollout.fixed_batch import SAMPLE_SELECTIONS, FixedBatchKeeper
 from lightning_rollout.geometry import check_overrides
-from lightning_rollout.logging_maps import MapLog, log_maps
+from lightning_rollout.logging_maps import MapLog, check_batch, log_maps
 from lightning_rollout.methods import METHODS
 from lightning_rollout.metrics.faithfulness import check_baseline
+from lightning_rollout.sinks.base import check_image_format
 
 TARGETS = ("label", "prediction")
 
@@ -74,18 +74,25 @@ class AttentionRolloutCallback(*callback_bases()):
         alpha: overlay opacity in ``[0, 1]``.
         log_initial_maps: log the untrained model's maps at step 0 (needs a sanity check long enough to
             capture all ``num_samples`` before training starts).
-        class_names: names shown instead of class indices.
-        filmstrip_columns: the most epochs shown in a filmstrip (evenly spaced, first and last kept).
+        class_names: names shown instead of class indices; ``None``: the data module's ``class_names`` when it has
+            them (e.g. :class:`~lightning_rollout.demo.ImageFolderDataModule`'s folder names), else the indices.
+        filmstrip_columns: the most epochs shown in a filmstrip, and the most kept in the checkpointed state:
+            once full, an interior column goes for each new one, keeping them spread over the run (first and
+            last kept).
         attention_pattern, gradcam_layer, num_prefix_tokens, grid_size: as in
             :func:`~lightning_rollout.explain`, for custom models.
         tag_prefix: the first part of every tag.
         faithfulness_steps: steps of the deletion and insertion curves (``2 × (steps + 1)`` forwards of
             each sample per method, batched); ``0`` turns these scalars off.
-        faithfulness_baseline: what deleted pixels become and inserted ones are revealed from: ``"blur"``
-            (a blurred copy of the image: removes shapes and edges, keeps colours), ``"mean"`` (each image's
-            per-channel mean: removes colours too) or a number (a constant in the model's input space; ``0.0``
-            is the normalisation mean); choose one that removes what tells your classes apart (see
-            :mod:`lightning_rollout.metrics.faithfulness`).
+        faithfulness_baseline: what deleted pixels become and inserted ones are revealed from: a number (a
+            constant in the model's input space; the default ``0.0`` is the normalisation mean: removes shapes
+            and colours), ``"blur"`` (a blurred copy of the image: removes edges, keeps colours and coarse
+            shapes) or ``"mean"`` (each image's per-channel mean); choose one that removes what tells your
+            classes apart (see :mod:`lightning_rollout.metrics.faithfulness`).
+        max_cell_size: the longer side, in pixels, of each picture in the panels and filmstrips: larger inputs
+            are downscaled (area averaging) for display, smaller ones upscaled as before.
+        image_format: how TensorBoard, W&B and MLflow receive the pictures: ``"jpeg"`` (at 224-px inputs and 8
+            samples about 0.5 MB per method and logged epoch on photographs) or ``"png"`` (lossless, ~4x more).
 
     The fixed batch is filled from the sanity check and, when that holds fewer than ``num_samples``
     samples, from the first validation epoch of training (before its maps are logged); it never changes
@@ -129,7 +136,10 @@ class AttentionRolloutCallback(*callback_bases()):
         grid_size: Optional[Tuple[int, int]] = None,
         tag_prefix: str = "attention",
         faithfulness_steps: int = 8,
-        faithfulness_baseline: Union[float, str] = "blur",
+        faithfulness_baseline: Union[float, str] = 0.0,
+        max_cell_size: int = 128,
+        image_format: str = "jpeg",
+        sample_selection: str = "per_class",
     ) -> None:
         if isinstance(methods, str) or not isinstance(methods, (list, tuple)) or not methods:
             raise ValueError(f"`methods` must be a non-empty list of names from {list(METHODS)}, got {methods!r}")
@@ -141,6 +151,10 @@ class AttentionRolloutCallback(*callback_bases()):
         check_int("every_n_epochs", every_n_epochs, 1)
         check_int("filmstrip_columns", filmstrip_columns, 1)
         check_int("faithfulness_steps", faithfulness_steps, 0)
+        check_int("max_cell_size", max_cell_size, 16)
+        check_image_format(image_format)
+        if sample_selection not in SAMPLE_SELECTIONS:
+            raise ValueError(f"`sample_selection` must be one of {list(SAMPLE_SELECTIONS)}, got {sample_selection!r}")
         check_baseline("faithfulness_baseline", faithfulness_baseline)
         if target not in TARGETS:
             raise ValueError(f"`target` must be one of {list(TARGETS)}, got {target!r}")
@@ -185,13 +199,18 @@ class AttentionRolloutCallback(*callback_bases()):
         self.tag_prefix = tag_prefix.strip("/")
         self.faithfulness_steps = faithfulness_steps
         self.faithfulness_baseline = faithfulness_baseline
+        self.max_cell_size = max_cell_size
+        self.image_format = image_format
 
         self._display_stats: Tuple[Optional[List[float]], Optional[List[float]]] = (mean, std)
         self._warned: set = set()
+        self.sample_selection = sample_selection
         self._keeper = FixedBatchKeeper(
-            num_samples, image_key, label_key, mask_key, target == "label", self._check_first, self._warn_once
+            num_samples, image_key, label_key, mask_key, target == "label", sample_selection, self._warn_once
         )
-        self._map_log = MapLog(self.methods)
+        self._num_classes: Optional[int] = None
+        self._class_names = class_names
+        self._map_log = MapLog(self.methods, filmstrip_columns)
 
     @property
     @override
@@ -221,7 +240,10 @@ class AttentionRolloutCallback(*callback_bases()):
         self._display_stats = resolve_display_stats(
             self.mean, self.std, adapter.data_config(), adapter.input_channels(), self._warn_once
         )
-        num_classes = adapter.num_classes()
+        num_classes = self._num_classes = self._keeper.num_classes = adapter.num_classes()
+        # The data module's class names (e.g. an image folder's) when none are given.
+        names = getattr(getattr(trainer, "datamodule", None), "class_names", None)
+        self._class_names = self.class_names or (list(names) if isinstance(names, (list, tuple)) else None)
         if self.class_names is not None and isinstance(num_classes, int) and num_classes > 0:
             if len(self.class_names) != num_classes:
                 raise ValueError(
@@ -242,13 +264,13 @@ class AttentionRolloutCallback(*callback_bases()):
     def on_validation_batch_end(
         self, trainer: Any, pl_module: nn.Module, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        self._keeper.collect(batch, dataloader_idx, trainer.is_global_zero)
+        self._collect(trainer, pl_module, batch, dataloader_idx)
 
     @override
     def on_test_batch_end(
         self, trainer: Any, pl_module: nn.Module, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        self._keeper.collect(batch, dataloader_idx, trainer.is_global_zero)
+        self._collect(trainer, pl_module, batch, dataloader_idx)
 
     @override
     def on_train_start(self, trainer: Any, pl_module: nn.Module) -> None:
@@ -258,25 +280,11 @@ class AttentionRolloutCallback(*callback_bases()):
             # Only a sharded model needs the other ranks, and rank 0 tells them whether to run.
             log_maps(self, trainer, pl_module, label="init")
             return
-        batch, ready = self._keeper.batch, False
-        if batch is None:
-            self._warn_once(
-                "initial",
-                "`log_initial_maps=True` needs the sanity check (num_sanity_val_steps > 0) to capture the "
-                "validation batch before training; the untrained model's maps are not logged",
-            )
-        elif not self._keeper.frozen:
-            # The batch grows in the first validation epoch; an initial column of fewer samples could not
-            # stand in the filmstrip beside the later ones.
-            needed = math.ceil(self.num_samples / (self._keeper.loader_batch_size or 1))
-            self._warn_once(
-                "initial",
-                f"`log_initial_maps=True` but the sanity check captured only {len(batch)} of `num_samples`="
-                f"{self.num_samples} samples; the untrained model's maps are not logged (the filmstrip shows the "
-                f"same samples in every column). Set `num_sanity_val_steps` >= {needed} to log them",
-            )
-        else:
-            ready = True
+        why_not = self._keeper.not_ready_before_training()
+        if why_not:
+            message = f"`log_initial_maps=True` but {why_not}; the untrained model's maps are not logged"
+            self._warn_once("initial", message)
+        ready = why_not is None
         log_maps(self, trainer, pl_module, label="init", ready=ready)
 
     @override
@@ -305,9 +313,19 @@ class AttentionRolloutCallback(*callback_bases()):
 
     # ------------------------------------------------------------------------------------ internals
 
-    def _check_first(self, samples: FixedBatch) -> None:
-        """Raises when the first kept samples are not (after ``input_transform``) the model's float input."""
-        model_input(samples.images, self.input_transform, self._display_stats)
+    def _collect(self, trainer: Any, pl_module: nn.Module, batch: Any, dataloader_idx: int) -> None:
+        """Hands ``batch`` to the keeper and checks the first samples kept. A problem found before training
+        raises; found after training began (no sanity check), it warns and the callback stays idle."""
+        first = self._keeper.batch is None
+        try:
+            self._keeper.collect(batch, dataloader_idx, trainer.is_global_zero)
+            if first and self._keeper.batch is not None:
+                check_batch(self, trainer, pl_module, self._keeper.batch, self._num_classes)
+        except ValueError as error:
+            if trainer.state.fn != "fit" or trainer.global_step == 0:
+                raise
+            self._keeper.stop()
+            self._warn_once("unusable", f"AttentionRolloutCallback logs nothing in this run: {error}")
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:

@@ -6,7 +6,8 @@ layers and/or Grad-CAM's layer, once, whatever the number of methods → each la
 every method as it is produced (rollout folds it in right away) → after the forward the read-out and the
 target scores are fixed → one backward of the summed target scores, down to the first attention layer
 (or Grad-CAM's layer), during which one tensor hook per attention layer hands ``(attention, gradient)``
-to every gradient method, last layer first → each method's maps.
+to every gradient method, last layer first → each method's maps. A method may run backward passes of its
+own from ``after_forward`` (LeGrad: one short gradient call per layer); the shared hooks ignore them.
 
 Nothing outlives the pass: each tensor hook is owned by its attention's autograd node (C++) and reaches
 the pass, which keeps the attentions; a cycle ``gc`` cannot see. So the hooks are removed and every kept

@@ -2,31 +2,34 @@
 batch, then pictures and scalars handed to one sink per logger.
 
 :func:`log_maps` is the step itself; the callback calls it after each logged validation (or test) epoch and
-``lightning-rollout replay`` once per checkpoint. :func:`explain_fixed_batch` is the side pass alone (the
-model's probabilities, every method's maps, their faithfulness scalars); :class:`MapLog` keeps what a
-filmstrip needs across steps and goes into the callback's checkpointed state.
+``lightning-rollout replay`` once per checkpoint. :func:`explain_batch` is the side pass alone (the model's
+probabilities, every method's maps, their faithfulness scalars), :func:`explain_in_chunks` retries it in
+smaller chunks on an out-of-memory error, :func:`check_batch` tries it once when the batch is first kept;
+:class:`MapLog` keeps what a filmstrip needs across steps and goes into the callback's checkpointed state.
 """
 
 import os
 from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Tuple
 
+import torch
 from torch import Tensor, nn
 
+from lightning_rollout.batch import FixedBatch
 from lightning_rollout.capture import side_pass
 from lightning_rollout.display import model_input
 from lightning_rollout.distributed import is_sharded
 from lightning_rollout.explain import explain_many
-from lightning_rollout.fixed_batch import Warn
-from lightning_rollout.rendering import to_display_images
+from lightning_rollout.fixed_batch import Warn, check_labels
+from lightning_rollout.rendering import fit_display_images, to_display_images
 from lightning_rollout.report import (
     all_finite,
     captions,
     constant_maps,
     faithfulness_scalars,
     map_scalars,
-    pick_columns,
     render_filmstrips,
     render_samples,
+    thin_columns,
 )
 from lightning_rollout.sinks import ImageSink, PNGImageSink, sink_for_logger
 
@@ -52,6 +55,10 @@ CONSTANT_MAP_CAUSES = {
         "the target logit has no gradient at `gradcam_layer` (a zero-initialised classifier head gives "
         "zero gradients at init) or every channel weight is negative; the maps fill in once the head trains"
     ),
+    "legrad": (
+        "the target logit has no gradient through the attention (a zero-initialised classifier head gives "
+        "zero gradients at init); the maps fill in once the head trains"
+    ),
 }
 """Why each method's maps come out constant, and what to change; shown in the warning."""
 
@@ -70,14 +77,28 @@ class SidePass(NamedTuple):
 class MapLog:
     """What the logging steps remember: each method's filmstrip columns and the last ``(root, step)`` logged.
 
+    A method keeps at most ``filmstrip_columns`` columns ``(label, maps, position)`` (``position``: the
+    column's logging ordinal), thinned by :func:`~lightning_rollout.report.thin_columns` as columns come in,
+    so the checkpointed state stops growing once the filmstrip is full and a resumed run shows the same one.
+
     Args:
         methods: the callback's methods.
+        filmstrip_columns: the most columns a filmstrip shows.
     """
 
-    def __init__(self, methods: List[str]) -> None:
-        self.history: Dict[str, List[Tuple[str, Tensor]]] = {method: [] for method in methods}
+    def __init__(self, methods: List[str], filmstrip_columns: int) -> None:
+        self.filmstrip_columns = filmstrip_columns
+        self.history: Dict[str, List[Tuple[str, Tensor, int]]] = {method: [] for method in methods}
         self.last_logged: Optional[Tuple[str, int]] = None
         self.sinks: Optional[List[ImageSink]] = None  # one per logger, made at the first logging step
+
+    def add_column(self, method: str, label: str, maps: Tensor) -> List[Tuple[str, Tensor]]:
+        """Adds a column of ``method`` and returns the columns its filmstrip shows, ``(label, maps)``, oldest first."""
+        columns = self.history[method]
+        columns.append((label, maps, columns[-1][2] + 1 if columns else 0))
+        kept = thin_columns([position for _, _, position in columns], self.filmstrip_columns)
+        self.history[method] = columns = [columns[i] for i in kept]
+        return [(label, maps) for label, maps, _ in columns]
 
     def state_dict(self) -> Dict[str, Any]:
         return {
@@ -87,19 +108,27 @@ class MapLog:
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         history = state_dict.get("history", {})
-        self.history = {method: list(history.get(method, [])) for method in self.history}
+        # Checkpoints of versions before the thinning hold every column as ``(label, maps)``.
+        self.history = {
+            method: [
+                (entry[0], entry[1], entry[2] if len(entry) > 2 else i)
+                for i, entry in enumerate(history.get(method, []))
+            ]
+            for method in self.history
+        }
         last_logged = state_dict.get("last_logged")
         self.last_logged = None if last_logged is None else tuple(last_logged)
 
 
-def image_sinks(trainer: Any, tag_prefix: str, warn: Warn) -> List[ImageSink]:
-    """One sink per logger: its native one (TensorBoard, W&B, MLflow) or PNG files under its log dir."""
+def image_sinks(trainer: Any, tag_prefix: str, image_format: str, warn: Warn) -> List[ImageSink]:
+    """One sink per logger: its native one (TensorBoard, W&B, MLflow; pictures as ``image_format``) or PNG files
+    under its log dir."""
     if not trainer.loggers:
         warn("no-logger", "AttentionRolloutCallback: the Trainer has no logger; nothing is logged")
         return []
     sinks, png_roots = [], set()
     for logger in trainer.loggers:
-        sink = sink_for_logger(logger)
+        sink = sink_for_logger(logger, image_format)
         if sink is None:
             # The tags start with ``tag_prefix``: files land in <log_dir>/<tag_prefix>/<method>/...
             root = getattr(logger, "log_dir", None) or logger.save_dir or trainer.default_root_dir
@@ -117,13 +146,12 @@ def image_sinks(trainer: Any, tag_prefix: str, warn: Warn) -> List[ImageSink]:
     return sinks
 
 
-def explain_fixed_batch(
-    callback: "AttentionRolloutCallback", trainer: Any, pl_module: nn.Module, model: nn.Module
+def explain_batch(
+    callback: "AttentionRolloutCallback", trainer: Any, pl_module: nn.Module, model: nn.Module, batch: FixedBatch
 ) -> SidePass:
-    """The side pass through ``model`` (``pl_module``, or the strategy's wrapper of a sharded one) over the
-    callback's fixed batch: probabilities, every method's maps and their faithfulness scalars (when on), under
-    the Trainer's precision."""
-    batch = callback.fixed_batch
+    """The side pass through ``model`` (``pl_module``, or the strategy's wrapper of a sharded one) over
+    ``batch``: probabilities, every method's maps and their faithfulness scalars (when on), under the
+    Trainer's precision."""
     device = pl_module.device if hasattr(pl_module, "device") else next(pl_module.parameters()).device
     precision = trainer.precision_plugin
     inputs = model_input(batch.images.to(device), callback.input_transform, callback._display_stats)
@@ -155,6 +183,75 @@ def explain_fixed_batch(
                     for method, method_maps in maps.items()
                 }
     return SidePass(maps, probabilities, faithfulness)
+
+
+def explain_in_chunks(
+    callback: "AttentionRolloutCallback", trainer: Any, pl_module: nn.Module, model: nn.Module, batch: FixedBatch
+) -> SidePass:
+    """:func:`explain_batch` over the whole ``batch``; on an out-of-memory error, again in chunks of half the
+    size, down to one sample, and the chunks' results joined (batch means weighted by chunk size).
+
+    Raises:
+        torch.OutOfMemoryError: if even one sample does not fit.
+    """
+    size = len(batch)
+    while True:
+        try:
+            parts = [
+                (len(chunk), explain_batch(callback, trainer, pl_module, model, chunk))
+                for chunk in (batch.select(slice(start, start + size)) for start in range(0, len(batch), size))
+            ]
+            break
+        except torch.cuda.OutOfMemoryError:
+            if size == 1:
+                raise
+            size = (size + 1) // 2
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+    if len(parts) == 1:
+        return parts[0][1]
+    maps = {method: torch.cat([part.maps[method] for _, part in parts]) for method in parts[0][1].maps}
+    faithfulness = {
+        method: {name: sum(n * part.faithfulness[method][name] for n, part in parts) / len(batch) for name in names}
+        for method, names in parts[0][1].faithfulness.items()
+        if all(method in part.faithfulness for _, part in parts)
+    }
+    return SidePass(maps, torch.cat([part.probabilities for _, part in parts]), faithfulness)
+
+
+def check_batch(
+    callback: "AttentionRolloutCallback",
+    trainer: Any,
+    pl_module: nn.Module,
+    batch: FixedBatch,
+    num_classes: Optional[int],
+) -> None:
+    """Checks the samples first kept (before training) so that no later logging step can fail on them: the
+    model input, the labels (:func:`~lightning_rollout.fixed_batch.check_labels`) and, when the Trainer has a
+    logger and the model is not sharded, a trial of the logging step on one sample (side pass, every method's
+    grid, scalars, captions).
+
+    Raises:
+        ValueError: naming the argument or method at fault (e.g. a map grid of fewer than 2 cells); any error
+            of the trial side pass itself.
+    """
+    model_input(batch.images, callback.input_transform, callback._display_stats)
+    check_labels(batch.labels, callback.target, callback.label_key, num_classes)
+    if not trainer.loggers or is_sharded(trainer.strategy.model or pl_module):
+        return  # nothing will be logged, or every rank would have to join the trial
+    sample = batch.select(slice(0, 1))
+    result = explain_batch(callback, trainer, pl_module, pl_module, sample)
+    for method, maps in result.maps.items():
+        if maps.shape[1] * maps.shape[2] < 2:
+            height, width = sample.images.shape[2:]
+            where = "`gradcam_layer`'s feature map" if method == "gradcam" else "the patch grid"
+            raise ValueError(
+                f"the {method} maps of this model's {height}x{width} input are a {maps.shape[1]}x{maps.shape[2]} "
+                f"grid ({where}); the pictures and scalars need at least 2 cells: use larger inputs, smaller "
+                "patches" + (" or an earlier `gradcam_layer`" if method == "gradcam" else "")
+            )
+        map_scalars(maps, sample.masks)
+    captions(sample.labels, result.probabilities, callback._class_names)
 
 
 def log_maps(
@@ -189,7 +286,7 @@ def log_maps(
     if trainer.is_global_zero:
         ready = ready and callback.fixed_batch is not None and state.last_logged != (root, step)
         if ready and state.sinks is None:
-            state.sinks = image_sinks(trainer, callback.tag_prefix, callback._warn_once)
+            state.sinks = image_sinks(trainer, callback.tag_prefix, callback.image_format, callback._warn_once)
         sinks = (state.sinks or []) if ready else []
         ready = bool(sinks)
     # A sharded model runs through the strategy's wrapper (an FSDP1 root or DeepSpeed engine gathers the
@@ -201,9 +298,23 @@ def log_maps(
             return
     elif not trainer.is_global_zero or not ready:
         return
-    result = explain_fixed_batch(callback, trainer, pl_module, wrapper if sharded else pl_module)
-    if not trainer.is_global_zero:
-        return
+    model = wrapper if sharded else pl_module
+    try:
+        result = explain_in_chunks(callback, trainer, pl_module, model, callback.fixed_batch)
+        if trainer.is_global_zero and _finite(callback, result, step):
+            state.last_logged = (root, step)
+            _render_and_log(callback, trainer.loggers, sinks, root, step, label, result)
+    except Exception as error:  # noqa: BLE001  (a logging step must never end the training run)
+        if trainer.is_global_zero:
+            callback._warn_once(
+                f"failed-{root}-{step}",
+                f"AttentionRolloutCallback: logging the maps at step {step} failed ({type(error).__name__}: "
+                f"{error}); this time's pictures and scalars are skipped, training goes on",
+            )
+
+
+def _finite(callback: "AttentionRolloutCallback", result: SidePass, step: int) -> bool:
+    """Whether every map is finite; warns (once per step) when not."""
     broken = [method for method, value in result.maps.items() if not all_finite(value)]
     if broken:
         callback._warn_once(
@@ -211,9 +322,7 @@ def log_maps(
             f"AttentionRolloutCallback: the {broken} maps at step {step} contain NaN/Inf (is the model "
             "diverging?); nothing is logged this time, training goes on",
         )
-        return
-    state.last_logged = (root, step)
-    _render_and_log(callback, trainer.loggers, sinks, root, step, label, result)
+    return not broken
 
 
 def _render_and_log(
@@ -226,9 +335,10 @@ def _render_and_log(
     result: SidePass,
 ) -> None:
     """Pictures to ``sinks`` and scalars to ``loggers``; appends a filmstrip column when ``label`` is given."""
-    batch, history, stats = callback.fixed_batch, callback._map_log.history, callback._display_stats
+    batch, stats = callback.fixed_batch, callback._display_stats
     display = to_display_images(model_input(batch.images, callback.input_transform, stats), *stats)
-    sample_captions = captions(batch.labels, result.probabilities, callback.class_names)
+    display = fit_display_images(display, callback.max_cell_size)
+    sample_captions = captions(batch.labels, result.probabilities, callback._class_names)
     samples_caption = " | ".join(f"{i}: " + ", ".join(lines) for i, lines in enumerate(sample_captions))
     scalars: Dict[str, float] = {}
     if batch.masks is not None:
@@ -239,17 +349,17 @@ def _render_and_log(
             callback._warn_once(
                 f"constant-{method}",
                 f"AttentionRolloutCallback: every {method} map at step {step} is constant (value "
-                f"{float(method_maps.flatten()[0]):.3g}); likely cause: {CONSTANT_MAP_CAUSES[method]}. "
+                f"{float(method_maps.flatten()[0]):.3g}); likely cause: "
+                f"{CONSTANT_MAP_CAUSES.get(method, 'an untrained head')}. "
                 "The pictures say 'constant map' instead of an overlay",
             )
         samples = render_samples(display, method_maps, sample_captions, callback.colormap, callback.alpha)
         for sink in sinks:
             sink.log_image(f"{tag}/samples", samples, step, caption=samples_caption)
         if label is not None:
-            history[method].append((label, method_maps))
-            columns = callback.filmstrip_columns
-            filmstrip = render_filmstrips(display, history[method], callback.colormap, callback.alpha, columns)
-            names = [history[method][i][0] for i in pick_columns(len(history[method]), columns)]
+            columns = callback._map_log.add_column(method, label, method_maps)
+            filmstrip = render_filmstrips(display, columns, callback.colormap, callback.alpha, len(columns))
+            names = [name for name, _ in columns]
             for sink in sinks:
                 sink.log_image(f"{tag}/filmstrip", filmstrip, step, caption="input | " + " | ".join(names))
         scalars.update({f"{tag}/{name}": value for name, value in map_scalars(method_maps, batch.masks).items()})

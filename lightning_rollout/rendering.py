@@ -144,6 +144,26 @@ def to_display_images(
     return np.ascontiguousarray(pixels.permute(0, 2, 3, 1).numpy())
 
 
+def fit_display_images(images: np.ndarray, max_size: int) -> np.ndarray:
+    """Downscale ``(B, H, W, 3)`` uint8 images whose longer side exceeds ``max_size`` (area averaging, aspect
+    ratio kept); smaller images are returned as they are.
+
+    Raises:
+        ValueError: If ``images`` is not uint8 ``(B, H, W, 3)`` or ``max_size`` is not a positive int.
+    """
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
+        raise ValueError(f"`images` must be uint8 of shape (B, H, W, 3), got {getattr(images, 'shape', images)!r}.")
+    _check_positive_int("max_size", max_size)
+    height, width = images.shape[1:3]
+    scale = max_size / max(height, width)
+    if scale >= 1:
+        return images
+    size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float()
+    resized = F.interpolate(pixels, size=size, mode="area").round().clamp(0, 255).to(torch.uint8)
+    return np.ascontiguousarray(resized.permute(0, 2, 3, 1).numpy())
+
+
 def colorize_maps(maps: Tensor, size: tuple[int, int], colormap: str) -> np.ndarray:
     """Scale each map to ``[0, 1]``, upsample it to the image size and colour it.
 

@@ -46,14 +46,15 @@ def constant_caption(maps: Tensor) -> List[Optional[str]]:
 def captions(
     labels: Optional[Tensor], probabilities: Tensor, class_names: Optional[Sequence[str]] = None
 ) -> List[List[str]]:
-    """Caption lines per sample: the true label (when known) and the prediction with its confidence."""
+    """Caption lines per sample: the true label (when ``labels`` are class indices ``(B,)``) and the prediction
+    with its confidence."""
     def name(index: int) -> str:
         return class_names[index] if class_names is not None and index < len(class_names) else str(index)
 
     confidence, predicted = probabilities.float().max(dim=-1)
     lines = []
     for i in range(probabilities.shape[0]):
-        sample = [] if labels is None else [f"true: {name(int(labels[i]))}"]
+        sample = [] if labels is None or labels.dim() != 1 else [f"true: {name(int(labels[i]))}"]
         sample.append(f"pred: {name(int(predicted[i]))} ({float(confidence[i]):.2f})")
         lines.append(sample)
     return lines
@@ -81,6 +82,23 @@ def pick_columns(count: int, max_columns: int) -> List[int]:
     if max_columns == 1:
         return [count - 1]
     return sorted({round(i * (count - 1) / (max_columns - 1)) for i in range(max_columns)})
+
+
+def thin_columns(positions: Sequence[int], max_columns: int) -> List[int]:
+    """Indices of the columns to keep so that at most ``max_columns`` remain, evenly spread.
+
+    ``positions`` are the columns' logging ordinals, ascending. While there are too many, the interior column
+    whose removal leaves the smallest gap between its neighbours goes (the earliest on ties); the first and
+    the last column always stay (with ``max_columns=1`` only the last). Applied after each new column, the
+    kept columns never number more than ``max_columns`` and spread over the whole run.
+    """
+    kept = list(range(len(positions)))
+    if max_columns == 1:
+        return kept[-1:]
+    while len(kept) > max_columns:
+        gaps = [positions[kept[i + 1]] - positions[kept[i - 1]] for i in range(1, len(kept) - 1)]
+        del kept[1 + gaps.index(min(gaps))]
+    return kept
 
 
 def render_filmstrips(

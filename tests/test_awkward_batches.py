@@ -37,14 +37,14 @@ class OneByOne(Module):
 
 
 def test_batch_size_one_fills_num_samples_in_the_first_epoch_and_skips_a_partial_init(tmp_path):
-    callback = AttentionRolloutCallback(num_samples=6)
+    callback = AttentionRolloutCallback(num_samples=6, sample_selection="first")
     trainer = _trainer(tmp_path, [callback], max_epochs=2)  # the sanity check sees 2 samples
     with pytest.warns(UserWarning, match=r"captured only 2 of `num_samples`=6.*`num_sanity_val_steps` >= 6"):
         trainer.fit(OneByOne())
     dataset = RandomScenes(8, seed=2)
     torch.testing.assert_close(callback.fixed_batch.images, dataset.images[:6])
-    assert [label for label, _ in callback._map_log.history["rollout"]] == ["e0 s4", "e1 s8"]
-    assert all(maps.shape[0] == 6 for _, maps in callback._map_log.history["rollout"])
+    assert [label for label, *_ in callback._map_log.history["rollout"]] == ["e0 s4", "e1 s8"]
+    assert all(maps.shape[0] == 6 for _, maps, _ in callback._map_log.history["rollout"])
     events = read_events(trainer.logger.log_dir)
     assert _steps(events, "attention/rollout/samples") == [4, 8]
     # 6 panels in rows of 4: two rows of panels at least 128 px high
@@ -52,10 +52,10 @@ def test_batch_size_one_fills_num_samples_in_the_first_epoch_and_skips_a_partial
 
 
 def test_a_sanity_check_long_enough_logs_the_initial_maps_of_all_samples(tmp_path):
-    callback = AttentionRolloutCallback(num_samples=3)
+    callback = AttentionRolloutCallback(num_samples=3, sample_selection="first")
     trainer = _trainer(tmp_path, [callback], num_sanity_val_steps=3)
     trainer.fit(OneByOne())
-    assert [maps.shape[0] for _, maps in callback._map_log.history["rollout"]] == [3, 3]
+    assert [maps.shape[0] for _, maps, _ in callback._map_log.history["rollout"]] == [3, 3]
     assert _steps(read_events(trainer.logger.log_dir), "attention/rollout/samples") == [0, 4]
 
 
@@ -116,7 +116,7 @@ def test_uint8_images_with_input_transform_give_the_maps_of_the_model_input(tmp_
     assert callback.fixed_batch.images.dtype == torch.uint8
     inputs = to_float(callback.fixed_batch.images)
     for method in ["rollout", "gradcam"]:
-        _, maps = callback._map_log.history[method][-1]
+        _, maps, _ = callback._map_log.history[method][-1]
         torch.testing.assert_close(maps, explain(module, inputs, method, target=callback.fixed_batch.labels))
 
 

@@ -236,6 +236,36 @@ def test_hugging_face_vit_equals_the_recipe_over_transformers_own_outputs():
     torch.testing.assert_close(explain(model, images, "legrad", target=target), expected, rtol=1e-5, atol=1e-7)
 
 
+def test_clip_image_embeddings_with_a_similarity_target_equal_the_recipe():
+    """LeGrad's CLIP use: each layer's class token through post_layernorm and the projection, scored by the
+    cosine similarity to a (text) embedding; attentions and hidden states as transformers returns them."""
+    transformers = pytest.importorskip("transformers")
+    from test_models_hf import SIZES
+
+    torch.manual_seed(0)
+    model = transformers.CLIPVisionModelWithProjection(transformers.CLIPVisionConfig(projection_dim=16, **SIZES)).eval()
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    concept = torch.randn(16, generator=torch.Generator().manual_seed(4))
+
+    def similarity(embeds):
+        return torch.nn.functional.cosine_similarity(embeds, concept[None], dim=-1)
+
+    maps = explain(model, images, "legrad", output_key="image_embeds", target=similarity)
+    eager = copy.deepcopy(model)
+    eager.set_attn_implementation("eager")
+    output = eager(images, output_attentions=True, output_hidden_states=True)
+    tower = eager.vision_model
+    assert torch.equal(eager.visual_projection(tower.post_layernorm(output.hidden_states[-1][:, 0])), output.image_embeds)
+    total = 0
+    for layer, attention in enumerate(output.attentions):
+        embeds = eager.visual_projection(tower.post_layernorm(output.hidden_states[layer + 1][:, 0]))
+        (gradient,) = torch.autograd.grad(similarity(embeds).sum(), attention, retain_graph=True)
+        total = total + gradient.clamp(min=0).mean(dim=(1, 2))
+    torch.testing.assert_close(maps, total[:, 1:].reshape(2, 4, 4), rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match=r"'legrad'.*does not give the model's \(selected\) output"):
+        explain(model, images, "legrad", output_key="last_hidden_state", target=lambda t: t[:, 0, 0])
+
+
 # --------------------------------------------------------------------------------------- refusals
 
 

@@ -146,18 +146,22 @@ def _check_wandb(save_dir):
     assert history["attention/rollout/filmstrip/captions"][-1][1] == ["input | init | e0 s4 | e1 s8"]
 
 
-_MLFLOW_IMAGE = re.compile(r"^images/(?P<key>.+)\+step\+(?P<step>\d+)\+timestamp\+.*(?<!\+compressed)\.png$")
+_MLFLOW_IMAGE = re.compile(r"^images/(?P<key>.+)\+step\+(?P<step>\d+)\+timestamp\+\d+\+[0-9a-f-]+(?P<preview>\+compressed)?\.jpg$")
 
 
 def _check_mlflow(logger):
     client = logger.experiment
     steps = defaultdict(list)
+    previews = defaultdict(list)
     for artifact in client.list_artifacts(logger.run_id, "images"):
         match = _MLFLOW_IMAGE.match(artifact.path)
-        if match:
-            steps[match["key"]].append(int(match["step"]))
-            local = client.download_artifacts(logger.run_id, artifact.path)
-            assert _read_rgb(local).ndim == 3
+        assert match, f"{artifact.path} is not named as MLflow's image grid reads it"
+        (previews if match["preview"] else steps)[match["key"]].append(int(match["step"]))
+        local = client.download_artifacts(logger.run_id, artifact.path)
+        with Image.open(local) as image:
+            assert image.format == "JPEG" and image.mode == "RGB"
+            assert max(image.size) <= 256 or not match["preview"]
+    assert previews == steps, "one preview per picture"
     expected = {f"attention~{method}~{kind}": STEPS for method in METHODS for kind in ("samples", "filmstrip")}
     assert {key: sorted(value) for key, value in steps.items()} == expected
     entropy = client.get_metric_history(logger.run_id, "attention/rollout/entropy")
@@ -215,9 +219,10 @@ def test_wandb_and_mlflow_sinks_pass_key_step_and_caption():
     image = np.zeros((2, 3, 3), dtype=np.uint8)
     logger = _RecordingLogger()
     WandbImageSink(logger).log_image("a/b", image, 7, caption="c")
-    MLflowImageSink(logger).log_image("a/b", image, 7, caption="ignored")
+    MLflowImageSink(logger, image_format="png").log_image("a/b", image, 7, caption="ignored")
     (_, wandb_kwargs), ((run_id, mlflow_image), mlflow_kwargs) = logger.calls
     assert wandb_kwargs["key"] == "a/b" and wandb_kwargs["step"] == 7 and wandb_kwargs["caption"] == ["c"]
+    assert wandb_kwargs["file_type"] == ["jpg"]
     np.testing.assert_array_equal(wandb_kwargs["images"][0], image)
     assert run_id == "run" and mlflow_kwargs == {"key": "a/b", "step": 7}
     np.testing.assert_array_equal(mlflow_image, image)

@@ -17,7 +17,7 @@ from reference import _discard, _normalised  # noqa: E402
 from lightning_rollout import explain  # noqa: E402
 from lightning_rollout.geometry import TokenGeometry  # noqa: E402
 from lightning_rollout.models import UnsupportedModelError, find_adapter  # noqa: E402
-from lightning_rollout.models.hf import HFAdapter  # noqa: E402
+from lightning_rollout.models.hf import ATTENTION_IMPLEMENTATION, HFAdapter, attention_forward  # noqa: E402
 
 SIZES = dict(
     hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8
@@ -218,6 +218,46 @@ def test_captured_attention_and_its_gradients_equal_transformers_own(name):
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-7)
 
 
+def _qkv(heads: int, head_dim: int, dtype=torch.float32):
+    """Head-split views ``(B, heads, N, d)`` of one projection, as transformers' attention modules pass them."""
+    generator = torch.Generator().manual_seed(7)
+    packed = torch.randn(2, 9, 3 * heads * head_dim, generator=generator).to(dtype)
+    return [x.view(2, 9, heads, head_dim).transpose(1, 2) for x in packed.split(heads * head_dim, dim=-1)]
+
+
+@pytest.mark.parametrize("head_dim, mask, dtype, exact", [
+    (16, False, torch.float32, True),  # power-of-two scale: bit-identical
+    (64, True, torch.float32, True),
+    (24, True, torch.float32, False),  # other scales: float rounding
+    (16, True, torch.bfloat16, True),  # the softmax in float32, the result in the queries' dtype
+])
+def test_attention_forward_equals_transformers_eager_attention(head_dim, mask, dtype, exact):
+    from transformers.models.vit.modeling_vit import eager_attention_forward
+
+    module = nn.Module().eval()
+    query, key, value = _qkv(3, head_dim, dtype)
+    attention_mask = torch.randn(2, 1, 9, 9, generator=torch.Generator().manual_seed(8)).to(dtype) if mask else None
+    expected = eager_attention_forward(module, query, key, value, attention_mask, scaling=head_dim**-0.5)
+    ours = attention_forward(module, query, key, value, attention_mask, scaling=head_dim**-0.5)
+    tolerance = dict(rtol=0, atol=0) if exact else {}  # assert_close defaults: float32 rounding
+    for got, want in zip(ours, expected):
+        assert got.shape == want.shape and got.dtype == want.dtype
+        torch.testing.assert_close(got, want, **tolerance)
+    with pytest.raises(ValueError, match="got dropout=0.1"):
+        attention_forward(module, query, key, value, None, dropout=0.1)
+
+
+@pytest.mark.parametrize("name", ["vit", "beit", "clip"])
+def test_maps_equal_those_over_transformers_eager_attention(name, monkeypatch):
+    """The side pass's own attention changes no bit of any map (power-of-two scale)."""
+    model = model_for(name)
+    images = _images()
+    ours = {method: explain(model, images, method) for method in ("rollout", "grad_rollout", "chefer")}
+    monkeypatch.setattr("lightning_rollout.models.hf.ATTENTION_IMPLEMENTATION", "eager")
+    for method, maps in ours.items():
+        assert torch.equal(maps, explain(model, images, method)), method
+
+
 # ------------------------------------------------------------------------------- settings restored
 
 
@@ -232,7 +272,7 @@ def test_eager_switch_restores_config_and_outputs_also_when_the_forward_raises(n
     assert adapter.root.config._attn_implementation == "sdpa"
 
     with adapter.attention_settings():
-        assert all(c._attn_implementation == "eager" for c in _all_configs(model))
+        assert all(c._attn_implementation == ATTENTION_IMPLEMENTATION for c in _all_configs(model))
     assert _config_state(model) == state
 
     hooks = [(len(m._forward_hooks), len(m._forward_pre_hooks)) for m in model.modules()]

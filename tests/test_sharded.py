@@ -59,8 +59,8 @@ def test_sharded_run_maps_equal_unsharded_model_and_weights_unchanged(sharded_re
     for method in METHODS:
         history = result["history"][method]
         # 32 training samples over 2 ranks, batch 8: 2 steps per epoch
-        assert [label for label, _ in history] == ["init", "e0 s2", "e1 s4"]
-        for (_, maps), model in ((history[0], initial), (history[-1], trained)):
+        assert [label for label, *_ in history] == ["init", "e0 s2", "e1 s4"]
+        for (_, maps, _), model in ((history[0], initial), (history[-1], trained)):
             expected = explain(model, images, method, target=labels)
             torch.testing.assert_close(maps, expected, rtol=1e-5, atol=1e-5)
 

@@ -37,7 +37,7 @@ def test_tensorboard_sink_passes_hwc_to_the_writer():
 
 def test_tensorboard_sink_round_trip(tmp_path):
     writer = SummaryWriter(log_dir=str(tmp_path))
-    sink = TensorBoardImageSink(writer)
+    sink = TensorBoardImageSink(writer, image_format="png")  # lossless: the pixels come back exactly
     images = {0: _image(6, 10, seed=0), 5: _image(6, 10, seed=1)}
     for step, image in images.items():
         sink.log_image("rollout/overlays", image, step=step)
@@ -57,6 +57,21 @@ def test_tensorboard_sink_round_trip(tmp_path):
         np.testing.assert_array_equal(decoded, images[event.step])
     (chefer,) = accumulator.Images("chefer/overlays")
     assert (chefer.width, chefer.height) == (8, 4)
+
+
+def test_tensorboard_sink_writes_jpeg_by_default(tmp_path):
+    writer = SummaryWriter(log_dir=str(tmp_path))
+    smooth = np.repeat(np.repeat(_image(4, 4, seed=3), 8, axis=0), 8, axis=1)  # 32 x 32 blocks
+    TensorBoardImageSink(writer).log_image("rollout/overlays", smooth, step=1)
+    writer.close()
+    accumulator = event_accumulator.EventAccumulator(str(tmp_path), size_guidance={event_accumulator.IMAGES: 0})
+    accumulator.Reload()
+    (event,) = accumulator.Images("rollout/overlays")
+    assert event.encoded_image_string[:3] == b"\xff\xd8\xff"
+    decoded = np.asarray(Image.open(io.BytesIO(event.encoded_image_string)).convert("RGB")).astype(float)
+    assert np.abs(decoded - smooth).mean() < 12, "close (colour subsampling blurs the block edges); unrelated: ~85"
+    with pytest.raises(ValueError, match=r"`image_format` must be one of \['jpeg', 'png'\], got 'gif'"):
+        TensorBoardImageSink(writer, image_format="gif")
 
 
 def test_png_sink_writes_readable_files(tmp_path):

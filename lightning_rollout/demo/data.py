@@ -14,13 +14,14 @@ Every sample is a pure function of ``(seed, split, index)``: it is drawn from it
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 __all__ = [
     "COLOURS",
@@ -28,6 +29,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "TARGET_SHAPES",
+    "TRAIN_AUGMENTATIONS",
     "ImageFolderDataModule",
     "SyntheticScenes",
     "SyntheticScenesDataModule",
@@ -419,8 +421,25 @@ class SyntheticScenesDataModule(LightningDataModule):
         )
 
 
+TRAIN_AUGMENTATIONS = ("crop_flip", "flip", "none")
+
+
+def _interleaved(labels: Sequence[int]) -> list[int]:
+    """Indices taking the classes in turn (the first of each class, then the second of each, ...), so that the
+    first validation batches, hence the sanity check, show every class instead of the first folder's."""
+    by_class: dict[int, list[int]] = {}
+    for index, label in enumerate(labels):
+        by_class.setdefault(label, []).append(index)
+    rounds = max((len(indices) for indices in by_class.values()), default=0)
+    return [indices[turn] for turn in range(rounds) for indices in by_class.values() if turn < len(indices)]
+
+
 class ImageFolderDataModule(LightningDataModule):
     """The user's own images: ``root/train/<class>/*`` and ``root/val/<class>/*``.
+
+    The classes are the class folders, in sorted order (as torchvision's ``ImageFolder`` numbers them):
+    :attr:`num_classes` and :attr:`class_names` come from there, and
+    :class:`~lightning_rollout.AttentionRolloutCallback` captions its pictures with the folder names.
 
     Args:
         root: folder holding ``train/`` and ``val/``, each with one sub-folder per class.
@@ -429,11 +448,17 @@ class ImageFolderDataModule(LightningDataModule):
         num_workers: data loader workers.
         mean: per-channel normalisation mean (ImageNet's by default).
         std: per-channel normalisation standard deviation (ImageNet's by default).
+        train_augmentation: ``"crop_flip"`` (a random resized crop and a horizontal flip), ``"flip"`` (a
+            horizontal flip of the validation view) or ``"none"`` (the validation view: for data where crops
+            or mirror images change the class, e.g. digits).
 
-    Training images get a random resized crop and a horizontal flip; validation images are resized (to
-    ``image_size / 0.875``) and centre-cropped. Batches are ``(images, labels)``.
+    Validation images (and training images without the crop) are resized (to ``image_size / 0.875``) and
+    centre-cropped; validation batches take the classes in turn (not folder after folder), so the sanity check
+    already meets every class. Batches are ``(images, labels)``.
 
     Raises:
+        ValueError: on a bad argument; in :meth:`setup`, when ``train/`` and ``val/`` hold different class
+            folders, or the model being trained has a ``num_classes`` other than the number of class folders.
         FileNotFoundError: in :meth:`setup`, if ``root/train`` or ``root/val`` is missing.
     """
 
@@ -445,12 +470,17 @@ class ImageFolderDataModule(LightningDataModule):
         num_workers: int = 0,
         mean: list[float] = list(IMAGENET_MEAN),  # noqa: B006 (plain list for LightningCLI; never mutated)
         std: list[float] = list(IMAGENET_STD),  # noqa: B006
+        train_augmentation: str = "crop_flip",
     ) -> None:
         super().__init__()
         if image_size < 1:
             raise ValueError(f"`image_size` must be >= 1, got {image_size}")
         if batch_size < 1:
             raise ValueError(f"`batch_size` must be >= 1, got {batch_size}")
+        if train_augmentation not in TRAIN_AUGMENTATIONS:
+            raise ValueError(
+                f"`train_augmentation` must be one of {list(TRAIN_AUGMENTATIONS)}, got {train_augmentation!r}"
+            )
         self.save_hyperparameters()
         self.root = root
         self.image_size = image_size
@@ -458,6 +488,7 @@ class ImageFolderDataModule(LightningDataModule):
         self.num_workers = num_workers
         self.mean = list(_channels(mean, "mean"))
         self.std = list(_channels(std, "std"))
+        self.train_augmentation = train_augmentation
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
 
@@ -471,30 +502,52 @@ class ImageFolderDataModule(LightningDataModule):
             if not (root / split).is_dir():
                 raise FileNotFoundError(f"`root` must hold a `{split}/` folder of class folders: {root / split}")
         normalize = transforms.Normalize(self.mean, self.std)
-        train_tf = transforms.Compose(
-            [
-                transforms.RandomResizedCrop(self.image_size),
-                transforms.RandomHorizontalFlip(),
-                transforms.ToTensor(),
-                normalize,
-            ]
-        )
-        val_tf = transforms.Compose(
-            [
-                transforms.Resize(int(round(self.image_size / 0.875))),
-                transforms.CenterCrop(self.image_size),
-                transforms.ToTensor(),
-                normalize,
-            ]
-        )
+        view = [transforms.Resize(int(round(self.image_size / 0.875))), transforms.CenterCrop(self.image_size)]
+        augmentation = {
+            "crop_flip": [transforms.RandomResizedCrop(self.image_size), transforms.RandomHorizontalFlip()],
+            "flip": view + [transforms.RandomHorizontalFlip()],
+            "none": view,
+        }[self.train_augmentation]
+        train_tf = transforms.Compose(augmentation + [transforms.ToTensor(), normalize])
+        val_tf = transforms.Compose(view + [transforms.ToTensor(), normalize])
         self.train_set = datasets.ImageFolder(str(root / "train"), transform=train_tf)
-        self.val_set = datasets.ImageFolder(str(root / "val"), transform=val_tf)
+        val_set = datasets.ImageFolder(str(root / "val"), transform=val_tf)
+        classes = self.train_set.classes
+        if val_set.classes != classes:
+            raise ValueError(
+                f"`root`={self.root!r}: train/ holds the class folders {classes} but val/ holds "
+                f"{val_set.classes}; both need the same folders (the labels are their sorted positions)"
+            )
+        self.val_set = Subset(val_set, _interleaved(val_set.targets))
+        if len(classes) == 1:
+            warnings.warn(
+                f"`root`={self.root!r} holds a single class folder ({classes[0]!r}): a classifier learns nothing "
+                "from it and the explanation maps and AUCs say nothing; add a folder per class",
+                UserWarning,
+                stacklevel=2,
+            )
+        model = self.trainer.lightning_module if self.trainer is not None else None
+        expected = (getattr(model, "hparams", None) or {}).get("num_classes")
+        if isinstance(expected, int) and expected != len(classes):
+            raise ValueError(
+                f"the model has `num_classes`={expected} but `root`={self.root!r} holds {len(classes)} class "
+                f"folders ({', '.join(classes[:10])}{', ...' if len(classes) > 10 else ''}); set the model's "
+                f"`num_classes` to {len(classes)}"
+            )
 
     @property
     def num_classes(self) -> int:
+        """The number of class folders."""
         if self.train_set is None:
             self.setup("fit")
         return len(self.train_set.classes)  # type: ignore[union-attr]
+
+    @property
+    def class_names(self) -> list[str]:
+        """The class folders' names, in label order."""
+        if self.train_set is None:
+            self.setup("fit")
+        return list(self.train_set.classes)  # type: ignore[union-attr]
 
     def train_dataloader(self) -> DataLoader:
         if self.train_set is None:

@@ -8,8 +8,10 @@
   ``Dinov2Attention``, ``CLIPAttention``, ...). They return ``(output, attn_weights)``; under the eager
   implementation ``attn_weights`` is the post-softmax attention that is multiplied with the values, so
   it is on the gradient path. The default implementation (SDPA) returns no weights, so the side pass
-  switches the model to ``"eager"`` with ``set_attn_implementation`` and afterwards writes every
-  config's previous value back (the config and the outputs are then bit-identical to before).
+  switches the model to this module's own eager attention (:func:`attention_forward`, registered in
+  transformers' attention interface as ``"lightning_rollout_eager"``) with ``set_attn_implementation``,
+  and afterwards writes every config's previous value back (the config and the outputs are then
+  bit-identical to before).
 - Geometry (from ``config``): one class token, plus DeiT's distillation token and DINOv2-with-registers'
   ``num_register_tokens``; the grid is ``(H // patch_size, W // patch_size)`` of the input. Swin: no
   prefix tokens and the grid of its last stage (the input's patch grid, halved, rounded up, at each of
@@ -22,7 +24,9 @@
 - Head (LeGrad), as each classification model reads its encoder's tokens: the base model's final
   ``layernorm`` then the class token (ViT, DeiT), the mean of the class and distillation heads (DeiT with
   teacher), BEiT's pooler, DINOv2's ``concat(CLS, mean(patches))``, CLIP's mean of the patch tokens (no
-  norm). Base models without a classifier (``ViTModel``, ``CLIPVisionModel``, ...) have no head to apply.
+  norm); ``CLIPVisionModelWithProjection``'s ``post_layernorm`` of the class token then ``visual_projection``
+  (its ``image_embeds``, for a similarity ``target`` with ``output_key="image_embeds"``). Base models
+  without a head (``ViTModel``, ``CLIPVisionModel``, ...) have none to apply.
 - Grad-CAM: the tokens the last attention layer reads (the output of its input norm:
   ``layernorm_before``, ``norm1``, ``layer_norm1``); Swin: the output of the final ``layernorm``.
 - Swin (also SwinV2, Donut-Swin, MaskFormer-Swin) has no global token attention: the attention methods
@@ -89,9 +93,75 @@ def _configs(root: nn.Module) -> list:
     return list(found.values())
 
 
+ATTENTION_IMPLEMENTATION = "lightning_rollout_eager"
+"""The name :func:`attention_forward` is registered under in transformers' attention interface."""
+
+
+def attention_forward(
+    module: nn.Module,
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    attention_mask: Optional[Tensor],
+    scaling: Optional[float] = None,
+    dropout: float = 0.0,
+    **kwargs,
+) -> Tuple[Tensor, Tensor]:
+    """Eager attention for the side pass, in transformers' attention-interface signature.
+
+    Computes what transformers' ``eager_attention_forward`` computes, with fewer passes over the
+    ``(B, heads, N, N)`` tensors: the scale is applied to the queries (the ``(B·heads, N, d)`` copy that a
+    batched product of the head-split views makes anyway) instead of to the scores, and both products
+    are ``bmm`` on ``(B·heads, ·, ·)`` views. The post-softmax attention it returns is the tensor
+    multiplied with the values, so gradients of the output reach it. For a power-of-two scale
+    (``head_dim`` 16, 64, 256, ...) every output is bit-identical to transformers' eager attention; other
+    scales differ by float rounding.
+
+    Args:
+        module: the attention module (unused; part of the interface).
+        query, key, value: ``(B, heads, N, d)`` (keys and values: ``(B, heads, S, d)``).
+        attention_mask: additive mask broadcastable to ``(B, heads, N, S)``, or ``None``.
+        scaling: factor of the scores; ``None`` gives ``d ** -0.5``.
+        dropout: must be 0 (the side pass runs in eval mode).
+
+    Returns:
+        ``(output (B, N, heads, d), attention (B, heads, N, S))``.
+
+    Raises:
+        ValueError: if ``dropout`` is not 0.
+    """
+    if dropout:
+        raise ValueError(f"the side pass's attention takes no dropout (it runs in eval mode), got dropout={dropout}")
+    batch, heads, length, head_dim = query.shape
+    keys = key.shape[2]
+    scaling = head_dim**-0.5 if scaling is None else scaling
+    queries = query.reshape(batch * heads, length, head_dim) * scaling
+    # Keys copied as (B·heads, d, S), the layout ``torch.matmul`` gives them: the same product kernel.
+    scores = torch.bmm(queries, key.transpose(2, 3).reshape(batch * heads, head_dim, keys))
+    scores = scores.view(batch, heads, length, keys)
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    if scores.dtype == torch.float32:
+        attention = scores.softmax(dim=-1)
+    else:  # as transformers' eager attention: the softmax in float32, the result in the queries' dtype
+        attention = scores.softmax(dim=-1, dtype=torch.float32).to(query.dtype)
+    output = torch.bmm(attention.view(batch * heads, length, keys), value.reshape(batch * heads, keys, head_dim))
+    return output.view(batch, heads, length, head_dim).transpose(1, 2).contiguous(), attention
+
+
+def _register_attention() -> None:
+    """Registers :func:`attention_forward` (and the eager mask format it adds) with transformers, once."""
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    if ATTENTION_IMPLEMENTATION not in ALL_ATTENTION_FUNCTIONS.valid_keys():
+        ALL_ATTENTION_FUNCTIONS.register(ATTENTION_IMPLEMENTATION, attention_forward)
+        ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION_IMPLEMENTATION, ALL_MASK_ATTENTION_FUNCTIONS["eager"])
+
+
 @contextmanager
 def eager_attention(root: nn.Module) -> Iterator[None]:
-    """Switches ``root`` to the eager attention implementation; writes every config's value back on exit.
+    """Switches ``root`` to :func:`attention_forward`; writes every config's previous value back on exit.
 
     Raises:
         UnsupportedModelError: if the model cannot switch (its attention does not follow transformers'
@@ -99,13 +169,13 @@ def eager_attention(root: nn.Module) -> Iterator[None]:
     """
     saved = [(config, config.__dict__.get("_attn_implementation_internal")) for config in _configs(root)]
     try:
-        if root.config._attn_implementation != "eager":
-            root.set_attn_implementation("eager")
-            if root.config._attn_implementation != "eager":
-                raise UnsupportedModelError(
-                    f"{type(root).__name__} cannot switch to the eager attention implementation, so its "
-                    "attention weights are never materialised; use method 'gradcam'"
-                )
+        _register_attention()
+        root.set_attn_implementation(ATTENTION_IMPLEMENTATION)
+        if root.config._attn_implementation != ATTENTION_IMPLEMENTATION:
+            raise UnsupportedModelError(
+                f"{type(root).__name__} cannot switch to an eager attention implementation, so its "
+                "attention weights are never materialised; use method 'gradcam'"
+            )
         yield
     finally:
         for config, implementation in saved:
@@ -224,6 +294,8 @@ class HFAdapter(ModelAdapter):
         base = getattr(model, model.base_model_prefix, None)
         if name == "CLIPForImageClassification":
             return lambda tokens: model.classifier(tokens[:, 1:].mean(dim=1))
+        if name == "CLIPVisionModelWithProjection":  # gives `image_embeds`: explain with output_key and a target
+            return lambda tokens: model.visual_projection(model.vision_model.post_layernorm(tokens[:, 0]))
         if name in ("ViTForImageClassification", "DeiTForImageClassification"):
             return lambda tokens: model.classifier(base.layernorm(tokens)[:, 0])
         if name == "DeiTForImageClassificationWithTeacher":

@@ -47,14 +47,39 @@ def _pad_key(mask: Optional[Tensor]) -> Optional[Tensor]:
     return None if mask is None else F.pad(mask, (0, 1))
 
 
-def _projections(module: nn.MultiheadAttention, query: Tensor, key: Tensor, value: Tensor) -> Tuple[Tensor, ...]:
-    """``(q, k, v)`` after the module's input projections; sequence-first tensors in and out."""
+def _projections(
+    module: nn.MultiheadAttention, query: Tensor, key: Tensor, value: Tensor, self_attention: bool
+) -> Tuple[Tensor, ...]:
+    """``(q, k, v)`` after the module's input projections, in the layout of the inputs.
+
+    Self-attention with one packed projection (``nn.MultiheadAttention``'s own case for ``x, x, x``) takes
+    one product over ``in_proj_weight``, as the module does.
+    """
+    if self_attention and module._qkv_same_embed_dim:
+        return F.linear(query, module.in_proj_weight, module.in_proj_bias).chunk(3, dim=-1)
     if module._qkv_same_embed_dim:
         weights = module.in_proj_weight.chunk(3)
     else:
         weights = (module.q_proj_weight, module.k_proj_weight, module.v_proj_weight)
     biases = module.in_proj_bias.chunk(3) if module.in_proj_bias is not None else (None, None, None)
     return tuple(F.linear(x, w, b) for x, w, b in zip((query, key, value), weights, biases))
+
+
+def _split_heads(x: Tensor, heads: int, batch_first: bool) -> Tensor:
+    """``(B, S, E)`` (``batch_first``) or ``(S, B, E)`` → ``(B·heads, S, E / heads)``, contiguous."""
+    if not batch_first:
+        x = x.transpose(0, 1)
+    batch, length, embed_dim = x.shape
+    return x.reshape(batch, length, heads, embed_dim // heads).transpose(1, 2).reshape(batch * heads, length, -1)
+
+
+def _merge_heads(x: Tensor, batch: int, batch_first: bool) -> Tensor:
+    """``(B·heads, L, d)`` → ``(B, L, heads·d)`` (``batch_first``) or ``(L, B, heads·d)``, contiguous."""
+    heads_total, length, head_dim = x.shape
+    heads = heads_total // batch
+    if batch_first:
+        return x.view(batch, heads, length, head_dim).transpose(1, 2).reshape(batch, length, heads * head_dim)
+    return x.transpose(0, 1).reshape(length, batch, heads * head_dim)
 
 
 def _replay_forward(
@@ -74,32 +99,35 @@ def _replay_forward(
 
     Same arguments and returns as :meth:`torch.nn.MultiheadAttention.forward`. ``sink`` receives the
     post-softmax attention ``(B, heads, L, S)`` over the given keys; the output is computed from that
-    very tensor, so ``torch.autograd.grad(output, attention)`` is the true gradient.
+    very tensor, so ``torch.autograd.grad(output, attention)`` is the true gradient. The work stays in the
+    inputs' own layout (batch-first or sequence-first): the only copies are the head splits and merges
+    that the batched products need; the scale is applied to the queries, not to the ``N × N`` scores.
     """
     if is_causal and attn_mask is None:
         raise RuntimeError(f"{name}: `is_causal=True` needs the causal `attn_mask` (as nn.MultiheadAttention)")
+    self_attention = query is key and key is value
     batched = query.dim() == 3
-    if batched and module.batch_first:
-        query, key, value = (x.transpose(0, 1) for x in (query, key, value))
-    elif not batched:
-        query, key, value = (x.unsqueeze(1) for x in (query, key, value))
+    batch_first = module.batch_first or not batched
+    if not batched:  # one sample, laid out batch-first
+        query, key, value = (x.unsqueeze(0) for x in (query, key, value))
         key_padding_mask = None if key_padding_mask is None else key_padding_mask.unsqueeze(0)
-    target_len, batch, embed_dim = query.shape
-    num_keys = key.shape[0]
+    batch, target_len = (query.shape[0], query.shape[1]) if batch_first else (query.shape[1], query.shape[0])
+    num_keys = key.shape[1] if batch_first else key.shape[0]
     heads, head_dim = module.num_heads, module.head_dim
 
     dtype = query.dtype
     attn_mask = _additive_mask(attn_mask, dtype)
     key_padding_mask = _additive_mask(key_padding_mask, dtype)
-    q, k, v = _projections(module, query, key, value)
+    q, k, v = _projections(module, query, key, value, self_attention)
+    q, k, v = (_split_heads(x, heads, batch_first) for x in (q, k, v))
+    extra_keys = []
     if module.bias_k is not None:
-        k = torch.cat([k, module.bias_k.repeat(1, batch, 1)])
-        v = torch.cat([v, module.bias_v.repeat(1, batch, 1)])
-        attn_mask, key_padding_mask = _pad_key(attn_mask), _pad_key(key_padding_mask)
-    q, k, v = (x.reshape(x.shape[0], batch * heads, head_dim).transpose(0, 1) for x in (q, k, v))
+        extra_keys.append((module.bias_k.view(heads, 1, head_dim).repeat(batch, 1, 1),
+                           module.bias_v.view(heads, 1, head_dim).repeat(batch, 1, 1)))
     if module.add_zero_attn:
-        k = torch.cat([k, k.new_zeros(batch * heads, 1, head_dim)], dim=1)
-        v = torch.cat([v, v.new_zeros(batch * heads, 1, head_dim)], dim=1)
+        extra_keys.append((k.new_zeros(batch * heads, 1, head_dim), v.new_zeros(batch * heads, 1, head_dim)))
+    for extra_k, extra_v in extra_keys:
+        k, v = torch.cat([k, extra_k], dim=1), torch.cat([v, extra_v], dim=1)
         attn_mask, key_padding_mask = _pad_key(attn_mask), _pad_key(key_padding_mask)
 
     scores = torch.bmm(q * head_dim**-0.5, k.transpose(1, 2)).view(batch, heads, target_len, -1)
@@ -115,15 +143,12 @@ def _replay_forward(
         attention = torch.cat([tokens, extra], dim=-1)
     else:
         sink(name, attention)
-    weights = F.dropout(attention, p=module.dropout) if module.training and module.dropout > 0 else attention
 
-    output = torch.bmm(weights.reshape(batch * heads, target_len, -1), v)
-    output = output.transpose(0, 1).reshape(target_len, batch, embed_dim)
-    output = F.linear(output, module.out_proj.weight, module.out_proj.bias)
-    if batched and module.batch_first:
-        output = output.transpose(0, 1)
-    elif not batched:
-        output = output.squeeze(1)
+    weights = F.dropout(attention, p=module.dropout) if module.training and module.dropout > 0 else attention
+    output = torch.bmm(weights.view(batch * heads, target_len, -1), v)
+    output = F.linear(_merge_heads(output, batch, batch_first), module.out_proj.weight, module.out_proj.bias)
+    if not batched:
+        output = output.squeeze(0)
 
     returned = None
     if need_weights:

@@ -39,17 +39,18 @@ def _class_names(obj: Any) -> set:
     return {cls.__name__ for cls in type(obj).__mro__}
 
 
-def sink_for_logger(logger: Any) -> Optional[ImageSink]:
+def sink_for_logger(logger: Any, image_format: str = "jpeg") -> Optional[ImageSink]:
     """The native image sink of a Lightning logger, or ``None`` when the logger cannot show images.
 
     Recognises ``WandbLogger`` and ``MLFlowLogger`` by class name (no import of ``wandb`` / ``mlflow``
-    here) and TensorBoard by an ``experiment`` with ``add_image`` (which starts the logger's writer).
+    here) and TensorBoard by an ``experiment`` with ``add_image`` (which starts the logger's writer); the
+    sink encodes pictures as ``image_format`` (``"jpeg"`` or ``"png"``).
     """
     names = _class_names(logger)
     if "WandbLogger" in names:
-        return WandbImageSink(logger)
+        return WandbImageSink(logger, image_format)
     if "MLFlowLogger" in names:
-        return MLflowImageSink(logger)
+        return MLflowImageSink(logger, image_format)
     if "TensorBoardLogger" in names or callable(getattr(getattr(logger, "experiment", None), "add_image", None)):
-        return TensorBoardImageSink(logger.experiment)
+        return TensorBoardImageSink(logger.experiment, image_format)
     return None

@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import io
 from typing import Optional, Protocol, runtime_checkable
 
 import numpy as np
+from PIL import Image
 
-__all__ = ["ImageSink", "check_image_args"]
+__all__ = [
+    "IMAGE_FORMATS",
+    "JPEG_QUALITY",
+    "ImageSink",
+    "check_image_args",
+    "check_image_format",
+    "encode_image",
+]
+
+IMAGE_FORMATS = ("jpeg", "png")
+"""How the native sinks encode pictures: ``"jpeg"`` (a few times smaller on photographs) or ``"png"``."""
+
+JPEG_QUALITY = 85
+"""JPEG quality of the native sinks: captions and overlays stay sharp, a 224-px photograph cell costs ~5 kB."""
 
 
 @runtime_checkable
@@ -27,3 +42,23 @@ def check_image_args(tag: object, image: object, step: object) -> None:
         raise ValueError(f"`image` must be uint8 of shape (H, W, 3), got {image.dtype} {image.shape}.")
     if not isinstance(step, (int, np.integer)) or isinstance(step, bool) or step < 0:
         raise ValueError(f"`step` must be an int >= 0, got {step!r}.")
+
+
+def check_image_format(image_format: object) -> None:
+    """Raise unless ``image_format`` is one of :data:`IMAGE_FORMATS`."""
+    if image_format not in IMAGE_FORMATS:
+        raise ValueError(f"`image_format` must be one of {list(IMAGE_FORMATS)}, got {image_format!r}.")
+
+
+def encode_image(image: np.ndarray, image_format: str) -> bytes:
+    """``image`` (uint8 ``(H, W, 3)``) as JPEG (quality :data:`JPEG_QUALITY`) or PNG (compression level 1) bytes.
+
+    PNG level 1 is about 3x faster than the default level for ~2x the bytes.
+    """
+    buffer = io.BytesIO()
+    picture = Image.fromarray(np.ascontiguousarray(image))
+    if image_format == "jpeg":
+        picture.save(buffer, format="JPEG", quality=JPEG_QUALITY)
+    else:
+        picture.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()

@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from lightning_rollout.sinks.base import check_image_args
+from lightning_rollout.sinks.base import check_image_args, check_image_format
 
 __all__ = ["WandbImageSink"]
 
@@ -23,9 +23,11 @@ class WandbImageSink:
     Args:
         logger: A ``WandbLogger`` of ``lightning.pytorch`` or ``pytorch_lightning`` (anything with its
             ``log_image(key, images, step, caption=...)``).
+        image_format: ``"jpeg"`` (``wandb.Image(..., file_type="jpg")``) or ``"png"``.
 
     Raises:
         TypeError: If ``logger`` has no callable ``log_image``.
+        ValueError: If ``image_format`` is not ``"jpeg"`` or ``"png"``.
 
     Example::
 
@@ -33,10 +35,12 @@ class WandbImageSink:
         sink.log_image("attention/rollout/samples", grid, step=120, caption="0: true red | pred red")
     """
 
-    def __init__(self, logger: Any) -> None:
+    def __init__(self, logger: Any, image_format: str = "jpeg") -> None:
         if not callable(getattr(logger, "log_image", None)):
             raise TypeError(f"`logger` must be a WandbLogger (with `log_image`), got {type(logger).__name__}.")
+        check_image_format(image_format)
         self.logger = logger
+        self.image_format = image_format
 
     def log_image(self, tag: str, image: np.ndarray, step: int, caption: Optional[str] = None) -> None:
         """Log ``image`` (uint8, ``(H, W, 3)``) under the key ``tag`` at ``step``.
@@ -46,5 +50,7 @@ class WandbImageSink:
             ValueError: If ``tag`` is empty, ``image`` is not uint8 ``(H, W, 3)`` or ``step`` is negative.
         """
         check_image_args(tag, image, step)
-        extra = {} if caption is None else {"caption": [caption]}
+        extra = {"file_type": ["jpg" if self.image_format == "jpeg" else "png"]}
+        if caption is not None:
+            extra["caption"] = [caption]
         self.logger.log_image(key=tag, images=[np.ascontiguousarray(image)], step=int(step), **extra)

@@ -1,0 +1,140 @@
+"""Issue 14 item 5: every checkable problem fails before the first training step; later failures of a logging
+step warn, skip that step and let training go on; an out-of-memory error retries in smaller chunks."""
+
+import lightning.pytorch as pl
+import pytest
+import timm
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch.utils.data import DataLoader, TensorDataset
+
+import lightning_rollout.logging_maps as logging_maps
+from lightning_helpers import RandomScenes, make_module_class, read_events
+from lightning_rollout import AttentionRolloutCallback, explain
+from lightning_rollout.report import faithfulness_scalars
+
+Module = make_module_class(pl.LightningModule)
+
+
+def _trainer(tmp_path, callbacks, **kwargs):
+    options = dict(
+        max_epochs=2, accelerator="cpu", logger=TensorBoardLogger(str(tmp_path), name="tb"), enable_progress_bar=False,
+        enable_model_summary=False, enable_checkpointing=False, deterministic=True, log_every_n_steps=1,
+    )
+    options.update(kwargs)
+    return pl.Trainer(callbacks=callbacks, **options)
+
+
+def _steps(trainer, tag="attention/rollout/samples"):
+    return [event.step for event in read_events(trainer.logger.log_dir).Images(tag)]
+
+
+class Recorder(Module):
+    """Remembers whether a training step ran."""
+
+    trained = False
+
+    def training_step(self, batch, batch_idx):
+        type(self).trained = True
+        return super().training_step(batch, batch_idx)
+
+
+class ResNet(Recorder):
+    """timm's resnet18 on 32-px inputs: its last stage is a 1x1 feature map."""
+
+    def __init__(self):
+        super().__init__()
+        self.model = timm.create_model("resnet18", num_classes=3)
+
+
+class MultiHot(Recorder):
+    """Labels as multi-hot vectors (B, 3)."""
+
+    def _loss(self, batch):
+        images, labels = batch[:2]
+        return torch.nn.functional.binary_cross_entropy_with_logits(self(images), labels)
+
+    def _loader(self, size, seed, shuffle=False):
+        scenes = RandomScenes(size, seed=seed)
+        labels = torch.nn.functional.one_hot(scenes.labels, 3).float()
+        labels[:, 0] = 1.0
+        return DataLoader(TensorDataset(scenes.images, labels), batch_size=4, shuffle=shuffle)
+
+    def train_dataloader(self):
+        return self._loader(32, 1, shuffle=True)
+
+    def val_dataloader(self):
+        return self._loader(16, 2)
+
+
+@pytest.mark.parametrize(
+    "module, callback, match",
+    [
+        (lambda: Recorder(img_size=16, patch_size=16), dict(), r"rollout maps of this model's 16x16 input are a 1x1"),
+        (ResNet, dict(methods=["gradcam"]), r"gradcam maps .* 1x1 grid \(`gradcam_layer`'s feature map\)"),
+        (MultiHot, dict(), r"`target`='label' needs one class index per sample .* shape \(4, 3\)"),
+    ],
+    ids=["vit-1x1", "resnet18-gradcam-32px", "multi-hot-labels"],
+)
+def test_problems_fail_before_the_first_training_step(tmp_path, module, callback, match):
+    Recorder.trained = False
+    with pytest.raises(ValueError, match=match):
+        _trainer(tmp_path, [AttentionRolloutCallback(**callback)]).fit(module())
+    assert not Recorder.trained
+
+
+def test_multi_hot_labels_with_target_prediction_are_logged(tmp_path):
+    trainer = _trainer(tmp_path, [AttentionRolloutCallback(target="prediction")], max_epochs=1)
+    trainer.fit(MultiHot())
+    assert _steps(trainer) == [0, 8]
+
+
+def test_without_sanity_check_an_unusable_batch_warns_and_training_goes_on(tmp_path):
+    trainer = _trainer(tmp_path, [AttentionRolloutCallback()], num_sanity_val_steps=0)
+    with pytest.warns(UserWarning, match=r"logs nothing in this run: `target`='label' needs one class index"):
+        trainer.fit(MultiHot())
+    assert trainer.current_epoch == 2
+
+
+def test_a_failing_logging_step_warns_and_training_goes_on(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real_explain_many = logging_maps.explain_many
+
+    def fails_once(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:  # 1: the trial when the batch is kept, 2: the initial maps, 3: epoch 0
+            raise RuntimeError("the model changed")
+        return real_explain_many(*args, **kwargs)
+
+    monkeypatch.setattr(logging_maps, "explain_many", fails_once)
+    trainer = _trainer(tmp_path, [AttentionRolloutCallback()])
+    with pytest.warns(UserWarning, match=r"at step 4 failed \(RuntimeError: the model changed\); this time's pictures"):
+        trainer.fit(Module())
+    assert trainer.current_epoch == 2
+    assert _steps(trainer) == [0, 8]
+
+
+def test_out_of_memory_retries_in_smaller_chunks(tmp_path, monkeypatch):
+    sizes = []
+    real_explain_many = logging_maps.explain_many
+
+    def small_memory(model, images, *args, **kwargs):
+        sizes.append(images.shape[0])
+        if images.shape[0] > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_explain_many(model, images, *args, **kwargs)
+
+    monkeypatch.setattr(logging_maps, "explain_many", small_memory)
+    callback = AttentionRolloutCallback(methods=["grad_rollout"], num_samples=6, faithfulness_steps=4)
+    module = Module()
+    trainer = _trainer(tmp_path, [callback], max_epochs=1)
+    trainer.fit(module)
+    assert sizes[:4] == [1, 6, 3, 2], "the trial, then the batch of 6, halved to 3, then 2"
+    _, maps, _ = callback._map_log.history["grad_rollout"][-1]
+    batch = callback.fixed_batch
+    torch.testing.assert_close(maps, explain(module, batch.images, "grad_rollout", target=batch.labels))
+    # The chunks' AUCs, weighted by chunk size, are the whole batch's.
+    with torch.no_grad():
+        whole = faithfulness_scalars(module.eval(), batch.images, maps, batch.labels, 4, callback.faithfulness_baseline)
+    chunked = read_events(trainer.logger.log_dir).Scalars("attention/grad_rollout/deletion_auc")[-1].value
+    assert chunked == pytest.approx(whole["deletion_auc"], abs=1e-5)
