@@ -22,6 +22,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_engine.py
+	$(PY) benchmarks/bench_explain_many.py
 	$(PY) benchmarks/bench_families.py
 	$(PY) benchmarks/bench_callback.py
 	$(PY) benchmarks/bench_cli.py

@@ -55,7 +55,7 @@ def main(argv=None) -> str:
         data = ImageFolderDataModule(
             root, image_size=32, batch_size=64, mean=[0.5] * 3, std=[0.5] * 3, train_augmentation="none"
         )
-        model = TimmClassifier(model_kwargs=VIT, num_classes=10, lr=1e-3)
+        model = TimmClassifier(model_kwargs=VIT, num_classes=10, lr=2e-3)
         trainer = pl.Trainer(
             max_epochs=args.epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
             enable_progress_bar=False, enable_model_summary=False,

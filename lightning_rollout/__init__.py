@@ -15,6 +15,7 @@ _PUBLIC = {
     "AttentionRolloutCallback": "lightning_rollout.callback",
     "ModelAdapter": "lightning_rollout.models",
     "TokenGeometry": "lightning_rollout.geometry",
+    "attention_per_head": "lightning_rollout.explain",
     "explain": "lightning_rollout.explain",
     "explain_many": "lightning_rollout.explain",
     "register_adapter": "lightning_rollout.models",

@@ -14,8 +14,7 @@ ClassTarget = Union[None, int, Tensor]
 
 Target = Union[None, int, Tensor, Callable[[Tensor], Tensor]]
 """What gradient methods explain: a :data:`ClassTarget`, or a callable ``target(output) -> (B,)`` float
-scores of the model's selected output (after ``output_key``), one differentiable score per sample
-(ready-made ones in :mod:`lightning_rollout.targets`)."""
+scores of the model's selected output (after ``output_key``), one differentiable score per sample."""
 
 OutputKey = Union[None, str, int]
 """Which part of a model's output is explained: ``None`` (a tensor, ``.logits`` or ``'logits'``), a key

@@ -32,7 +32,7 @@ __all__ = ["CLIError", "build_parser", "main"]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 """Files taken from folders (a file named on the command line is read whatever its suffix)."""
 
-METHOD_NAMES = ("rollout", "grad_rollout", "chefer", "gradcam", "legrad")
+METHOD_NAMES = ("rollout", "grad_rollout", "chefer", "gradcam", "legrad", "attention")
 """The methods ``--help`` lists; :data:`lightning_rollout.methods.METHODS` (which imports torch) decides what
 runs, and tests/test_cli.py checks that this list names each of them."""
 

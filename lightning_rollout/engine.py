@@ -16,7 +16,7 @@ tensor dropped in ``finally``, also when the forward raises.
 
 from contextlib import ExitStack, nullcontext
 from functools import partial
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Type
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
 
 import torch
 from torch import Tensor, nn
@@ -180,18 +180,24 @@ def run_pass(
     discard_ratio: float,
     target: Target,
     output_key: OutputKey,
-    legrad_first_layer: int = 0,
-) -> Tuple[List[Method], Tensor]:
+    options: Optional[Dict[str, Any]] = None,
+    need_output: bool = True,
+) -> Tuple[List[Method], Optional[Tensor]]:
     """Runs one side pass for ``method_classes``; the arguments are checked by the caller.
 
+    ``options``: the methods' own options (:func:`~lightning_rollout.methods.check_method_options`).
+    ``need_output``: select the output (``output_key``) even when no method needs a gradient; otherwise a
+    forward-only pass accepts any output.
+
     Returns:
-        The methods, fed (call :meth:`Method.maps`), and the selected model output, detached.
+        The methods, fed (call :meth:`Method.maps`), and the selected model output, detached (``None``
+        when it was not needed).
 
     Raises:
         ValueError: a forward that captured nothing, a bad target for this output, a bad layer output.
     """
     geometry = adapter.geometry(tuple(images.shape[-2:]))
-    context = PassContext(model, adapter, geometry, head_fusion, discard_ratio, legrad_first_layer=legrad_first_layer)
+    context = PassContext(model, adapter, geometry, head_fusion, discard_ratio, dict(options or {}))
     methods = [method_class(context) for method_class in method_classes]
     uses_attention = any(m.uses_attention for m in methods)
     uses_gradcam = any(m.uses_gradcam for m in methods)
@@ -211,7 +217,9 @@ def run_pass(
                     captures.enter_context(method.capture())
                 if needs_grad:
                     images = images.detach().clone().requires_grad_(True)
-                output = select_output(model(images), output_key)
+                output = model(images)
+                if needs_grad or need_output:
+                    output = select_output(output, output_key)
             if uses_attention:
                 if not hooks.live.attentions:
                     pattern = getattr(adapter, "attention_pattern", None)
@@ -226,7 +234,7 @@ def run_pass(
                 raise ValueError(f"the Grad-CAM layer {gradcam_name!r} never ran in the forward")
             if needs_grad:
                 _backward(hooks, methods, output, target, images.shape[0], gradcam_name if uses_gradcam else "")
-        return methods, output.detach()
+        return methods, (output.detach() if needs_grad or need_output else None)
     finally:
         hooks.release()
 

@@ -11,25 +11,27 @@ into the read-out row ``u @ A_L ⋯ A_l`` (or, for heads that pool tokens, the p
 one tensor hook per layer while the backward pass walks the layers in reverse.
 """
 
-from typing import Dict, List, Optional, Sequence, Tuple, Type, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, Union
 
 from torch import Tensor, nn
 
 from lightning_rollout.checks import OutputKey, Target, check_images, check_output_key, check_target
 from lightning_rollout.engine import maps_of, run_pass
-from lightning_rollout.methods import HEAD_FUSIONS, Method, method_class, method_names
-from lightning_rollout.methods.legrad import check_first_layer
+from lightning_rollout.methods import HEAD_FUSIONS, Method, check_method_options, method_class, method_names
+from lightning_rollout.methods.attention import Attention
 from lightning_rollout.models.base import ModelAdapter
 from lightning_rollout.models.custom import resolve_adapter
 
 
-def validate_options(method: str, head_fusion: str, discard_ratio: float) -> None:
+def validate_options(method: str, head_fusion: str, discard_ratio: float, **method_options: Any) -> None:
     """Checks the method options of :func:`explain` without touching a model.
 
     Raises:
         ValueError: naming the offending argument, its value and what is allowed.
+        TypeError: for a method option no registered method declares.
     """
     method_class(method)
+    check_method_options(method_options)
     if head_fusion not in HEAD_FUSIONS:
         raise ValueError(f"`head_fusion` must be one of {list(HEAD_FUSIONS)}, got {head_fusion!r}")
     if isinstance(discard_ratio, bool) or not isinstance(discard_ratio, (int, float)) or not 0 <= discard_ratio < 1:
@@ -59,8 +61,8 @@ def explain_many(
     gradcam_layer: Optional[str] = None,
     num_prefix_tokens: Optional[int] = None,
     grid_size: Optional[Sequence[int]] = None,
-    legrad_first_layer: int = 0,
     return_output: bool = False,
+    **method_options: Any,
 ) -> Union[Dict[str, Tensor], Tuple[Dict[str, Tensor], Tensor]]:
     """Computes the maps of several methods from one side pass: one forward and, when a gradient method is
     among them, one backward.
@@ -73,6 +75,7 @@ def explain_many(
         methods: method names, each once (e.g. ``["rollout", "grad_rollout", "chefer", "gradcam"]``).
         return_output: also return the selected model output (the logits, or what ``output_key`` picks) of
             the same forward, detached, e.g. for the predicted probabilities.
+        **method_options: options of individual methods, as :func:`explain` (``legrad_first_layer``).
 
     Returns:
         ``{method: (B, grid_h, grid_w) maps}`` in the order of ``methods``; with ``return_output``, the pair
@@ -89,10 +92,10 @@ def explain_many(
     """
     classes = _method_classes(methods)
     validate_options(classes[0].name, head_fusion, discard_ratio)
+    options = check_method_options(method_options)
     check_images(images)
     check_target(target, images.shape[0], callable_ok=True)
     check_output_key(output_key)
-    check_first_layer(legrad_first_layer)
     adapter = resolve_adapter(model, attention_pattern, gradcam_layer, num_prefix_tokens, grid_size)
     fed, output = run_pass(
         model,
@@ -103,7 +106,8 @@ def explain_many(
         discard_ratio=discard_ratio,
         target=target,
         output_key=output_key,
-        legrad_first_layer=legrad_first_layer,
+        options=options,
+        need_output=return_output,
     )
     maps = maps_of(fed, images.device)
     return (maps, output) if return_output else maps
@@ -122,7 +126,7 @@ def explain(
     gradcam_layer: Optional[str] = None,
     num_prefix_tokens: Optional[int] = None,
     grid_size: Optional[Sequence[int]] = None,
-    legrad_first_layer: int = 0,
+    **method_options: Any,
 ) -> Tensor:
     """Computes explanation maps of a batch in one hooked side pass.
 
@@ -144,16 +148,17 @@ def explain(
             rollout), ``"chefer"`` (Chefer et al., ICCV 2021), ``"gradcam"`` (Grad-CAM on the token
             grid, or on the last feature map of hierarchical models) or ``"legrad"`` (Bousselham et al.,
             ICCV 2025: per layer, the positive gradient of the model's own head on that block's tokens
-            with respect to the block's attention, summed over layers). Several at once:
-            :func:`explain_many`.
-        head_fusion: ``"mean"``, ``"max"`` or ``"min"`` over heads; used by ``"rollout"``.
+            with respect to the block's attention, summed over layers) or ``"attention"`` (the last
+            layer's attention from the token(s) the head reads, heads fused with ``head_fusion``; forward
+            only; per head: :func:`attention_per_head`). Several at once: :func:`explain_many`.
+        head_fusion: ``"mean"``, ``"max"`` or ``"min"`` over heads; used by ``"rollout"`` and ``"attention"``.
         discard_ratio: fraction in ``[0, 1)`` of each layer's smallest fused entries zeroed per sample
             (never entry ``[0, 0]``); used by ``"rollout"`` and ``"grad_rollout"``.
         target: what gradient methods explain: ``None`` for the predicted class, an int, a LongTensor of
             shape ``(B,)``, or a callable ``target(output) -> (B,)`` float scores, one differentiable score
             per sample computed from the selected output (e.g. a multi-label sum of positives, a cosine
-            similarity to an embedding; ready-made ones in :mod:`lightning_rollout.targets`). The scores
-            are summed for the one backward, so each sample's map explains its own score.
+            similarity to an embedding). The scores are summed for the one backward, so each sample's map
+            explains its own score.
         output_key: which part of the model's output is explained: ``None`` (a tensor, ``.logits`` or a
             ``'logits'`` entry), a str key of a dict / ``ModelOutput`` (e.g. ``"image_embeds"``) or an int
             index of a tuple.
@@ -164,8 +169,10 @@ def explain(
             activation.
         num_prefix_tokens: override of the number of leading non-patch tokens.
         grid_size: override of the patch grid ``(grid_h, grid_w)``.
-        legrad_first_layer: the first attention layer ``"legrad"`` sums: ``0`` every layer (the paper),
-            ``-2`` the last two (the authors' released code); negative values count from the end.
+        **method_options: options of individual methods (:attr:`~lightning_rollout.methods.Method.options`):
+            ``legrad_first_layer``, the first attention layer ``"legrad"`` sums: ``0`` every layer (the
+            paper, the default), ``-2`` the last two (the authors' released code); negative values count
+            from the end.
 
     Returns:
         ``(B, grid_h, grid_w)`` float32, non-negative maps on ``images.device``; the scale is the
@@ -182,7 +189,7 @@ def explain(
         model = timm.create_model("vit_tiny_patch16_224", num_classes=10)
         maps = explain(model, images, "grad_rollout", target=labels)  # (B, 14, 14)
     """
-    validate_options(method, head_fusion, discard_ratio)
+    validate_options(method, head_fusion, discard_ratio, **method_options)
     return explain_many(
         model,
         images,
@@ -195,8 +202,39 @@ def explain(
         gradcam_layer=gradcam_layer,
         num_prefix_tokens=num_prefix_tokens,
         grid_size=grid_size,
-        legrad_first_layer=legrad_first_layer,
+        **method_options,
     )[method]
+
+
+def attention_per_head(
+    model: nn.Module,
+    images: Tensor,
+    *,
+    attention_pattern: Optional[str] = None,
+    num_prefix_tokens: Optional[int] = None,
+    grid_size: Optional[Sequence[int]] = None,
+) -> Tensor:
+    """Each head's map of method ``"attention"``: the last attention layer's attention from the token(s)
+    the head reads to the patches, one map per head (DINO's per-head picture), from one forward.
+
+    ``explain(model, images, "attention", head_fusion=f)`` is these maps fused over heads with ``f`` (for
+    ``"mean"`` exactly their mean; ``"max"``/``"min"`` fuse the attention before the read-out, which is
+    the same for a class-token read-out). Arguments as :func:`explain`.
+
+    Returns:
+        ``(B, heads, grid_h, grid_w)`` float32, non-negative maps on ``images.device``.
+
+    Example::
+
+        heads = attention_per_head(dino, images)  # (B, 6, 14, 14) for a ViT-S/16 at 224 px
+    """
+    check_images(images)
+    adapter = resolve_adapter(model, attention_pattern, None, num_prefix_tokens, grid_size)
+    (fed,), _ = run_pass(
+        model, images, [Attention], adapter, head_fusion="mean", discard_ratio=0.0, target=None, output_key=None,
+        need_output=False,
+    )
+    return fed.per_head_maps()
 
 
 def check_model(

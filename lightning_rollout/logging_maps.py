@@ -37,6 +37,10 @@ if TYPE_CHECKING:
     from lightning_rollout.callback import AttentionRolloutCallback
 
 CONSTANT_MAP_CAUSES = {
+    "attention": (
+        "the last attention layer spreads the read-out token's attention evenly over the patches (or puts "
+        "it all on prefix tokens)"
+    ),
     "rollout": (
         "every class-to-patch entry was discarded: untrained layer-scale models (deit3, DINOv2 with "
         "registers) keep almost all attention on the diagonal; lower `discard_ratio` (e.g. 0.5 or 0)"

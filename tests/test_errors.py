@@ -9,7 +9,7 @@ from lightning_rollout import explain, resolve_geometry
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(method="lrp"), r"`method` must be one of \['rollout', 'grad_rollout', 'chefer', 'gradcam', 'legrad'\], got 'lrp'"),
+        (dict(method="lrp"), r"`method` must be one of \['rollout', 'grad_rollout', 'chefer', 'gradcam', 'legrad', 'attention'\], got 'lrp'"),
         (dict(head_fusion="median"), r"`head_fusion` must be one of \['mean', 'max', 'min'\], got 'median'"),
         (dict(discard_ratio=1.0), r"`discard_ratio` must be a number in \[0, 1\), got 1.0"),
         (dict(discard_ratio=-0.1), r"`discard_ratio` must be a number in \[0, 1\), got -0.1"),

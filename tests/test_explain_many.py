@@ -165,7 +165,16 @@ def test_output_key_and_a_similarity_target(images):
 )
 def test_output_key_errors(images, output_key, match):
     with pytest.raises(ValueError, match=match):
-        explain(_TwoHeads().eval(), images, "rollout", output_key=output_key)
+        explain(_TwoHeads().eval(), images, "chefer", output_key=output_key)
+
+
+def test_forward_only_methods_accept_any_output_unless_it_is_returned(images):
+    model = _TwoHeads(as_tuple=True).eval()
+    assert explain(model, images, "rollout").shape == (3, 4, 4)
+    with pytest.raises(ValueError, match=r"pass `output_key` to pick one of \[0, 1\]"):
+        explain_many(model, images, ["rollout"], return_output=True)
+    _, logits = explain_many(model, images, ["rollout"], output_key=1, return_output=True)
+    assert logits.shape == (3, 5)
 
 
 def test_class_target_on_tokens_says_what_to_do(images):
@@ -177,3 +186,39 @@ def test_class_target_on_tokens_says_what_to_do(images):
 def test_tuple_output_without_output_key_lists_the_indices(images):
     with pytest.raises(ValueError, match=r"must return logits .*got tuple; pass `output_key` to pick one of \[0, 1\]"):
         explain(_TwoHeads(as_tuple=True).eval(), images, "chefer")
+
+
+# ------------------------------------------------------------------------------ a method of one's own
+
+
+def test_a_registered_method_with_an_option_joins_the_shared_pass(vit, images, monkeypatch):
+    from lightning_rollout.methods import base
+    from lightning_rollout.methods.core import tokens_to_grid
+
+    class LastClassRow(base.Method):
+        """The last layer's class-token row, mean over heads, times ``last_row_scale``."""
+
+        name = "last_row"
+        options = {"last_row_scale": 1.0}
+
+        @classmethod
+        def check_options(cls, options):
+            if options["last_row_scale"] <= 0:
+                raise ValueError(f"`last_row_scale` must be > 0, got {options['last_row_scale']}")
+
+        def forward_attention(self, layer, attention):
+            self.row = attention.mean(dim=1)[:, 0] * self.context.options["last_row_scale"]
+
+        def maps(self):
+            return tokens_to_grid(self.row, 1, (4, 4))
+
+    monkeypatch.setitem(base._METHODS, "last_row", LastClassRow)
+    counts = _Counts(vit, monkeypatch)
+    maps = explain_many(vit, images, ["last_row", "chefer"], last_row_scale=2.0)
+    assert (counts.forwards, counts.backwards) == (1, 1)
+    torch.testing.assert_close(maps["last_row"], 2 * explain(vit, images, "attention"))
+    with pytest.raises(ValueError, match=r"`last_row_scale` must be > 0, got -1"):
+        explain(vit, images, "last_row", last_row_scale=-1)
+    with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) \['bogus'\]; the methods' own options "
+                                        r"are \['last_row_scale', 'legrad_first_layer'\]"):
+        explain(vit, images, "rollout", bogus=1)

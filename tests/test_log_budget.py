@@ -137,3 +137,40 @@ def test_resume_shows_the_same_filmstrip(tmp_path):
         if label in before:
             torch.testing.assert_close(maps, before[label])
     assert len(glob.glob(os.path.join(trainer.logger.log_dir, "events.*"))) == 1
+
+
+def test_wandb_and_mlflow_sinks_keep_the_same_budget(tmp_path):
+    """The largest pictures of a full filmstrip at 224 px, through the W&B and MLflow sinks' encoders."""
+    from lightning_rollout.rendering import fit_display_images, to_display_images
+    from lightning_rollout.report import captions, render_filmstrips, render_samples
+    from lightning_rollout.sinks import MLflowImageSink, WandbImageSink
+
+    wandb = pytest.importorskip("wandb")
+    display = fit_display_images(to_display_images(photographs(), [0.5], [0.5]), 128)
+    generator = torch.Generator().manual_seed(0)
+    history = [(f"e{i}", torch.rand(8, 14, 14, generator=generator)) for i in range(10)]
+    labels = captions(torch.arange(8) % 4, torch.rand(8, 4, generator=generator).softmax(-1))
+    pictures = [render_samples(display, history[-1][1], labels, "jet", 0.5),
+                render_filmstrips(display, history, "jet", 0.5, 10)]
+
+    sizes = {"mlflow": 0, "wandb": 0}
+
+    class Client:
+        def log_image(self, *args, **kwargs):
+            raise AssertionError("JPEG goes through log_artifact")
+
+        def log_artifact(self, run_id, path, artifact_path):
+            if "+compressed" not in path:
+                sizes["mlflow"] += os.path.getsize(path)
+
+    class Logger:
+        run_id, experiment = "run", Client()
+
+        def log_image(self, key, images, step, **kwargs):
+            for image, file_type in zip(images, kwargs["file_type"]):
+                sizes["wandb"] += os.path.getsize(wandb.Image(image, file_type=file_type)._path)
+
+    for picture in pictures:
+        MLflowImageSink(Logger()).log_image("attention/rollout/x", picture, 3)
+        WandbImageSink(Logger()).log_image("attention/rollout/x", picture, 3)
+    assert 0 < sizes["mlflow"] <= BUDGET and 0 < sizes["wandb"] <= BUDGET, sizes

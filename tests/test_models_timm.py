@@ -212,7 +212,8 @@ def test_coverage_script_rows():
     spec.loader.exec_module(coverage)
     rows = {case[0]: case for case in coverage.all_cases()}
     assert coverage.run_case(rows["timm deit (distilled)"]) == {
-        "rollout": "ok", "grad_rollout": "ok", "chefer": "ok", "gradcam": "ok", "legrad": "ok", "adapter": "timm-vit",
+        "rollout": "ok", "grad_rollout": "ok", "chefer": "ok", "gradcam": "ok", "legrad": "ok", "attention": "ok",
+        "adapter": "timm-vit",
     }
     xcit = coverage.run_case(rows["timm xcit"])
     assert xcit["gradcam"] == "ok" and xcit["rollout"].startswith("refused: Xcit has no global token attention")

@@ -6,13 +6,22 @@ A new method is one module: the math as pure functions, a :class:`Method` subcla
 :func:`register_method`. See :mod:`lightning_rollout.methods.base` for the protocol.
 """
 
-from lightning_rollout.methods.base import LiveForward, Method, PassContext, method_class, method_names, register_method
+from lightning_rollout.methods.base import (
+    LiveForward,
+    Method,
+    PassContext,
+    check_method_options,
+    method_class,
+    method_names,
+    register_method,
+)
 from lightning_rollout.methods.core import HEAD_FUSIONS
 from lightning_rollout.methods.rollout import rollout_layer
 from lightning_rollout.methods.grad_rollout import grad_rollout_layer
 from lightning_rollout.methods.chefer import chefer_layer
 from lightning_rollout.methods.gradcam import gradcam_tokens
 from lightning_rollout.methods.legrad import legrad_layer
+from lightning_rollout.methods.attention import attention_per_head_scores, attention_scores
 
 METHODS = tuple(method_names())
 """The built-in methods' names."""
@@ -26,6 +35,9 @@ __all__ = [
     "METHODS",
     "Method",
     "PassContext",
+    "attention_per_head_scores",
+    "attention_scores",
+    "check_method_options",
     "chefer_layer",
     "grad_rollout_layer",
     "gradcam_tokens",

@@ -13,12 +13,14 @@ backward of the target score. It hands every method what it asked for, as it arr
 
 Then :meth:`Method.maps` gives the ``(B, grid_h, grid_w)`` maps. A new method is one subclass, registered
 with :func:`register_method`; it sets the class attributes that say what it needs and overrides the
-callbacks it uses.
+callbacks it uses. Options of its own (keyword arguments of ``explain`` / ``explain_many`` beyond the
+shared ones) are declared in :attr:`Method.options` with their defaults and checked by
+:meth:`Method.check_options`; the pass hands them over in :attr:`PassContext.options`.
 """
 
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar, ContextManager, Dict, List, Optional, Type
+from typing import Any, Callable, ClassVar, ContextManager, Dict, List, Mapping, Optional, Type
 
 from torch import Tensor, nn
 
@@ -37,8 +39,8 @@ class PassContext:
         geometry: the token geometry of this batch.
         head_fusion: ``"mean"``, ``"max"`` or ``"min"``.
         discard_ratio: fraction in ``[0, 1)`` of each layer's smallest fused entries zeroed per sample.
+        options: every registered method's own options (:attr:`Method.options`), defaults filled in.
         readout: what the head reads; set after the forward, before any backward.
-        legrad_first_layer: the first attention layer LeGrad sums (negative: from the end).
     """
 
     model: nn.Module
@@ -46,8 +48,8 @@ class PassContext:
     geometry: TokenGeometry
     head_fusion: str
     discard_ratio: float
+    options: Dict[str, Any] = field(default_factory=dict)
     readout: Optional[Readout] = None
-    legrad_first_layer: int = 0
 
 
 @dataclass
@@ -79,6 +81,8 @@ class Method:
         needs_grad: the forward runs with autograd.
         shared_backward: it receives gradients of the target score from the one shared backward
             (:meth:`backward_attention`, :meth:`gradcam`).
+        options: its own keyword options of ``explain`` / ``explain_many`` and their defaults (names
+            prefixed with the method's name, e.g. ``{"legrad_first_layer": 0}``).
 
     Args:
         context: the side pass's :class:`PassContext`.
@@ -89,6 +93,11 @@ class Method:
     uses_gradcam: ClassVar[bool] = False
     needs_grad: ClassVar[bool] = False
     shared_backward: ClassVar[bool] = False
+    options: ClassVar[Dict[str, Any]] = {}
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> None:
+        """Raises ``ValueError`` naming the option, the value and what is allowed (default: accepts all)."""
 
     def __init__(self, context: PassContext) -> None:
         self.context = context
@@ -149,6 +158,27 @@ def method_class(name: str) -> Type[Method]:
 def method_names() -> List[str]:
     """The registered method names, in registration order."""
     return list(_METHODS)
+
+
+def check_method_options(options: Mapping[str, Any]) -> Dict[str, Any]:
+    """Checks method options given to ``explain`` / ``explain_many``; returns every registered method's
+    options with the defaults filled in.
+
+    Raises:
+        TypeError: naming an option no registered method declares, and the declared ones.
+        ValueError: from the declaring method's :meth:`Method.check_options`.
+    """
+    declared = {name: default for method in _METHODS.values() for name, default in method.options.items()}
+    unknown = [name for name in options if name not in declared]
+    if unknown:
+        raise TypeError(
+            f"unexpected keyword argument(s) {unknown}; the methods' own options are {sorted(declared)}"
+        )
+    merged = {**declared, **options}
+    for method in _METHODS.values():
+        if method.options:
+            method.check_options({name: merged[name] for name in method.options})
+    return merged
 
 
 def check_tokens(num_tokens: int, name: str, geometry: TokenGeometry, verb: str = "outputs") -> None:

@@ -68,13 +68,19 @@ class LeGrad(Method):
 
     name = "legrad"
     needs_grad = True
+    options = {"legrad_first_layer": 0}
+
+    @classmethod
+    def check_options(cls, options) -> None:
+        check_first_layer(options["legrad_first_layer"])
 
     def __init__(self, context) -> None:
         super().__init__(context)
         self.blocks = context.adapter.blocks()
         self.head = context.adapter.head()
-        check_first_layer(context.legrad_first_layer, len(self.blocks))
-        self.first_layer = context.legrad_first_layer % len(self.blocks)
+        first_layer = context.options["legrad_first_layer"]
+        check_first_layer(first_layer, len(self.blocks))
+        self.first_layer = first_layer % len(self.blocks)
         self.tokens: List[Tensor] = []
         self.scores: Optional[Tensor] = None
 
