@@ -52,7 +52,7 @@ class AttentionRolloutCallback(*callback_bases()):
 
     Args:
         methods: names of :func:`~lightning_rollout.explain` methods: ``rollout``, ``grad_rollout``,
-            ``chefer``, ``gradcam``, ``legrad``.
+            ``chefer``, ``gradcam``, ``legrad``, ``attention``.
         num_samples: how many validation samples to explain.
         every_n_epochs: log after every N-th validation epoch of ``fit``.
         head_fusion: ``mean``, ``max`` or ``min`` (rollout).

@@ -158,7 +158,7 @@ def explain(
             shape ``(B,)``, or a callable ``target(output) -> (B,)`` float scores, one differentiable score
             per sample computed from the selected output (e.g. a multi-label sum of positives, a cosine
             similarity to an embedding). The scores are summed for the one backward, so each sample's map
-            explains its own score.
+            explains its own score. Ready-made callables: :mod:`lightning_rollout.targets`.
         output_key: which part of the model's output is explained: ``None`` (a tensor, ``.logits`` or a
             ``'logits'`` entry), a str key of a dict / ``ModelOutput`` (e.g. ``"image_embeds"``) or an int
             index of a tuple.

@@ -248,7 +248,7 @@ class HFAdapter(ModelAdapter):
         if self.model_type in _WHY_NOT:
             raise UnsupportedModelError(
                 f"{name} has no global token attention for the attention methods (rollout, grad_rollout, "
-                f"chefer, legrad): {_WHY_NOT[self.model_type]}. Use method 'gradcam'"
+                f"chefer, legrad, attention): {_WHY_NOT[self.model_type]}. Use method 'gradcam'"
                 + (", which reads its last stage's tokens" if self.model_type in _SWIN else "")
             )
         classes = _attention_classes(self.root)

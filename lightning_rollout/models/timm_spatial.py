@@ -58,8 +58,8 @@ class TimmSpatialAdapter(ModelAdapter):
         name = type(self.root).__name__
         why = _WHY_NOT.get(name, "it has no self-attention over the image's tokens")
         raise UnsupportedModelError(
-            f"{name} has no global token attention for the attention methods (rollout, grad_rollout, chefer, legrad): "
-            f"{why}. Use method 'gradcam', which reads its last feature map"
+            f"{name} has no global token attention for the attention methods (rollout, grad_rollout, chefer, legrad, "
+            f"attention): {why}. Use method 'gradcam', which reads its last feature map"
         )
 
     def gradcam_layer(self) -> Tuple[str, nn.Module]:
