@@ -14,7 +14,7 @@ from typing_extensions import override
 
 from lightning_rollout._lightning import callback_bases
 from lightning_rollout.batch import BatchKey, FixedBatch, check_key
-from lightning_rollout.checks import check_int
+from lightning_rollout.checks import OutputKey, check_int, check_output_key
 from lightning_rollout.display import check_stats, resolve_display_stats
 from lightning_rollout.explain import check_model, validate_options
 from lightning_rollout.fixed_batch import SAMPLE_SELECTIONS, FixedBatchKeeper
@@ -23,8 +23,7 @@ from lightning_rollout.logging_maps import MapLog, check_batch, log_maps
 from lightning_rollout.methods import METHODS
 from lightning_rollout.metrics.faithfulness import check_baseline
 from lightning_rollout.sinks.base import check_image_format
-
-TARGETS = ("label", "prediction")
+from lightning_rollout.tasks import check_task
 
 
 class AttentionRolloutCallback(*callback_bases()):
@@ -58,14 +57,24 @@ class AttentionRolloutCallback(*callback_bases()):
         every_n_epochs: log after every N-th validation epoch of ``fit``.
         head_fusion: ``mean``, ``max`` or ``min`` (rollout).
         discard_ratio: in ``[0, 1)`` (rollout and gradient rollout).
-        target: the class gradient methods explain: ``label`` (the true label) or ``prediction``.
+        task: ``multiclass``, ``multilabel`` (a panel per positive label, scored against that class's mask when
+            masks are per class ``(B, C, H, W)``; scalar ``class_discrimination``) or ``none`` (label-free);
+            see :mod:`~lightning_rollout.tasks`.
+        target: what gradient methods explain: ``label``, ``prediction`` or a callable ``target(output) -> (B,)``
+            (:mod:`~lightning_rollout.targets`; in LightningCLI YAML a dotted path or ``class_path``).
+        max_labels: the most classes explained per sample with ``task="multilabel"``.
+        output_key: where the logits (or embedding) sit in a dict/tuple output: a str key or an int index
+            (as in :func:`~lightning_rollout.explain`); checked on the first kept samples.
+        attention_heads: with method ``attention``, also log ``{tag_prefix}/attention/heads``: a row per sample,
+            one overlay per head (DINO's figure).
         image_key: where the images sit in a batch; ``None``: index 0 of a tuple/list or key ``image``.
         input_transform: a callable mapping the batch's images ``(B, C, H, W)`` to the model's float input
             (e.g. uint8 → normalised float), for datasets whose conversion happens in the step or the
             model; in LightningCLI YAML a dotted import path such as ``my_package.transforms.to_input``.
             ``None``: the images are the model's input and must be float.
         label_key: where the labels sit; ``None``: index 1 or key ``label`` (optional).
-        mask_key: where object masks ``(B, H, W)`` sit; ``None``: index 2 or key ``mask`` (optional).
+        mask_key: where object masks ``(B, H, W)`` (or per class ``(B, C, H, W)``) sit; ``None``: index 2 or key
+            ``mask`` (optional).
         mean: per-channel mean used to normalise the model's input, for display (1 value or one per input
             channel); ``None``: the timm model's data config when it fits the model's channels, else no
             un-normalisation.
@@ -118,7 +127,11 @@ class AttentionRolloutCallback(*callback_bases()):
         every_n_epochs: int = 1,
         head_fusion: str = "mean",
         discard_ratio: float = 0.9,
-        target: str = "label",
+        task: str = "multiclass",
+        target: Union[Callable, str] = "label",
+        max_labels: int = 2,
+        output_key: OutputKey = None,
+        attention_heads: bool = False,
         image_key: BatchKey = None,
         input_transform: Optional[Callable] = None,
         label_key: BatchKey = None,
@@ -156,8 +169,10 @@ class AttentionRolloutCallback(*callback_bases()):
         if sample_selection not in SAMPLE_SELECTIONS:
             raise ValueError(f"`sample_selection` must be one of {list(SAMPLE_SELECTIONS)}, got {sample_selection!r}")
         check_baseline("faithfulness_baseline", faithfulness_baseline)
-        if target not in TARGETS:
-            raise ValueError(f"`target` must be one of {list(TARGETS)}, got {target!r}")
+        check_task(task, target, methods, max_labels)
+        check_output_key(output_key)
+        if attention_heads and "attention" not in methods:
+            raise ValueError(f"`attention_heads`=True needs 'attention' in `methods`, got {methods!r}")
         for argument, key in (("image_key", image_key), ("label_key", label_key), ("mask_key", mask_key)):
             check_key(argument, key)
         check_stats("mean", mean)
@@ -183,7 +198,8 @@ class AttentionRolloutCallback(*callback_bases()):
         self.every_n_epochs = every_n_epochs
         self.head_fusion = head_fusion
         self.discard_ratio = discard_ratio
-        self.target = target
+        self.task, self.target, self.max_labels, self.output_key = task, target, max_labels, output_key
+        self.attention_heads = attention_heads
         self.image_key, self.label_key, self.mask_key = image_key, label_key, mask_key
         self.input_transform = input_transform
         self.mean, self.std = mean, std
@@ -206,7 +222,8 @@ class AttentionRolloutCallback(*callback_bases()):
         self._warned: set = set()
         self.sample_selection = sample_selection
         self._keeper = FixedBatchKeeper(
-            num_samples, image_key, label_key, mask_key, target == "label", sample_selection, self._warn_once
+            num_samples, image_key, label_key, mask_key, task != "none" and target == "label", sample_selection,
+            self._warn_once,
         )
         self._num_classes: Optional[int] = None
         self._class_names = class_names

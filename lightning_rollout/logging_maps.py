@@ -14,20 +14,23 @@ from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from lightning_rollout import tasks
 from lightning_rollout.batch import FixedBatch
 from lightning_rollout.capture import side_pass
+from lightning_rollout.checks import select_output
 from lightning_rollout.display import model_input
 from lightning_rollout.distributed import is_sharded
-from lightning_rollout.explain import explain_many
+from lightning_rollout.explain import attention_per_head, explain_many
 from lightning_rollout.fixed_batch import Warn, check_labels
 from lightning_rollout.rendering import fit_display_images, to_display_images
+from lightning_rollout.tasks import Panels
 from lightning_rollout.report import (
     all_finite,
-    captions,
     constant_maps,
     faithfulness_scalars,
     map_scalars,
     render_filmstrips,
+    render_heads,
     render_samples,
     thin_columns,
 )
@@ -70,12 +73,18 @@ CONSTANT_MAP_CAUSES = {
 class SidePass(NamedTuple):
     """What one side pass over the fixed batch gives, on the CPU."""
 
+    panels: Panels
+    """Which sample each map shows and which class it explains (see :mod:`~lightning_rollout.tasks`)."""
     maps: Dict[str, Tensor]
-    """``{method: (B, h, w)}``."""
-    probabilities: Tensor
-    """``(B, num_classes)`` softmax of the model's output."""
+    """``{method: (P, h, w)}``, one map per panel."""
+    scores: Optional[Tensor]
+    """``(P, num_classes)`` class scores per panel (softmax or sigmoid by task); ``None`` for ``"none"``."""
+    target_scores: Optional[Tensor]
+    """``(P,)`` a callable target's score per panel, else ``None``."""
     faithfulness: Dict[str, Dict[str, float]]
     """``{method: {"deletion_auc": ..., "insertion_auc": ...}}``; empty when off or a map is not finite."""
+    heads: Optional[Tensor]
+    """``(B, heads, h, w)`` method ``"attention"``'s per-head maps of the fixed batch, with ``attention_heads``."""
 
 
 class MapLog:
@@ -161,32 +170,48 @@ def explain_batch(
     inputs = model_input(batch.images.to(device), callback.input_transform, callback._display_stats)
     images = precision.convert_input(inputs)
     with precision.forward_context():
-        target = None
-        if callback.target == "label" and batch.labels is not None:
-            target = batch.labels.to(device)
+        # A predicted class must be known before the pass only where it picks the panels (multi-label).
+        scores = None
+        if callback.target == "prediction" and callback.task == "multilabel":
+            with side_pass(model, images.device, needs_grad=False):
+                scores = tasks.class_scores(callback.task, select_output(model(images), callback.output_key))
+        panels = tasks.panels(callback.task, callback.target, len(batch), batch.labels, scores, callback.max_labels)
+        fixed_images, images = images, images[panels.samples.to(device)]
         options = dict(
             head_fusion=callback.head_fusion,
             discard_ratio=callback.discard_ratio,
-            target=target,
+            target=panels.target(callback.target, device),
+            output_key=callback.output_key,
             attention_pattern=callback.attention_pattern,
             gradcam_layer=callback.gradcam_layer,
             num_prefix_tokens=callback.num_prefix_tokens,
             grid_size=callback.grid_size,
         )
         # One forward (and one backward) for every method; the probabilities come from the same forward.
-        maps, logits = explain_many(model, images, list(callback.methods), return_output=True, **options)
+        maps, output = explain_many(model, images, list(callback.methods), return_output=True, **options)
         maps = {method: method_maps.cpu() for method, method_maps in maps.items()}
-        probabilities = logits.float().softmax(dim=-1).cpu()
+        scores = tasks.class_scores(callback.task, output)
+        panels = panels.with_predictions(scores)
+        target_scores = tasks.target_scores(callback.target, output) if callable(callback.target) else None
         faithfulness: Dict[str, Dict[str, float]] = {}
-        if callback.faithfulness_steps and all(all_finite(value) for value in maps.values()):
-            scored = target if target is not None else probabilities.argmax(dim=-1).to(device)
+        # Deletion and insertion read a class's probability: there is none to read without class panels.
+        scored = None if panels.classes is None else panels.classes.to(device)
+        if callback.faithfulness_steps and scored is not None and all(all_finite(value) for value in maps.values()):
             steps, baseline = callback.faithfulness_steps, callback.faithfulness_baseline
+            activation = "sigmoid" if callback.task == "multilabel" else "softmax"
             with side_pass(model, images.device, needs_grad=False):
                 faithfulness = {
-                    method: faithfulness_scalars(model, images, method_maps, scored, steps, baseline)
+                    method: faithfulness_scalars(
+                        model, images, method_maps, scored, steps, baseline, activation, callback.output_key
+                    )
                     for method, method_maps in maps.items()
                 }
-    return SidePass(maps, probabilities, faithfulness)
+        heads = None
+        if callback.attention_heads:
+            geometry = dict(num_prefix_tokens=callback.num_prefix_tokens, grid_size=callback.grid_size)
+            heads = attention_per_head(model, fixed_images, attention_pattern=callback.attention_pattern, **geometry)
+    scores = None if scores is None else scores.cpu()
+    return SidePass(panels, maps, scores, target_scores, faithfulness, None if heads is None else heads.cpu())
 
 
 def explain_in_chunks(
@@ -215,12 +240,27 @@ def explain_in_chunks(
     if len(parts) == 1:
         return parts[0][1]
     maps = {method: torch.cat([part.maps[method] for _, part in parts]) for method in parts[0][1].maps}
+    panels = [part.panels for _, part in parts]
+    panels = Panels(
+        torch.cat([chunk.samples + start for chunk, start in zip(panels, range(0, len(batch), size))]),
+        None if panels[0].classes is None else torch.cat([chunk.classes for chunk in panels]),
+        panels[0].predicted,
+    )
+    weights = [len(part.panels.samples) for _, part in parts]  # the faithfulness means are over panels
     faithfulness = {
-        method: {name: sum(n * part.faithfulness[method][name] for n, part in parts) / len(batch) for name in names}
+        method: {
+            name: sum(n * part.faithfulness[method][name] for n, (_, part) in zip(weights, parts)) / sum(weights)
+            for name in names
+        }
         for method, names in parts[0][1].faithfulness.items()
         if all(method in part.faithfulness for _, part in parts)
     }
-    return SidePass(maps, torch.cat([part.probabilities for _, part in parts]), faithfulness)
+
+    def joined(field: str) -> Optional[Tensor]:
+        values = [getattr(part, field) for _, part in parts]
+        return None if values[0] is None else torch.cat(values)
+
+    return SidePass(panels, maps, joined("scores"), joined("target_scores"), faithfulness, joined("heads"))
 
 
 def check_batch(
@@ -240,7 +280,9 @@ def check_batch(
             of the trial side pass itself.
     """
     model_input(batch.images, callback.input_transform, callback._display_stats)
-    check_labels(batch.labels, callback.target, callback.label_key, num_classes)
+    tasks.check_labels(callback.task, callback.target, batch.labels, batch.masks)
+    if callback.task == "multiclass":
+        check_labels(batch.labels, callback.target, callback.label_key, num_classes)
     if not trainer.loggers or is_sharded(trainer.strategy.model or pl_module):
         return  # nothing will be logged, or every rank would have to join the trial
     sample = batch.select(slice(0, 1))
@@ -254,8 +296,10 @@ def check_batch(
                 f"grid ({where}); the pictures and scalars need at least 2 cells: use larger inputs, smaller "
                 "patches" + (" or an earlier `gradcam_layer`" if method == "gradcam" else "")
             )
-        map_scalars(maps, sample.masks)
-    captions(sample.labels, result.probabilities, callback._class_names)
+        map_scalars(maps, tasks.panel_masks(sample.masks, result.panels))
+    tasks.captions(
+        callback.task, result.panels, sample.labels, result.scores, result.target_scores, callback._class_names
+    )
 
 
 def log_maps(
@@ -340,13 +384,22 @@ def _render_and_log(
 ) -> None:
     """Pictures to ``sinks`` and scalars to ``loggers``; appends a filmstrip column when ``label`` is given."""
     batch, stats = callback.fixed_batch, callback._display_stats
-    display = to_display_images(model_input(batch.images, callback.input_transform, stats), *stats)
-    display = fit_display_images(display, callback.max_cell_size)
-    sample_captions = captions(batch.labels, result.probabilities, callback._class_names)
+    panels = result.panels
+    sample_display = to_display_images(model_input(batch.images, callback.input_transform, stats), *stats)
+    sample_display = fit_display_images(sample_display, callback.max_cell_size)
+    display = sample_display[panels.samples.numpy()]
+    if result.heads is not None:
+        heads = render_heads(sample_display, result.heads, callback.colormap, callback.alpha)
+        for sink in sinks:
+            sink.log_image(f"{root}/attention/heads", heads, step, caption="input | one overlay per head")
+    sample_captions = tasks.captions(
+        callback.task, panels, batch.labels, result.scores, result.target_scores, callback._class_names
+    )
     samples_caption = " | ".join(f"{i}: " + ", ".join(lines) for i, lines in enumerate(sample_captions))
+    masks = tasks.panel_masks(batch.masks, panels)
     scalars: Dict[str, float] = {}
-    if batch.masks is not None:
-        scalars[f"{root}/mask_area"] = float(batch.masks.float().mean())
+    if masks is not None:
+        scalars[f"{root}/mask_area"] = float(masks.float().mean())
     for method, method_maps in result.maps.items():
         tag = f"{root}/{method}"
         if bool(constant_maps(method_maps).all()):
@@ -366,7 +419,10 @@ def _render_and_log(
             names = [name for name, _ in columns]
             for sink in sinks:
                 sink.log_image(f"{tag}/filmstrip", filmstrip, step, caption="input | " + " | ".join(names))
-        scalars.update({f"{tag}/{name}": value for name, value in map_scalars(method_maps, batch.masks).items()})
+        scalars.update({f"{tag}/{name}": value for name, value in map_scalars(method_maps, masks).items()})
+        discrimination = tasks.discrimination(method_maps, batch.masks, batch.labels, panels)
+        if discrimination is not None:
+            scalars[f"{tag}/class_discrimination"] = discrimination
         scalars.update({f"{tag}/{name}": value for name, value in result.faithfulness.get(method, {}).items()})
     for logger in loggers:
         logger.log_metrics(scalars, step=step)

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from lightning_rollout.checks import OutputKey
 from lightning_rollout.metrics import deletion_insertion_auc, energy_in_mask, normalized_entropy, pointing_game
 from lightning_rollout.rendering import blend, colorize_maps, render_filmstrip, render_grid, render_panel
 
@@ -41,23 +42,6 @@ def constant_caption(maps: Tensor) -> List[Optional[str]]:
     flat = constant_maps(maps).tolist()
     values = maps.detach().float().flatten(1)[:, 0].tolist()
     return [f"constant map: {value:.3g}" if is_flat else None for is_flat, value in zip(flat, values)]
-
-
-def captions(
-    labels: Optional[Tensor], probabilities: Tensor, class_names: Optional[Sequence[str]] = None
-) -> List[List[str]]:
-    """Caption lines per sample: the true label (when ``labels`` are class indices ``(B,)``) and the prediction
-    with its confidence."""
-    def name(index: int) -> str:
-        return class_names[index] if class_names is not None and index < len(class_names) else str(index)
-
-    confidence, predicted = probabilities.float().max(dim=-1)
-    lines = []
-    for i in range(probabilities.shape[0]):
-        sample = [] if labels is None or labels.dim() != 1 else [f"true: {name(int(labels[i]))}"]
-        sample.append(f"pred: {name(int(predicted[i]))} ({float(confidence[i]):.2f})")
-        lines.append(sample)
-    return lines
 
 
 def render_samples(
@@ -123,6 +107,17 @@ def render_filmstrips(
     return render_grid(rows, ncols=1)
 
 
+def render_heads(display_images: np.ndarray, heads: Tensor, colormap: str, alpha: float) -> np.ndarray:
+    """One picture of per-head maps ``(B, heads, h, w)`` (DINO's figure): a row per sample, its input, then one
+    overlay per head."""
+    frames = [display_images] + [
+        overlays(display_images, heads[:, head], colormap, alpha) for head in range(heads.shape[1])
+    ]
+    labels = ["input"] + [f"head {head}" for head in range(heads.shape[1])]
+    rows = [render_filmstrip([frame[i] for frame in frames], labels) for i in range(display_images.shape[0])]
+    return render_grid(rows, ncols=1)
+
+
 def map_scalars(maps: Tensor, masks: Optional[Tensor]) -> Dict[str, float]:
     """Batch means of the map statistics: ``entropy`` always; ``energy`` and ``pointing_game`` with masks."""
     scalars = {"entropy": float(normalized_entropy(maps).mean())}
@@ -134,12 +129,21 @@ def map_scalars(maps: Tensor, masks: Optional[Tensor]) -> Dict[str, float]:
 
 
 def faithfulness_scalars(
-    model: nn.Module, images: Tensor, maps: Tensor, target: Tensor, steps: int, baseline: Union[float, str, Tensor]
+    model: nn.Module,
+    images: Tensor,
+    maps: Tensor,
+    target: Tensor,
+    steps: int,
+    baseline: Union[float, str, Tensor],
+    activation: str = "softmax",
+    output_key: OutputKey = None,
 ) -> Dict[str, float]:
     """Batch means of the deletion and insertion AUCs (``deletion_auc`` ↓, ``insertion_auc`` ↑) of ``maps``,
-    with ``steps`` steps and ``baseline`` as in :func:`~lightning_rollout.metrics.deletion_insertion_auc`."""
+    with ``steps``, ``baseline``, ``activation`` and ``output_key`` as in
+    :func:`~lightning_rollout.metrics.deletion_insertion_auc`."""
     deletion, insertion = deletion_insertion_auc(
-        model, images, maps.to(images.device), target, steps=steps, baseline=baseline
+        model, images, maps.to(images.device), target, steps=steps, baseline=baseline, activation=activation,
+        output_key=output_key,
     )
     return {"deletion_auc": float(deletion.mean()), "insertion_auc": float(insertion.mean())}
 

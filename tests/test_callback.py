@@ -309,7 +309,7 @@ def test_setup_rejects_a_model_without_attention_before_training(tmp_path):
         (dict(every_n_epochs=1.5), r"`every_n_epochs` must be an int >= 1, got 1.5"),
         (dict(head_fusion="median"), r"`head_fusion` must be one of"),
         (dict(discard_ratio=1), r"`discard_ratio` must be a number in \[0, 1\), got 1"),
-        (dict(target="truth"), r"`target` must be one of \['label', 'prediction'\], got 'truth'"),
+        (dict(target="truth"), r"`target` must be one of \['label', 'prediction'\] or a callable .*, got 'truth'"),
         (dict(image_key=1.0), r"`image_key` must be None \(default layout\), an int index or a str key, got 1.0"),
         (dict(mean=[0.5, 0.5]), r"`mean` must be None or a list of 1 or 3 numbers, got \[0.5, 0.5\]"),
         (dict(std=[0.0]), r"`std` values must be > 0"),

@@ -142,14 +142,17 @@ def test_resume_shows_the_same_filmstrip(tmp_path):
 def test_wandb_and_mlflow_sinks_keep_the_same_budget(tmp_path):
     """The largest pictures of a full filmstrip at 224 px, through the W&B and MLflow sinks' encoders."""
     from lightning_rollout.rendering import fit_display_images, to_display_images
-    from lightning_rollout.report import captions, render_filmstrips, render_samples
+    from lightning_rollout import tasks
+    from lightning_rollout.report import render_filmstrips, render_samples
     from lightning_rollout.sinks import MLflowImageSink, WandbImageSink
 
     wandb = pytest.importorskip("wandb")
     display = fit_display_images(to_display_images(photographs(), [0.5], [0.5]), 128)
     generator = torch.Generator().manual_seed(0)
     history = [(f"e{i}", torch.rand(8, 14, 14, generator=generator)) for i in range(10)]
-    labels = captions(torch.arange(8) % 4, torch.rand(8, 4, generator=generator).softmax(-1))
+    classes = torch.arange(8) % 4
+    scores = torch.rand(8, 4, generator=generator).softmax(-1)
+    labels = tasks.captions("multiclass", tasks.Panels(torch.arange(8), classes), classes, scores, None)
     pictures = [render_samples(display, history[-1][1], labels, "jet", 0.5),
                 render_filmstrips(display, history, "jet", 0.5, 10)]
 

@@ -72,7 +72,7 @@ class MultiHot(Recorder):
     [
         (lambda: Recorder(img_size=16, patch_size=16), dict(), r"rollout maps of this model's 16x16 input are a 1x1"),
         (ResNet, dict(methods=["gradcam"]), r"gradcam maps .* 1x1 grid \(`gradcam_layer`'s feature map\)"),
-        (MultiHot, dict(), r"`target`='label' needs one class index per sample .* shape \(4, 3\)"),
+        (MultiHot, dict(), r"`task`='multiclass' needs class indices .* \(4, 3\) \(multi-hot labels: pass"),
     ],
     ids=["vit-1x1", "resnet18-gradcam-32px", "multi-hot-labels"],
 )
@@ -91,7 +91,7 @@ def test_multi_hot_labels_with_target_prediction_are_logged(tmp_path):
 
 def test_without_sanity_check_an_unusable_batch_warns_and_training_goes_on(tmp_path):
     trainer = _trainer(tmp_path, [AttentionRolloutCallback()], num_sanity_val_steps=0)
-    with pytest.warns(UserWarning, match=r"logs nothing in this run: `target`='label' needs one class index"):
+    with pytest.warns(UserWarning, match=r"logs nothing in this run: `task`='multiclass' needs class indices"):
         trainer.fit(MultiHot())
     assert trainer.current_epoch == 2
 

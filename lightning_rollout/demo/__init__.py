@@ -4,7 +4,20 @@ The library never imports this package; it only serves the demo config (``config
 want a ready LightningModule around a timm model.
 """
 
-from lightning_rollout.demo.data import ImageFolderDataModule, SyntheticScenes, SyntheticScenesDataModule
+from lightning_rollout.demo.data import (
+    ImageFolderDataModule,
+    SyntheticScenes,
+    SyntheticScenesDataModule,
+    TwoObjectScenes,
+    TwoObjectScenesDataModule,
+)
 from lightning_rollout.demo.module import TimmClassifier
 
-__all__ = ["ImageFolderDataModule", "SyntheticScenes", "SyntheticScenesDataModule", "TimmClassifier"]
+__all__ = [
+    "ImageFolderDataModule",
+    "SyntheticScenes",
+    "SyntheticScenesDataModule",
+    "TimmClassifier",
+    "TwoObjectScenes",
+    "TwoObjectScenesDataModule",
+]

@@ -33,6 +33,8 @@ __all__ = [
     "ImageFolderDataModule",
     "SyntheticScenes",
     "SyntheticScenesDataModule",
+    "TwoObjectScenes",
+    "TwoObjectScenesDataModule",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -285,6 +287,33 @@ class SyntheticScenes(Dataset):
         mask = TARGET_SHAPES[target_shape](self._dy - cy, self._dx - cx, scale, rng)
         self._paint(image, mask, label, rng)
 
+        self._add_distractors(image, placed, scale, mask, rng)
+        return self._finish(image, rng), label, mask
+
+    def _place(self, half: float, placed: list[tuple[float, float, float]], rng: np.random.Generator):
+        """A centre ``(y, x)`` for an object of half-extent ``half`` clear of the ``placed`` ones, or ``None``.
+
+        Objects are kept apart by their (square) extents plus a one-pixel gap; 30 tries.
+        """
+        height, width = self.image_size
+        for _attempt in range(30):
+            y = rng.uniform(half, height - half)
+            x = rng.uniform(half, width - half)
+            if all(max(abs(y - py), abs(x - px)) > half + h + 1.0 for py, px, h in placed):
+                placed.append((y, x, half))
+                return y, x
+        return None
+
+    def _add_distractors(
+        self,
+        image: np.ndarray,
+        placed: list[tuple[float, float, float]],
+        scale: float,
+        targets: np.ndarray,
+        rng: np.random.Generator,
+    ) -> None:
+        """Paint ``num_distractors`` distractors (those that fit) of about ``scale``, never over ``targets``."""
+        height, width = self.image_size
         names = list(DISTRACTOR_SHAPES)
         for _ in range(self.num_distractors):
             name = names[int(rng.integers(len(names)))]
@@ -292,20 +321,16 @@ class SyntheticScenes(Dataset):
             d_half = _EXTENT[name] * d_scale
             if 2 * d_half >= min(height, width):
                 continue
-            for _attempt in range(30):
-                dy = rng.uniform(d_half, height - d_half)
-                dx = rng.uniform(d_half, width - d_half)
-                # Objects are kept apart by their (square) extents plus a one-pixel gap.
-                if all(max(abs(dy - y), abs(dx - x)) > d_half + h + 1.0 for y, x, h in placed):
-                    placed.append((dy, dx, d_half))
-                    pixels = DISTRACTOR_SHAPES[name](self._dy - dy, self._dx - dx, d_scale, rng)
-                    self._paint(image, pixels & ~mask, int(rng.integers(self.num_classes)), rng)
-                    break
+            centre = self._place(d_half, placed, rng)
+            if centre is not None:
+                pixels = DISTRACTOR_SHAPES[name](self._dy - centre[0], self._dx - centre[1], d_scale, rng)
+                self._paint(image, pixels & ~targets, int(rng.integers(self.num_classes)), rng)
 
+    def _finish(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Add the pixel noise and quantise to ``(H, W, 3)`` uint8."""
         if self.noise > 0:
             image += rng.normal(0.0, self.noise, size=image.shape)
-        pixels = np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
-        return pixels, label, mask
+        return np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
 
     def _background(self, rng: np.random.Generator) -> np.ndarray:
         """A mid-tone, smooth colour texture: coarse random grid, bilinearly upsampled, in ``[0.35, 0.6]``."""
@@ -333,6 +358,52 @@ class SyntheticScenes(Dataset):
         image[pixels] = np.clip(rgb + rng.uniform(-0.05, 0.05, size=3), 0.0, 1.0)
 
 
+class TwoObjectScenes(SyntheticScenes):
+    """Multi-label scenes: two filled targets of two different classes among the distractors, a mask per class.
+
+    Built like :class:`SyntheticScenes` (same arguments, shapes, palette, background and noise): each target is
+    a filled shape painted in its class's colour, drawn at an area from ``target_area``, and the two are kept
+    apart, so every pixel of a mask belongs to one object. A map explaining one class should put its mass on
+    that class's object, not the other's (see :func:`~lightning_rollout.metrics.class_discrimination`).
+
+    Items are ``(image, labels, masks)``: a ``(3, H, W)`` float32 image, ``(num_classes,)`` float32 multi-hot
+    labels (two ones) and ``(num_classes, H, W)`` bool masks, all-false for the absent classes.
+
+    Example::
+
+        scenes = TwoObjectScenes(8, image_size=48, num_classes=4, seed=0, split="val")
+        image, labels, masks = scenes[0]  # labels e.g. [1., 0., 0., 1.]; masks[0] and masks[3] hold the objects
+    """
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        image, labels, masks = super().__getitem__(index)
+        return image, torch.from_numpy(labels), masks
+
+    def render(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # type: ignore[override]
+        """Draw sample ``index``: an ``(H, W, 3)`` uint8 image, ``(C,)`` float32 multi-hot labels and
+        ``(C, H, W)`` bool masks."""
+        rng = np.random.default_rng((self.seed, _SPLIT_IDS[self.split], int(index)))
+        height, width = self.image_size
+        image = self._background(rng)
+        labels = np.zeros(self.num_classes, dtype=np.float32)
+        masks = np.zeros((self.num_classes, height, width), dtype=bool)
+        placed: list[tuple[float, float, float]] = []
+        scales = []
+        for label in rng.choice(self.num_classes, size=2, replace=False):
+            scale = math.sqrt(rng.uniform(*self.target_area) * height * width) / 2.0
+            shape = list(TARGET_SHAPES)[int(rng.integers(len(TARGET_SHAPES)))]
+            centre = self._place(_EXTENT[shape] * scale, placed, rng)
+            while centre is None:  # no room beside the first target: shrink the second until it fits
+                scale *= 0.8
+                centre = self._place(_EXTENT[shape] * scale, placed, rng)
+            masks[label] = TARGET_SHAPES[shape](self._dy - centre[0], self._dx - centre[1], scale, rng)
+            labels[label] = 1.0
+            scales.append(scale)
+            self._paint(image, masks[label], int(label), rng)
+        self._add_distractors(image, placed, sum(scales) / 2.0, masks.any(axis=0), rng)
+        return self._finish(image, rng), labels, masks
+
+
 class SyntheticScenesDataModule(LightningDataModule):
     """Train and validation splits of :class:`SyntheticScenes`.
 
@@ -358,6 +429,9 @@ class SyntheticScenesDataModule(LightningDataModule):
         data.setup("fit")
         images, labels, masks = next(iter(data.val_dataloader()))
     """
+
+    dataset_class: type[SyntheticScenes] = SyntheticScenes
+    """The scenes of both splits."""
 
     def __init__(
         self,
@@ -394,8 +468,8 @@ class SyntheticScenesDataModule(LightningDataModule):
         )
         self._sizes = {"train": num_train, "val": num_val}
         # Build (and so validate) the splits now; they render lazily, so this is cheap.
-        self.train_set = SyntheticScenes(num_train, split="train", **self._scene_args)
-        self.val_set = SyntheticScenes(num_val, split="val", **self._scene_args)
+        self.train_set = self.dataset_class(num_train, split="train", **self._scene_args)
+        self.val_set = self.dataset_class(num_val, split="val", **self._scene_args)
 
     @property
     def num_classes(self) -> int:
@@ -419,6 +493,17 @@ class SyntheticScenesDataModule(LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
+
+
+class TwoObjectScenesDataModule(SyntheticScenesDataModule):
+    """Train and validation splits of :class:`TwoObjectScenes` (multi-label), with the arguments of
+    :class:`SyntheticScenesDataModule`.
+
+    Batches are ``(images, labels, masks)`` of shapes ``(B, 3, H, W)``, ``(B, C)`` (float multi-hot) and
+    ``(B, C, H, W)`` (one mask per class).
+    """
+
+    dataset_class = TwoObjectScenes
 
 
 TRAIN_AUGMENTATIONS = ("crop_flip", "flip", "none")

@@ -32,6 +32,9 @@ class TimmClassifier(LightningModule):
         warmup_start_factor: the warm-up starts at ``lr * warmup_start_factor``.
         label_smoothing: label smoothing of the cross-entropy loss.
         schedule_interval: ``"step"`` (the schedule advances every optimiser step) or ``"epoch"``.
+        task: ``"multiclass"`` (integer labels, cross-entropy; ``acc`` is top-1 accuracy) or ``"multilabel"``
+            (multi-hot labels ``(B, num_classes)``, binary cross-entropy on each logit; ``acc`` is the share of
+            labels right at a 0.5 sigmoid threshold).
 
     The timm model is ``self.model``; ``forward(images)`` returns logits. Batches may be tuples or lists
     ``(images, labels, ...)`` or dicts with ``"image"`` and ``"label"``.
@@ -63,6 +66,7 @@ class TimmClassifier(LightningModule):
         warmup_start_factor: float = 0.01,
         label_smoothing: float = 0.0,
         schedule_interval: str = "step",
+        task: str = "multiclass",
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -81,6 +85,8 @@ class TimmClassifier(LightningModule):
             raise ValueError(f"`label_smoothing` must be in [0, 1), got {label_smoothing}")
         if schedule_interval not in ("step", "epoch"):
             raise ValueError(f"`schedule_interval` must be 'step' or 'epoch', got {schedule_interval!r}")
+        if task not in ("multiclass", "multilabel"):
+            raise ValueError(f"`task` must be 'multiclass' or 'multilabel', got {task!r}")
         self.save_hyperparameters()
 
         kwargs = dict(model_kwargs or {})
@@ -111,8 +117,12 @@ class TimmClassifier(LightningModule):
     def _shared_step(self, batch: Any, stage: str) -> torch.Tensor:
         images, labels = self.unpack_batch(batch)
         logits = self(images)
-        loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
-        acc = (logits.argmax(dim=-1) == labels).float().mean()
+        if self.hparams.get("task", "multiclass") == "multilabel":
+            loss = F.binary_cross_entropy_with_logits(logits, labels.float())
+            acc = ((logits > 0) == (labels > 0.5)).float().mean()
+        else:
+            loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
+            acc = (logits.argmax(dim=-1) == labels).float().mean()
         on_step = stage == "train"
         self.log(f"{stage}/loss", loss, prog_bar=True, on_step=on_step, on_epoch=True, batch_size=len(labels))
         self.log(f"{stage}/acc", acc, prog_bar=True, on_step=on_step, on_epoch=True, batch_size=len(labels))
@@ -129,7 +139,8 @@ class TimmClassifier(LightningModule):
 
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         images = batch if isinstance(batch, torch.Tensor) else self.unpack_batch(batch)[0]
-        return self(images).softmax(dim=-1)
+        logits = self(images)
+        return logits.sigmoid() if self.hparams.get("task", "multiclass") == "multilabel" else logits.softmax(dim=-1)
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """AdamW groups: weight decay on matrices only, none on biases, norms, tokens and embeddings."""

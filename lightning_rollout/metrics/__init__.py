@@ -1,8 +1,8 @@
 """Scores of explanation maps: localisation against object masks, faithfulness by perturbation, and the
 model-randomisation sanity check.
 
-- :mod:`~lightning_rollout.metrics.localisation`: energy in the mask, pointing game, entropy (need masks,
-  except the entropy).
+- :mod:`~lightning_rollout.metrics.localisation`: energy in the mask, pointing game, entropy, and class
+  discrimination on scenes of several classes (need masks, except the entropy).
 - :mod:`~lightning_rollout.metrics.faithfulness`: deletion and insertion AUCs (need the model, no masks).
 - :mod:`~lightning_rollout.metrics.randomisation`: rank correlation between maps, and a re-initialised copy
   of a model (Adebayo et al. 2018).
@@ -10,6 +10,7 @@ model-randomisation sanity check.
 
 from lightning_rollout.metrics.faithfulness import deletion_insertion_auc, perturbation_curves
 from lightning_rollout.metrics.localisation import (
+    class_discrimination,
     energy_in_mask,
     mask_area_fraction,
     mask_to_grid,
@@ -19,6 +20,7 @@ from lightning_rollout.metrics.localisation import (
 from lightning_rollout.metrics.randomisation import randomized_copy, rank_correlation
 
 __all__ = [
+    "class_discrimination",
     "deletion_insertion_auc",
     "energy_in_mask",
     "mask_area_fraction",

@@ -30,9 +30,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_rollout.capture import eval_mode, preserved_rng
-from lightning_rollout.checks import Target, check_images, check_int, check_target, logits_of
+from lightning_rollout.checks import OutputKey, Target, check_images, check_int, check_target, select_output
 
-__all__ = ["BASELINES", "check_baseline", "deletion_insertion_auc", "perturbation_curves", "pixel_ranks"]
+__all__ = ["ACTIVATIONS", "BASELINES", "check_baseline", "deletion_insertion_auc", "perturbation_curves", "pixel_ranks"]
+
+ACTIVATIONS = ("softmax", "sigmoid")
+"""How :func:`perturbation_curves` turns logits into the probability it reads."""
 
 BASELINES = ("blur", "mean")
 """Named baselines; a float or a tensor broadcastable to the images works too."""
@@ -99,8 +102,8 @@ def pixel_ranks(maps: Tensor, image_size: Tuple[int, int]) -> Tensor:
     return ranks
 
 
-def _logits(output: Any) -> Tensor:
-    logits = logits_of(output)
+def _logits(output: Any, output_key: OutputKey) -> Tensor:
+    logits = select_output(output, output_key)
     if logits.dim() != 2:
         raise ValueError(f"the model must return logits of shape (B, num_classes), got {tuple(logits.shape)}")
     return logits
@@ -126,6 +129,8 @@ def perturbation_curves(
     steps: int = 16,
     baseline: Baseline = "mean",
     batch_size: int = 128,
+    activation: str = "softmax",
+    output_key: OutputKey = None,
 ) -> Tuple[Tensor, Tensor]:
     """The deletion and insertion curves: the target's probability after each step.
 
@@ -139,6 +144,9 @@ def perturbation_curves(
         baseline: ``"blur"``, ``"mean"``, a number or a tensor broadcastable to ``images`` (see the module
             docstring).
         batch_size: perturbed images per forward pass; bounds memory to ``batch_size`` images.
+        activation: how logits become the probability read: ``"softmax"`` over the classes (one class per
+            image) or ``"sigmoid"`` of the target's own logit (multi-label models).
+        output_key: where the logits sit in the model's output, as in :func:`~lightning_rollout.explain`.
 
     Returns:
         ``(deletion, insertion)``, float32 tensors of shape ``(B, steps + 1)`` on ``images.device``.
@@ -148,6 +156,8 @@ def perturbation_curves(
     """
     _check_inputs(images, maps, target)
     check_int("steps", steps, 1)
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"`activation` must be one of {list(ACTIVATIONS)}, got {activation!r}")
     check_int("batch_size", batch_size, 1)
     batch, _, height, width = images.shape
     reference = _baseline(images, baseline)
@@ -159,17 +169,18 @@ def perturbation_curves(
     scores = torch.empty(batch, steps + 1, 2, device=images.device)
     with preserved_rng(images.device), eval_mode(model):
         if target is None:
-            target = _logits(model(images)).argmax(dim=-1)
+            target = _logits(model(images), output_key).argmax(dim=-1)
         target = torch.as_tensor(target, device=images.device).long().expand(batch)
         for chunk in jobs.split(batch_size):
             sample, step, curve = chunk.unbind(dim=1)
             revealed = ranks[sample] < counts[step][:, None]  # the first k pixels of the order
             take_image = torch.where(curve[:, None] == 0, ~revealed, revealed).view(-1, 1, height, width)
             perturbed = torch.where(take_image, images[sample], reference[sample])
-            logits = _logits(model(perturbed)).float()
+            logits = _logits(model(perturbed), output_key).float()
             if int(target.min()) < 0 or int(target.max()) >= logits.shape[1]:
                 raise ValueError(f"`target` values must be in [0, {logits.shape[1]}), got {target.tolist()}")
-            probabilities = logits.softmax(dim=-1).gather(1, target[sample][:, None]).squeeze(1)
+            probabilities = logits.softmax(dim=-1) if activation == "softmax" else logits.sigmoid()
+            probabilities = probabilities.gather(1, target[sample][:, None]).squeeze(1)
             scores[sample, step, curve] = probabilities
     return scores[..., 0], scores[..., 1]
 
@@ -183,21 +194,24 @@ def deletion_insertion_auc(
     steps: int = 16,
     baseline: Baseline = "mean",
     batch_size: int = 128,
+    activation: str = "softmax",
+    output_key: OutputKey = None,
 ) -> Tuple[Tensor, Tensor]:
     """Deletion and insertion AUCs of each sample's map (RISE, Petsiuk et al. 2018).
 
     Pixels are ordered by the map (upsampled bilinearly to the image; ties to the earlier pixel in row-major
     order). Deletion replaces them by the baseline, insertion reveals them over the baseline, in ``steps``
-    equal fractions from none to all; the score at each step is the softmax probability of ``target``; the
-    AUC is the trapezoid over the fraction axis ``[0, 1]``. Lower deletion and higher insertion mean a more
-    faithful map.
+    equal fractions from none to all; the score at each step is the probability of ``target`` (softmax, or
+    sigmoid for multi-label models); the AUC is the trapezoid over the fraction axis ``[0, 1]``. Lower deletion
+    and higher insertion mean a more faithful map.
 
     Works inside ``torch.no_grad()`` and ``torch.inference_mode()``; leaves the model's train/eval modes,
     weights, ``.grad`` and the global RNG state as found. A sample's AUCs do not depend on the rest of the
     batch (the model runs in eval mode).
 
     Args:
-        model, images, maps, target, steps, baseline, batch_size: as in :func:`perturbation_curves`
+        model, images, maps, target, steps, baseline, batch_size, activation, output_key: as in
+            :func:`perturbation_curves`
             (``steps + 1`` forwards per sample and curve, ``batch_size`` images per forward).
 
     Returns:
@@ -209,6 +223,7 @@ def deletion_insertion_auc(
         deletion, insertion = deletion_insertion_auc(model, images, maps, labels, steps=16)
     """
     deletion, insertion = perturbation_curves(
-        model, images, maps, target, steps=steps, baseline=baseline, batch_size=batch_size
+        model, images, maps, target, steps=steps, baseline=baseline, batch_size=batch_size, activation=activation,
+        output_key=output_key,
     )
     return torch.trapezoid(deletion, dx=1.0 / steps), torch.trapezoid(insertion, dx=1.0 / steps)

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
+    "class_discrimination",
     "energy_in_mask",
     "mask_area_fraction",
     "mask_to_grid",
@@ -188,3 +189,38 @@ def mask_area_fraction(masks: Tensor) -> Tensor:
         ValueError: If ``masks`` is not 3-D or holds values outside ``[0, 1]``.
     """
     return _as_mask(masks).mean(dim=(1, 2))
+
+
+def class_discrimination(maps: Tensor, own_masks: Tensor, other_masks: Tensor) -> Tensor:
+    """Whether each map, explaining one class, puts more mass on that class's object than on the other's.
+
+    Per sample ``sum(map * own coverage)`` is compared with ``sum(map * other coverage)`` (coverages from
+    :func:`mask_to_grid`): 1.0 when the own object gets more, 0.0 when it gets less, 0.5 on a tie (e.g. an
+    all-zero map). A class-agnostic map (the same for both classes of a scene) scores 1 for one class and
+    0 for the other unless the objects tie: 0.5 on average. The batch mean is the share of
+    ``(sample, class)`` pairs told apart.
+
+    Args:
+        maps: Non-negative maps of shape ``(B, gh, gw)``, each explaining one class of its scene.
+        own_masks: Masks ``(B, H, W)`` of the explained class's object, values in ``[0, 1]``.
+        other_masks: Masks ``(B, H, W)`` of the other present class's object (the union of them, when several).
+
+    Returns:
+        Float32 tensor of shape ``(B,)`` holding 1.0, 0.5 or 0.0.
+
+    Raises:
+        TypeError: If an input is not a tensor.
+        ValueError: If an input is not 3-D, the batch sizes or mask shapes differ, a map is negative or a mask
+            leaves ``[0, 1]``.
+    """
+    maps, own_masks, other_masks = _as_map(maps), _as_mask(own_masks), _as_mask(other_masks)
+    _check_same_batch(maps, own_masks)
+    if own_masks.shape != other_masks.shape:
+        raise ValueError(
+            f"`own_masks` and `other_masks` must have the same shape, got {tuple(own_masks.shape)} and "
+            f"{tuple(other_masks.shape)}."
+        )
+    grid = (maps.shape[1], maps.shape[2])
+    own = _cell_mass(maps * mask_to_grid(own_masks, grid))
+    other = _cell_mass(maps * mask_to_grid(other_masks, grid))
+    return (own > other).float() + 0.5 * (own == other).float()
