@@ -93,10 +93,10 @@ class AttentionRolloutCallback(*callback_bases()):
         tag_prefix: the first part of every tag.
         faithfulness_steps: steps of the deletion and insertion curves (``2 × (steps + 1)`` forwards of
             each sample per method, batched); ``0`` turns these scalars off.
-        faithfulness_baseline: what deleted pixels become and inserted ones are revealed from: a number (a
-            constant in the model's input space; the default ``0.0`` is the normalisation mean: removes shapes
-            and colours), ``"blur"`` (a blurred copy of the image: removes edges, keeps colours and coarse
-            shapes) or ``"mean"`` (each image's per-channel mean); choose one that removes what tells your
+        faithfulness_baseline: what deleted pixels become and inserted ones are revealed from: ``"mean"``
+            (the default: each image's own per-channel mean), a number (a constant in the model's input space;
+            ``0.0`` is the normalisation mean: removes shapes and colours) or ``"blur"`` (a blurred copy of the
+            image: removes edges, keeps colours and coarse shapes); choose one that removes what tells your
             classes apart (see :mod:`lightning_rollout.metrics.faithfulness`).
         max_cell_size: the longer side, in pixels, of each picture in the panels and filmstrips: larger inputs
             are downscaled (area averaging) for display, smaller ones upscaled as before.
@@ -149,7 +149,7 @@ class AttentionRolloutCallback(*callback_bases()):
         grid_size: Optional[Tuple[int, int]] = None,
         tag_prefix: str = "attention",
         faithfulness_steps: int = 8,
-        faithfulness_baseline: Union[float, str] = 0.0,
+        faithfulness_baseline: Union[float, str] = "mean",
         max_cell_size: int = 128,
         image_format: str = "jpeg",
         sample_selection: str = "per_class",

@@ -68,7 +68,7 @@ def evaluate(
     *,
     methods: Sequence[str] = METHODS,
     steps: int = 16,
-    baseline: Any = 0.0,
+    baseline: Any = "mean",
     chunk_size: int = 64,
     seed: int = 0,
     **explain_kwargs: Any,
@@ -180,7 +180,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=16, help="deletion/insertion steps (default 16)")
     parser.add_argument(
         "--baseline", default=None,
-        help="'blur', 'mean' or a number (default: the config's callback's faithfulness_baseline, else 0.0)",
+        help="'blur', 'mean' or a number (default: the config's callback's faithfulness_baseline, else 'mean')",
     )
     parser.add_argument("--methods", nargs="+", default=None, help="default: the config's callback methods, or all")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random floor and the re-initialised copy")
@@ -221,7 +221,7 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
     options: Dict[str, Any] = {}
     methods = list(METHODS)
     if args.baseline is None:
-        args.baseline = callback.faithfulness_baseline if callback is not None else 0.0
+        args.baseline = callback.faithfulness_baseline if callback is not None else "mean"
     if callback is not None:
         methods = callback.methods
         options = dict(

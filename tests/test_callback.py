@@ -76,10 +76,10 @@ def test_faithfulness_scalars_without_masks(tmp_path):
     pl.seed_everything(0)
     callback = AttentionRolloutCallback(methods=["rollout", "chefer"], num_samples=4, faithfulness_steps=4)
     off = AttentionRolloutCallback(methods=["rollout"], num_samples=4, faithfulness_steps=0, tag_prefix="off")
-    mean = AttentionRolloutCallback(
-        methods=["rollout"], num_samples=4, faithfulness_steps=4, faithfulness_baseline="mean", tag_prefix="mean"
+    zero = AttentionRolloutCallback(
+        methods=["rollout"], num_samples=4, faithfulness_steps=4, faithfulness_baseline=0.0, tag_prefix="zero"
     )
-    trainer = _trainer(tmp_path, [callback, off, mean], max_epochs=1)
+    trainer = _trainer(tmp_path, [callback, off, zero], max_epochs=1)
     trainer.fit(NoMasks())
     events = read_events(trainer.logger.log_dir)
     scalars = events.Tags()["scalars"]
@@ -93,8 +93,8 @@ def test_faithfulness_scalars_without_masks(tmp_path):
     # Same model, same maps, another baseline: the curves, hence the AUCs, differ.
     for name in ("deletion_auc", "insertion_auc"):
         default = [s.value for s in events.Scalars(f"attention/rollout/{name}")]
-        to_mean = [s.value for s in events.Scalars(f"mean/rollout/{name}")]
-        assert len(to_mean) == 2 and all(abs(a - b) > 1e-4 for a, b in zip(default, to_mean))
+        to_zero = [s.value for s in events.Scalars(f"zero/rollout/{name}")]
+        assert len(to_zero) == 2 and all(abs(a - b) > 1e-4 for a, b in zip(default, to_zero))
 
 
 def test_fixed_batch_is_the_first_validation_samples_and_never_changes(tmp_path):
