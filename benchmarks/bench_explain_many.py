@@ -5,7 +5,7 @@ round, one warm-up round not counted), as the median over rounds of the per-roun
 
 1. engine: ``explain_many(model, x, [rollout, grad_rollout, chefer, gradcam])`` ÷ ``explain(model, x,
    "grad_rollout")`` alone ≤ 1.2×; the per-method loop (four ``explain`` calls) is timed beside them;
-2. callback: its side pass over the fixed batch (``logging_maps.explain_fixed_batch``: four methods,
+2. callback: its side pass over the fixed batch (``logging_maps.explain_batch``: four methods,
    deletion/insertion AUCs off) ÷ the same running the per-method design used before ``explain_many`` (a
    no-grad forward for the probabilities, then one ``explain`` per method) ≤ 0.5×; and the same ratio for
    the whole logging hook (``logging_maps.log_maps``: side pass, then pictures and scalars into a
@@ -154,7 +154,7 @@ def callback_cases(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                     if whole:
                         logging_maps.log_maps(callback, trainer, module, f"s{step[0]}", step=step[0])
                     else:
-                        logging_maps.explain_fixed_batch(callback, trainer, module, module)
+                        logging_maps.explain_batch(callback, trainer, module, module, callback.fixed_batch)
             finally:
                 logging_maps.explain_many = original
 
@@ -201,7 +201,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         side = median_ratio(times, "callback side pass, explain_many", "callback side pass, per-method design")
         hook = median_ratio(times, "callback hook, explain_many", "callback hook, per-method design")
         lines += [
-            f"| callback side pass (explain_fixed_batch) with explain_many / with the per-method design (4 methods, "
+            f"| callback side pass (explain_batch) with explain_many / with the per-method design (4 methods, "
             f"AUCs off) | {side:.2f}× | ≤ {BAR_CALLBACK}× ({'met' if side <= BAR_CALLBACK else 'NOT met'}) |",
             f"| callback hook (log_maps: side pass + pictures + scalars) with explain_many / with the per-method "
             f"design | {hook:.2f}× | ≤ {BAR_CALLBACK}× ({'met' if hook <= BAR_CALLBACK else 'NOT met'}) |",
