@@ -83,3 +83,17 @@ def read_events(log_dir):
     )
     accumulator.Reload()
     return accumulator
+
+
+def make_trainer(tmp_path, callbacks, max_epochs=2, **kwargs):
+    """A quiet, deterministic ``lightning.pytorch`` Trainer on the CPU logging to TensorBoard under ``tmp_path``."""
+    import lightning.pytorch as pl
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    options = dict(
+        max_epochs=max_epochs, accelerator="cpu", logger=TensorBoardLogger(str(tmp_path), name="tb"),
+        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False, deterministic=True,
+        log_every_n_steps=1,
+    )
+    options.update(kwargs)
+    return pl.Trainer(callbacks=callbacks, **options)

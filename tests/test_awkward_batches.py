@@ -1,13 +1,14 @@
 """Awkward batches: validation batch size 1, uint8 images, 1-channel models, constant (degenerate) maps."""
 
+from functools import partial
+
 import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_helpers import RandomScenes, make_module_class, read_events
+from lightning_helpers import RandomScenes, make_module_class, make_trainer, read_events
 from lightning_rollout import AttentionRolloutCallback, explain
 from lightning_rollout.report import constant_maps, overlays, render_filmstrips, render_samples
 
@@ -15,13 +16,7 @@ GRADIENT_METHODS = ["grad_rollout", "chefer", "gradcam"]
 Module = make_module_class(pl.LightningModule)
 
 
-def _trainer(tmp_path, callbacks, **kwargs):
-    options = dict(
-        max_epochs=1, accelerator="cpu", logger=TensorBoardLogger(str(tmp_path), name="tb"), enable_progress_bar=False,
-        enable_model_summary=False, enable_checkpointing=False, deterministic=True, log_every_n_steps=1,
-    )
-    options.update(kwargs)
-    return pl.Trainer(callbacks=callbacks, **options)
+_trainer = partial(make_trainer, max_epochs=1)
 
 
 def _steps(events, tag):

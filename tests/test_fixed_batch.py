@@ -1,12 +1,13 @@
 """Issue 14 item 4: the fixed batch spreads over classes without an extra pass over the data."""
 
+from functools import partial
+
 import lightning.pytorch as pl
 import pytest
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_helpers import make_module_class, read_events
+from lightning_helpers import make_module_class, make_trainer, read_events
 from lightning_rollout import AttentionRolloutCallback
 from lightning_rollout.fixed_batch import FixedBatchKeeper
 
@@ -25,13 +26,7 @@ class Sorted(Module):
         return DataLoader(TensorDataset(*_sorted_scenes()), batch_size=4)
 
 
-def _trainer(tmp_path, callbacks, **kwargs):
-    options = dict(
-        max_epochs=2, accelerator="cpu", logger=TensorBoardLogger(str(tmp_path), name="tb"), enable_progress_bar=False,
-        enable_model_summary=False, enable_checkpointing=False, deterministic=True, log_every_n_steps=1,
-    )
-    options.update(kwargs)
-    return pl.Trainer(callbacks=callbacks, **options)
+_trainer = partial(make_trainer, max_epochs=2)
 
 
 def test_a_class_sorted_validation_set_gives_a_batch_over_all_classes_and_the_same_run(tmp_path):

@@ -1,28 +1,23 @@
 """Issue 14 item 5: every checkable problem fails before the first training step; later failures of a logging
 step warn, skip that step and let training go on; an out-of-memory error retries in smaller chunks."""
 
+from functools import partial
+
 import lightning.pytorch as pl
 import pytest
 import timm
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader, TensorDataset
 
 import lightning_rollout.logging_maps as logging_maps
-from lightning_helpers import RandomScenes, make_module_class, read_events
+from lightning_helpers import RandomScenes, make_module_class, make_trainer, read_events
 from lightning_rollout import AttentionRolloutCallback, explain
 from lightning_rollout.report import faithfulness_scalars
 
 Module = make_module_class(pl.LightningModule)
 
 
-def _trainer(tmp_path, callbacks, **kwargs):
-    options = dict(
-        max_epochs=2, accelerator="cpu", logger=TensorBoardLogger(str(tmp_path), name="tb"), enable_progress_bar=False,
-        enable_model_summary=False, enable_checkpointing=False, deterministic=True, log_every_n_steps=1,
-    )
-    options.update(kwargs)
-    return pl.Trainer(callbacks=callbacks, **options)
+_trainer = partial(make_trainer, max_epochs=2)
 
 
 def _steps(trainer, tag="attention/rollout/samples"):
