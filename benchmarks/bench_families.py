@@ -166,10 +166,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         "default attention setting. Over the floor: median (smallest–largest round), bar ≤ "
         f"{BAR_OVER_FLOOR:.2f}×.",
         "",
-        "| model | `rollout` | `grad_rollout` | `chefer` | `gradcam` | forward+backward floor "
-        "| `grad_rollout` over the floor | `chefer` over the floor "
-        "| `grad_rollout` over the floor, CPU time | `chefer` over the floor, CPU time | forward ms |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | " + " | ".join(f"`{method}`" for method in METHODS) + " | forward+backward floor | "
+        + " | ".join(f"`{method}` over the floor{clock}" for clock in ("", ", CPU time") for method in FLOOR_METHODS)
+        + " | forward ms |",
+        "|" + "---|" * (len(METHODS) + 2 * len(FLOOR_METHODS) + 3),
     ]
     loads = []
     # One process per family, so that one model's allocations do not shape the next one's timings.
