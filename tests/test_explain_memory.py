@@ -99,29 +99,27 @@ def test_no_attention_tensor_survives_explain(family, images):
         assert _attention_shaped(3, 17) <= before, method
 
 
-def test_weak_reference_to_a_hooked_timm_attention_is_dead(images):
-    model = tiny_vit()
+def _hooked_outputs_dead(model, module, pick, images, method):
+    """Whether every output ``pick`` takes from ``module``'s forward is gone once ``explain`` returned."""
     seen = []
-    handle = model.blocks[1].attn.attn_drop.register_forward_hook(lambda m, i, out: seen.append(weakref.ref(out)))
+    handle = module.register_forward_hook(lambda m, i, out: seen.append(weakref.ref(pick(out))))
     try:
-        explain(model, images, "grad_rollout")
+        explain(model, images, method)
     finally:
         handle.remove()
     gc.collect()
-    assert seen and all(ref() is None for ref in seen)
+    return bool(seen) and all(ref() is None for ref in seen)
+
+
+def test_weak_reference_to_a_hooked_timm_attention_is_dead(images):
+    model = tiny_vit()
+    assert _hooked_outputs_dead(model, model.blocks[1].attn.attn_drop, lambda out: out, images, "grad_rollout")
 
 
 def test_weak_reference_to_a_hooked_hf_attention_is_dead(images):
     model = _hf_vit()
-    seen = []
     layer = model.get_submodule("vit.layers.1.attention")
-    handle = layer.register_forward_hook(lambda m, i, out: seen.append(weakref.ref(out[1])))
-    try:
-        explain(model, images, "chefer")
-    finally:
-        handle.remove()
-    gc.collect()
-    assert seen and all(ref() is None for ref in seen)
+    assert _hooked_outputs_dead(model, layer, lambda out: out[1], images, "chefer")
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
