@@ -4,7 +4,7 @@
     python train_demo.py fit --config configs/<x>.yaml [--trainer.max_epochs=...]
     python train_demo.py fit --config configs/<x>.yaml --print_config
     python train_demo.py evaluate --config configs/demo.yaml --ckpt_path <run>/checkpoints/last.ckpt
-                                                           # the evaluation table (lightning_rollout.evaluation)
+                                                           # the evaluation table (lightning_rollout.evaluation.table)
 """
 
 import os
@@ -27,7 +27,7 @@ def main(args: Optional[List[str]] = None) -> Union[LightningCLI, List[Dict[str,
         args = ["fit", "--config", DEFAULT_CONFIG]
     command = sys.argv[1:] if args is None else args
     if command and command[0] == "evaluate":
-        from lightning_rollout.evaluation import main as evaluate
+        from lightning_rollout.evaluation.table import main as evaluate
 
         return evaluate(command[1:])
     cli = LightningCLI(

@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from lightning_rollout.demo import ImageFolderDataModule, TimmClassifier
-from lightning_rollout.evaluation import evaluate, format_markdown
+from lightning_rollout.evaluation.table import evaluate, format_markdown
 
 METHODS = ["rollout", "grad_rollout", "chefer", "gradcam"]
 BASELINES = ["blur", "mean", 0.0]

@@ -1,4 +1,4 @@
-"""Side-by-side cost of ``lightning_rollout.explain`` against a plain forward of the same batch.
+"""Side-by-side cost of ``lightning_rollout.engine.api`` against a plain forward of the same batch.
 
 Every performance claim of the engine is a ratio measured here, in one process, against a baseline run
 right next to it, so that machine speed and background load cancel out:
@@ -37,7 +37,7 @@ from torch import Tensor, nn  # noqa: E402
 
 from _report import emit  # noqa: E402
 from lightning_rollout import explain  # noqa: E402
-from lightning_rollout.capture import fused_attention_disabled  # noqa: E402
+from lightning_rollout.core.hooks import fused_attention_disabled  # noqa: E402
 
 GRADIENT_METHODS = ("grad_rollout", "chefer", "gradcam")
 METHODS = ("rollout",) + GRADIENT_METHODS

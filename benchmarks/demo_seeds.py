@@ -12,7 +12,7 @@ untrained and with the trained model, the energy inside the target mask and the 
 - the fit takes ≤ 5 minutes.
 
 Writes a Markdown table (``--out``) and, with ``--ckpt-dir``, each seed's trained checkpoint
-(``seed<k>.ckpt``, loadable by ``python -m lightning_rollout.evaluation``).
+(``seed<k>.ckpt``, loadable by ``python -m lightning_rollout.evaluation.table``).
 
     flock /tmp/heavy.lock python benchmarks/demo_seeds.py --seeds 0 1 2 3 4 --out demo_seeds.md
 """

@@ -5,21 +5,19 @@ that importing the package, and ``lightning-rollout --help``, needs neither torc
 """
 
 import importlib
-import sys
-import types
 from typing import Any, List
 
 __version__ = "0.1.0"
 
 _PUBLIC = {
-    "AttentionRolloutCallback": "lightning_rollout.callback",
-    "ModelAdapter": "lightning_rollout.models",
-    "TokenGeometry": "lightning_rollout.geometry",
-    "attention_per_head": "lightning_rollout.explain",
-    "explain": "lightning_rollout.explain",
-    "explain_many": "lightning_rollout.explain",
-    "register_adapter": "lightning_rollout.models",
-    "resolve_geometry": "lightning_rollout.models.custom",
+    "AttentionRolloutCallback": "lightning_rollout.callbacks.attention_rollout",
+    "ModelAdapter": "lightning_rollout.models.base",
+    "TokenGeometry": "lightning_rollout.core.geometry",
+    "attention_per_head": "lightning_rollout.engine.api",
+    "explain": "lightning_rollout.engine.api",
+    "explain_many": "lightning_rollout.engine.api",
+    "register_adapter": "lightning_rollout.models.registry",
+    "resolve_geometry": "lightning_rollout.models.overrides",
 }
 """Each public name and the module that defines it."""
 
@@ -37,24 +35,3 @@ def __getattr__(name: str) -> Any:
 def __dir__() -> List[str]:
     return sorted(set(globals()) | set(_PUBLIC))
 
-
-class _Package(types.ModuleType):
-    """The package's module type: ``lightning_rollout.explain`` stays the function.
-
-    Importing the submodule of the same name (which any of the other public names does) makes Python set
-    the package attribute ``explain`` to that submodule; this property keeps answering with the function.
-    """
-
-    @property
-    def explain(self) -> Any:
-        value = self.__dict__.get("explain")
-        if value is None or isinstance(value, types.ModuleType):
-            value = importlib.import_module("lightning_rollout.explain").explain
-        return value
-
-    @explain.setter
-    def explain(self, value: Any) -> None:
-        self.__dict__["explain"] = value
-
-
-sys.modules[__name__].__class__ = _Package

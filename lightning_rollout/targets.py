@@ -2,7 +2,7 @@
 
 A target is any callable ``target(output) -> Tensor (B,)``: ``output`` is what the model returns (after
 ``output_key`` picks an entry of a dict or tuple output), and the score must be differentiable in it, one value
-per sample. Pass one as ``target=`` to :func:`~lightning_rollout.explain` or to the callback. The ones here
+per sample. Pass one as ``target=`` to :func:`~lightning_rollout.engine.api` or to the callback. The ones here
 cover the usual cases:
 
 - :class:`ClassLogit`: a class's logit, one class for the batch or one per sample;
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_rollout.checks import check_int
+from lightning_rollout.core.checks import check_int
 
 __all__ = ["ClassLogit", "EmbeddingSimilarity", "RegressionOutput", "positive_labels"]
 

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_helpers import RandomScenes, make_module_class, make_trainer, read_events
 from lightning_rollout import AttentionRolloutCallback, explain
-from lightning_rollout.report import constant_maps, overlays, render_filmstrips, render_samples
+from lightning_rollout.rendering.figures import constant_maps, overlays, render_filmstrips, render_samples
 
 GRADIENT_METHODS = ["grad_rollout", "chefer", "gradcam"]
 Module = make_module_class(pl.LightningModule)

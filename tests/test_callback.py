@@ -7,7 +7,7 @@ import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-import lightning_rollout.logging_maps as logging_maps
+import lightning_rollout.monitor.step as logging_maps
 from lightning_helpers import RandomScenes, make_module_class, read_events
 from lightning_rollout import AttentionRolloutCallback
 

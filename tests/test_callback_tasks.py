@@ -104,7 +104,7 @@ def test_multilabel_explains_each_positive_label_against_its_class_mask(tmp_path
 
 
 def test_multilabel_caption_names_the_explained_class_and_its_score(tmp_path, monkeypatch):
-    import lightning_rollout.logging_maps as logging_maps
+    import lightning_rollout.monitor.step as logging_maps
 
     seen = []
     real = logging_maps.tasks.captions
@@ -164,7 +164,7 @@ class DictOutputViT(MultiLabelViT):
 
 
 def test_callable_target_on_a_dict_output_explains_its_score(tmp_path, monkeypatch):
-    import lightning_rollout.logging_maps as logging_maps
+    import lightning_rollout.monitor.step as logging_maps
     from lightning_rollout.targets import EmbeddingSimilarity
 
     seen = []

@@ -17,10 +17,10 @@ from PIL import Image
 
 from lightning_helpers import read_events
 from lightning_rollout import AttentionRolloutCallback, explain
-from lightning_rollout.cli import HEAD_FUSION_NAMES, METHOD_NAMES, main
+from lightning_rollout.cli.commands import HEAD_FUSION_NAMES, METHOD_NAMES, main
 from lightning_rollout.demo import SyntheticScenes, SyntheticScenesDataModule, TimmClassifier
-from lightning_rollout.rendering import to_display_images
-from lightning_rollout.report import overlays
+from lightning_rollout.rendering.images import to_display_images
+from lightning_rollout.rendering.figures import overlays
 
 CLASS_NAMES = ["red", "green", "blue"]
 CALLBACK = dict(methods=["rollout", "gradcam"], num_samples=4, log_initial_maps=False, mean=[0.5] * 3,
@@ -231,7 +231,7 @@ def test_help_lists_every_method_and_head_fusion(capsys):
 
 def test_the_package_is_lazy_and_explain_stays_the_function():
     code = ("import sys, types, lightning_rollout; assert 'torch' not in sys.modules; "
-            "import lightning_rollout.callback; from lightning_rollout import AttentionRolloutCallback, explain; "
+            "import lightning_rollout.callbacks; from lightning_rollout import AttentionRolloutCallback, explain; "
             "assert not isinstance(explain, types.ModuleType) and explain.__name__ == 'explain'; "
             "assert lightning_rollout.explain is explain")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -6,7 +6,7 @@ import json
 import torch
 
 from conftest import tiny_vit
-from lightning_rollout.evaluation import COLUMNS, FLOORS, evaluate, format_markdown, save_table
+from lightning_rollout.evaluation.table import COLUMNS, FLOORS, evaluate, format_markdown, save_table
 
 
 def test_evaluate_rows_with_and_without_masks(tmp_path):

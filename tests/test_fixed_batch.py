@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_helpers import make_module_class, make_trainer, read_events
 from lightning_rollout import AttentionRolloutCallback
-from lightning_rollout.fixed_batch import FixedBatchKeeper
+from lightning_rollout.monitor.keeper import FixedBatchKeeper
 
 Module = make_module_class(pl.LightningModule)
 

@@ -11,8 +11,8 @@ from torch import nn
 
 from conftest import tiny_vit
 from lightning_rollout import explain, explain_many
-from lightning_rollout.capture import forward_hooks, fused_attention_disabled
-from lightning_rollout.explain import check_model
+from lightning_rollout.core.hooks import forward_hooks, fused_attention_disabled
+from lightning_rollout.engine.api import check_model
 from lightning_rollout.methods import legrad_layer
 from lightning_rollout.models import UnsupportedModelError, find_adapter
 

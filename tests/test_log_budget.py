@@ -141,9 +141,9 @@ def test_resume_shows_the_same_filmstrip(tmp_path):
 
 def test_wandb_and_mlflow_sinks_keep_the_same_budget(tmp_path):
     """The largest pictures of a full filmstrip at 224 px, through the W&B and MLflow sinks' encoders."""
-    from lightning_rollout.rendering import fit_display_images, to_display_images
-    from lightning_rollout import tasks
-    from lightning_rollout.report import render_filmstrips, render_samples
+    from lightning_rollout.rendering.images import fit_display_images, to_display_images
+    from lightning_rollout.monitor import tasks
+    from lightning_rollout.rendering.figures import render_filmstrips, render_samples
     from lightning_rollout.sinks import MLflowImageSink, WandbImageSink
 
     wandb = pytest.importorskip("wandb")

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from lightning_rollout.geometry import TokenGeometry
+from lightning_rollout.core.geometry import TokenGeometry
 from lightning_rollout.methods import chefer_layer, grad_rollout_layer, gradcam_tokens, rollout_layer
 from lightning_rollout.methods.core import (
     add_identity_and_normalize,

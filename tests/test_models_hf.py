@@ -15,7 +15,7 @@ transformers = pytest.importorskip("transformers")
 from reference import _discard, _normalised  # noqa: E402
 
 from lightning_rollout import explain  # noqa: E402
-from lightning_rollout.geometry import TokenGeometry  # noqa: E402
+from lightning_rollout.core.geometry import TokenGeometry  # noqa: E402
 from lightning_rollout.models import UnsupportedModelError, find_adapter  # noqa: E402
 from lightning_rollout.models.hf import ATTENTION_IMPLEMENTATION, HFAdapter, attention_forward  # noqa: E402
 

@@ -14,7 +14,7 @@ from torch import nn
 from torchvision.models import VisionTransformer
 
 from lightning_rollout import explain
-from lightning_rollout.geometry import TokenGeometry
+from lightning_rollout.core.geometry import TokenGeometry
 from lightning_rollout.models import UnsupportedModelError, find_adapter
 from lightning_rollout.models.mha import (
     MultiheadAttentionAdapter,

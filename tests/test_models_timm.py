@@ -7,7 +7,7 @@ import torch
 from lightning_rollout import explain
 from lightning_rollout.methods import METHODS
 from lightning_rollout.models import ModelAdapter, UnsupportedModelError, find_adapter, register_adapter
-from lightning_rollout.models import _ADAPTERS
+from lightning_rollout.models.registry import registered_adapters, unregister_adapter
 from reference import _discard, _normalised
 
 SMALL = dict(depth=2, num_heads=2, embed_dim=32)
@@ -160,7 +160,7 @@ class _TwoLayerModel(torch.nn.Module):
 
 
 def test_registered_adapter_serves_a_custom_model():
-    from lightning_rollout.geometry import TokenGeometry
+    from lightning_rollout.core.geometry import TokenGeometry
 
     class TwoLayerAdapter(ModelAdapter):
         family = "two-layer"
@@ -178,7 +178,6 @@ def test_registered_adapter_serves_a_custom_model():
         def gradcam_layer(self):
             return "embed", self.root.embed
 
-    saved = list(_ADAPTERS)
     register_adapter(TwoLayerAdapter)
     try:
         model = _TwoLayerModel()
@@ -191,7 +190,8 @@ def test_registered_adapter_serves_a_custom_model():
                 continue
             assert explain(model, images, method).shape == (2, 2, 3)
     finally:
-        _ADAPTERS[:] = saved
+        unregister_adapter(TwoLayerAdapter)
+    assert TwoLayerAdapter not in registered_adapters()
     with pytest.raises(ValueError, match="no model adapter knows"):
         explain(_TwoLayerModel(), images)
 

@@ -9,10 +9,10 @@ import timm
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-import lightning_rollout.logging_maps as logging_maps
+import lightning_rollout.monitor.step as logging_maps
 from lightning_helpers import RandomScenes, make_module_class, make_trainer, read_events
 from lightning_rollout import AttentionRolloutCallback, explain
-from lightning_rollout.report import faithfulness_scalars
+from lightning_rollout.rendering.figures import faithfulness_scalars
 
 Module = make_module_class(pl.LightningModule)
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_rollout.rendering import (
+from lightning_rollout.rendering.images import (
     BACKGROUND,
     GAP,
     blend,

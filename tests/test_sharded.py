@@ -11,7 +11,7 @@ import torch
 
 from lightning_helpers import make_module_class, read_events
 from lightning_rollout import explain
-from lightning_rollout.distributed import is_sharded
+from lightning_rollout.core.distributed import is_sharded
 
 METHODS = ["rollout", "grad_rollout", "chefer", "gradcam"]
 VIT_OPTIONS = dict(drop_rate=0.3, attn_drop_rate=0.3)  # as in sharded_run.py
@@ -77,7 +77,7 @@ def test_is_sharded_on_plain_and_ddp_style_models(vit):
 
 
 def test_sharded_side_pass_without_a_process_group_raises_instead_of_hanging():
-    from lightning_rollout.distributed import broadcast_from_rank_zero
+    from lightning_rollout.core.distributed import broadcast_from_rank_zero
 
     assert not torch.distributed.is_initialized()
     with pytest.raises(RuntimeError, match="no torch.distributed process group is initialised"):

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from lightning_rollout import tasks
+from lightning_rollout.monitor import tasks
 from lightning_rollout.targets import RegressionOutput
 
 

@@ -1,6 +1,6 @@
 """What a method is to the engine: a small accumulator fed by one shared side pass, and the registry.
 
-One side pass (:mod:`lightning_rollout.engine`) runs the forward once and, when a method asks for it, one
+One side pass (:mod:`lightning_rollout.engine.run`) runs the forward once and, when a method asks for it, one
 backward of the target score. It hands every method what it asked for, as it arrives:
 
 - :meth:`Method.forward_attention`: each attention layer's post-softmax attention, in forward order
@@ -24,7 +24,7 @@ from typing import Any, Callable, ClassVar, ContextManager, Dict, List, Mapping,
 
 from torch import Tensor, nn
 
-from lightning_rollout.geometry import TokenGeometry
+from lightning_rollout.core.geometry import TokenGeometry
 from lightning_rollout.methods.core import tokens_to_grid
 from lightning_rollout.models.base import Layout, ModelAdapter, Readout
 

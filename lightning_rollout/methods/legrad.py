@@ -19,7 +19,7 @@ from typing import Iterator, List, Optional
 import torch
 from torch import Tensor
 
-from lightning_rollout.capture import forward_hooks
+from lightning_rollout.core.hooks import forward_hooks
 from lightning_rollout.methods.base import LiveForward, Method, grid_of, register_method
 from lightning_rollout.models.base import ModelAdapter
 

@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_rollout.capture import eval_mode, preserved_rng
-from lightning_rollout.checks import OutputKey, Target, check_images, check_int, check_target, select_output
+from lightning_rollout.core.hooks import eval_mode, preserved_rng
+from lightning_rollout.core.checks import OutputKey, Target, check_images, check_int, check_target, select_output
 
 __all__ = ["ACTIVATIONS", "BASELINES", "check_baseline", "deletion_insertion_auc", "perturbation_curves", "pixel_ranks"]
 
@@ -146,7 +146,7 @@ def perturbation_curves(
         batch_size: perturbed images per forward pass; bounds memory to ``batch_size`` images.
         activation: how logits become the probability read: ``"softmax"`` over the classes (one class per
             image) or ``"sigmoid"`` of the target's own logit (multi-label models).
-        output_key: where the logits sit in the model's output, as in :func:`~lightning_rollout.explain`.
+        output_key: where the logits sit in the model's output, as in :func:`~lightning_rollout.engine.api`.
 
     Returns:
         ``(deletion, insertion)``, float32 tensors of shape ``(B, steps + 1)`` on ``images.device``.

@@ -12,7 +12,7 @@ import copy
 import torch
 from torch import Tensor, nn
 
-from lightning_rollout.capture import preserved_rng
+from lightning_rollout.core.hooks import preserved_rng
 
 __all__ = ["randomized_copy", "rank_correlation"]
 

@@ -14,10 +14,6 @@ Example::
         ...
 """
 
-from typing import List, Optional, Type
-
-from torch import nn
-
 from lightning_rollout.models.base import (
     AttentionSink,
     ModelAdapter,
@@ -26,45 +22,7 @@ from lightning_rollout.models.base import (
     patch_mean_readout,
     token_readout,
 )
-
-_ADAPTERS: List[Type[ModelAdapter]] = []
-
-
-def register_adapter(adapter: Optional[Type[ModelAdapter]] = None, *, first: bool = True):
-    """Registers an adapter class; usable as ``@register_adapter`` or ``@register_adapter(first=False)``.
-
-    Args:
-        adapter: the :class:`ModelAdapter` subclass.
-        first: try it before the adapters registered so far (a user's adapter wins over the built-in
-            ones); ``False`` appends it.
-
-    Returns:
-        ``adapter`` itself.
-
-    Raises:
-        TypeError: if ``adapter`` is not a :class:`ModelAdapter` subclass.
-    """
-    if adapter is None:
-        return lambda cls: register_adapter(cls, first=first)
-    if not (isinstance(adapter, type) and issubclass(adapter, ModelAdapter)):
-        raise TypeError(f"`adapter` must be a ModelAdapter subclass, got {adapter!r}")
-    if adapter in _ADAPTERS:
-        _ADAPTERS.remove(adapter)
-    if first:
-        _ADAPTERS.insert(0, adapter)
-    else:
-        _ADAPTERS.append(adapter)
-    return adapter
-
-
-def find_adapter(model: nn.Module) -> Optional[ModelAdapter]:
-    """The first registered adapter whose family is found in ``model``, built on that part; else ``None``."""
-    for adapter in _ADAPTERS:
-        root = adapter.find(model)
-        if root is not None:
-            return adapter(root)
-    return None
-
+from lightning_rollout.models.registry import find_adapter, register_adapter, registered_adapters, unregister_adapter
 
 __all__ = [
     "AttentionSink",
@@ -74,7 +32,9 @@ __all__ = [
     "find_adapter",
     "patch_mean_readout",
     "register_adapter",
+    "registered_adapters",
     "token_readout",
+    "unregister_adapter",
 ]
 
 # The built-in families, in the order they are tried; the generic ones come last (mha.py registers

@@ -25,8 +25,8 @@ from typing import Callable, ClassVar, ContextManager, Iterator, List, Optional,
 import torch
 from torch import Tensor, nn
 
-from lightning_rollout.capture import forward_hooks
-from lightning_rollout.geometry import TokenGeometry
+from lightning_rollout.core.hooks import forward_hooks
+from lightning_rollout.core.geometry import TokenGeometry
 
 Layout = Callable[[Tensor, float], Tensor]
 """Lays a captured tensor (and, with ``fill=0``, its gradient) out on the model's full token sequence;

@@ -43,8 +43,8 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from lightning_rollout.geometry import TokenGeometry
-from lightning_rollout.models import register_adapter
+from lightning_rollout.core.geometry import TokenGeometry
+from lightning_rollout.models.registry import register_adapter
 from lightning_rollout.models.base import (
     AttentionSink,
     ModelAdapter,

@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_rollout.geometry import TokenGeometry
-from lightning_rollout.models import register_adapter
+from lightning_rollout.core.geometry import TokenGeometry
+from lightning_rollout.models.registry import register_adapter
 from lightning_rollout.models.base import AttentionSink, ModelAdapter, Readout, UnsupportedModelError, token_readout
 from lightning_rollout.models.layer_input import layer_input
 

@@ -22,9 +22,9 @@ from typing import Callable, Iterator, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from lightning_rollout.capture import fused_attention_disabled
-from lightning_rollout.geometry import TokenGeometry
-from lightning_rollout.models import register_adapter
+from lightning_rollout.core.hooks import fused_attention_disabled
+from lightning_rollout.core.geometry import TokenGeometry
+from lightning_rollout.models.registry import register_adapter
 from lightning_rollout.models.base import ModelAdapter, Readout, UnsupportedModelError, patch_mean_readout, token_readout
 
 

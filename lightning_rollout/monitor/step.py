@@ -14,17 +14,17 @@ from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from lightning_rollout import tasks
-from lightning_rollout.batch import FixedBatch
-from lightning_rollout.capture import side_pass
-from lightning_rollout.checks import select_output
-from lightning_rollout.display import model_input
-from lightning_rollout.distributed import is_sharded
-from lightning_rollout.explain import attention_per_head, explain_many
-from lightning_rollout.fixed_batch import Warn, check_labels
-from lightning_rollout.rendering import fit_display_images, to_display_images
-from lightning_rollout.tasks import Panels
-from lightning_rollout.report import (
+from lightning_rollout.monitor import tasks
+from lightning_rollout.monitor.batch import FixedBatch
+from lightning_rollout.core.hooks import side_pass
+from lightning_rollout.core.checks import select_output
+from lightning_rollout.monitor.inputs import model_input
+from lightning_rollout.core.distributed import is_sharded
+from lightning_rollout.engine.api import attention_per_head, explain_many
+from lightning_rollout.monitor.keeper import Warn, check_labels
+from lightning_rollout.rendering.images import fit_display_images, to_display_images
+from lightning_rollout.monitor.tasks import Panels
+from lightning_rollout.rendering.figures import (
     all_finite,
     constant_maps,
     faithfulness_scalars,
@@ -37,7 +37,7 @@ from lightning_rollout.report import (
 from lightning_rollout.sinks import ImageSink, PNGImageSink, sink_for_logger
 
 if TYPE_CHECKING:
-    from lightning_rollout.callback import AttentionRolloutCallback
+    from lightning_rollout.callbacks.attention_rollout import AttentionRolloutCallback
 
 CONSTANT_MAP_CAUSES = {
     "attention": (
@@ -74,7 +74,7 @@ class SidePass(NamedTuple):
     """What one side pass over the fixed batch gives, on the CPU."""
 
     panels: Panels
-    """Which sample each map shows and which class it explains (see :mod:`~lightning_rollout.tasks`)."""
+    """Which sample each map shows and which class it explains (see :mod:`~lightning_rollout.monitor.tasks`)."""
     maps: Dict[str, Tensor]
     """``{method: (P, h, w)}``, one map per panel."""
     scores: Optional[Tensor]

@@ -22,8 +22,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from lightning_rollout.capture import side_pass
-from lightning_rollout.checks import OutputKey, Target, select_output
+from lightning_rollout.core.hooks import side_pass
+from lightning_rollout.core.checks import OutputKey, Target, select_output
 from lightning_rollout.methods.base import LiveForward, Method, PassContext, check_tokens
 from lightning_rollout.models.base import Layout, ModelAdapter
 

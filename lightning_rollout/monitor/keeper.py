@@ -15,8 +15,8 @@ from typing import Any, Callable, Dict, Hashable, List, Optional
 import torch
 from torch import Tensor
 
-from lightning_rollout.batch import BatchKey, FixedBatch, count_samples, pick_labels, take_samples
-from lightning_rollout.distributed import broadcast_from_rank_zero
+from lightning_rollout.monitor.batch import BatchKey, FixedBatch, count_samples, pick_labels, take_samples
+from lightning_rollout.core.distributed import broadcast_from_rank_zero
 
 Warn = Callable[[str, str], None]
 """``warn(key, message)``: warns once per key."""

@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lightning_rollout.checks import OutputKey
+from lightning_rollout.core.checks import OutputKey
 from lightning_rollout.metrics import deletion_insertion_auc, energy_in_mask, normalized_entropy, pointing_game
-from lightning_rollout.rendering import blend, colorize_maps, render_filmstrip, render_grid, render_panel
+from lightning_rollout.rendering.images import blend, colorize_maps, render_filmstrip, render_grid, render_panel
 
 
 def constant_maps(maps: Tensor) -> Tensor:

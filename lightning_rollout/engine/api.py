@@ -1,7 +1,7 @@
 """``explain`` and ``explain_many``: one hooked side pass through a ViT, returning explanation maps.
 
 Data flow: check the arguments → the model's adapter (:mod:`lightning_rollout.models`: where the attention
-comes from, the token geometry, what the head reads) → one side pass (:mod:`lightning_rollout.engine`):
+comes from, the token geometry, what the head reads) → one side pass (:mod:`lightning_rollout.engine.run`):
 one forward, and one backward of the target score when a gradient method is asked for, feeding every
 requested method (:mod:`lightning_rollout.methods`) → each method's maps on the token grid.
 
@@ -15,12 +15,12 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, Union
 
 from torch import Tensor, nn
 
-from lightning_rollout.checks import OutputKey, Target, check_images, check_output_key, check_target
-from lightning_rollout.engine import maps_of, run_pass
+from lightning_rollout.core.checks import OutputKey, Target, check_images, check_output_key, check_target
+from lightning_rollout.engine.run import maps_of, run_pass
 from lightning_rollout.methods import HEAD_FUSIONS, Method, check_method_options, method_class, method_names
 from lightning_rollout.methods.attention import Attention
 from lightning_rollout.models.base import ModelAdapter
-from lightning_rollout.models.custom import resolve_adapter
+from lightning_rollout.models.overrides import resolve_adapter
 
 
 def validate_options(method: str, head_fusion: str, discard_ratio: float, **method_options: Any) -> None:

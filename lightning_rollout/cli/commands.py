@@ -427,7 +427,7 @@ def _device(text: str) -> torch.device:
 
 def _check_model(model: nn.Module, args: argparse.Namespace) -> None:
     """Says, before any image is explained, whether the model can serve every ``--method`` and ``--category``."""
-    from lightning_rollout.explain import check_model
+    from lightning_rollout.engine.api import check_model
 
     try:
         adapter = check_model(model, args.method)
@@ -466,10 +466,10 @@ def run_explain(args: argparse.Namespace) -> None:
     from timm.data import create_transform
     from tqdm import tqdm
 
-    from lightning_rollout.capture import side_pass
-    from lightning_rollout.explain import explain
-    from lightning_rollout.rendering import to_display_images
-    from lightning_rollout.report import overlays
+    from lightning_rollout.core.hooks import side_pass
+    from lightning_rollout.engine.api import explain
+    from lightning_rollout.rendering.images import to_display_images
+    from lightning_rollout.rendering.figures import overlays
 
     device = _device(args.device)
     model, hints = load_model(args)
@@ -563,8 +563,8 @@ def run_replay(args: argparse.Namespace) -> None:
     except ImportError:
         import pytorch_lightning as pl
 
-    from lightning_rollout.callback import AttentionRolloutCallback
-    from lightning_rollout.logging_maps import log_maps
+    from lightning_rollout.callbacks.attention_rollout import AttentionRolloutCallback
+    from lightning_rollout.monitor.step import log_maps
 
     config = _read_yaml(args.config)
     device = _device(args.device)

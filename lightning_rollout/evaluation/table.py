@@ -21,14 +21,13 @@ import csv
 import json
 import math
 import os
-import sys
 from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from lightning_rollout.batch import FixedBatch, take_samples
-from lightning_rollout.explain import explain_many
+from lightning_rollout.monitor.batch import FixedBatch, take_samples
+from lightning_rollout.engine.api import explain_many
 from lightning_rollout.metrics import (
     deletion_insertion_auc,
     energy_in_mask,
@@ -170,7 +169,7 @@ def _load_samples(datamodule: Any, num_samples: int, callback: Any) -> FixedBatc
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m lightning_rollout.evaluation",
+        prog="python -m lightning_rollout.evaluation.table",
         description="Explain the first N validation samples with a checkpoint; print and save the table. "
         "Other arguments (e.g. --data.init_args.num_val=64) go to LightningCLI as overrides of the config.",
     )
@@ -205,7 +204,7 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
     """The command: model and data from ``--config``, weights from ``--ckpt_path``, table to stdout and files."""
     from lightning.pytorch.cli import LightningCLI
 
-    from lightning_rollout.callback import AttentionRolloutCallback
+    from lightning_rollout.callbacks.attention_rollout import AttentionRolloutCallback
 
     args = parse_args(argv)
     cli = LightningCLI(
@@ -246,6 +245,3 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
     print("Saved " + ", ".join(paths.values()))
     return rows
 
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

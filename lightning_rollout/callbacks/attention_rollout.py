@@ -12,18 +12,18 @@ import matplotlib
 from torch import nn
 from typing_extensions import override
 
-from lightning_rollout._lightning import callback_bases
-from lightning_rollout.batch import BatchKey, FixedBatch, check_key
-from lightning_rollout.checks import OutputKey, check_int, check_output_key
-from lightning_rollout.display import check_stats, resolve_display_stats
-from lightning_rollout.explain import check_model, validate_options
-from lightning_rollout.fixed_batch import SAMPLE_SELECTIONS, FixedBatchKeeper
-from lightning_rollout.geometry import check_overrides
-from lightning_rollout.logging_maps import MapLog, check_batch, log_maps
+from lightning_rollout.core.namespaces import callback_bases
+from lightning_rollout.monitor.batch import BatchKey, FixedBatch, check_key
+from lightning_rollout.core.checks import OutputKey, check_int, check_output_key
+from lightning_rollout.monitor.inputs import check_stats, resolve_display_stats
+from lightning_rollout.engine.api import check_model, validate_options
+from lightning_rollout.monitor.keeper import SAMPLE_SELECTIONS, FixedBatchKeeper
+from lightning_rollout.core.geometry import check_overrides
+from lightning_rollout.monitor.step import MapLog, check_batch, log_maps
 from lightning_rollout.methods import METHODS
 from lightning_rollout.metrics.faithfulness import check_baseline
 from lightning_rollout.sinks.base import check_image_format
-from lightning_rollout.tasks import check_task
+from lightning_rollout.monitor.tasks import check_task
 
 
 class AttentionRolloutCallback(*callback_bases()):
@@ -51,7 +51,7 @@ class AttentionRolloutCallback(*callback_bases()):
     pictures go to PNG files under its log directory.
 
     Args:
-        methods: names of :func:`~lightning_rollout.explain` methods: ``rollout``, ``grad_rollout``,
+        methods: names of :func:`~lightning_rollout.engine.api` methods: ``rollout``, ``grad_rollout``,
             ``chefer``, ``gradcam``, ``legrad``, ``attention``.
         num_samples: how many validation samples to explain.
         every_n_epochs: log after every N-th validation epoch of ``fit``.
@@ -59,12 +59,12 @@ class AttentionRolloutCallback(*callback_bases()):
         discard_ratio: in ``[0, 1)`` (rollout and gradient rollout).
         task: ``multiclass``, ``multilabel`` (a panel per positive label, scored against that class's mask when
             masks are per class ``(B, C, H, W)``; scalar ``class_discrimination``) or ``none`` (label-free);
-            see :mod:`~lightning_rollout.tasks`.
+            see :mod:`~lightning_rollout.monitor.tasks`.
         target: what gradient methods explain: ``label``, ``prediction`` or a callable ``target(output) -> (B,)``
             (:mod:`~lightning_rollout.targets`; in LightningCLI YAML a dotted path or ``class_path``).
         max_labels: the most classes explained per sample with ``task="multilabel"``.
         output_key: where the logits (or embedding) sit in a dict/tuple output: a str key or an int index
-            (as in :func:`~lightning_rollout.explain`); checked on the first kept samples.
+            (as in :func:`~lightning_rollout.engine.api`); checked on the first kept samples.
         attention_heads: with method ``attention``, also log ``{tag_prefix}/attention/heads``: a row per sample,
             one overlay per head (DINO's figure).
         image_key: where the images sit in a batch; ``None``: index 0 of a tuple/list or key ``image``.
@@ -89,7 +89,7 @@ class AttentionRolloutCallback(*callback_bases()):
             once full, an interior column goes for each new one, keeping them spread over the run (first and
             last kept).
         attention_pattern, gradcam_layer, num_prefix_tokens, grid_size: as in
-            :func:`~lightning_rollout.explain`, for custom models.
+            :func:`~lightning_rollout.engine.api`, for custom models.
         tag_prefix: the first part of every tag.
         faithfulness_steps: steps of the deletion and insertion curves (``2 × (steps + 1)`` forwards of
             each sample per method, batched); ``0`` turns these scalars off.

@@ -12,9 +12,9 @@ from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 from torch import Tensor, nn
 
-from lightning_rollout.capture import fused_attention_disabled, require_modules
-from lightning_rollout.geometry import TokenGeometry, check_overrides, check_grid_size
-from lightning_rollout.models import find_adapter
+from lightning_rollout.core.hooks import fused_attention_disabled, require_modules
+from lightning_rollout.core.geometry import TokenGeometry, check_overrides, check_grid_size
+from lightning_rollout.models.registry import find_adapter
 from lightning_rollout.models.base import AttentionSink, ModelAdapter, Readout, enclosing_blocks
 
 

@@ -19,7 +19,7 @@ from typing import Callable, List, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from lightning_rollout.checks import check_int
+from lightning_rollout.core.checks import check_int
 from lightning_rollout.metrics import class_discrimination
 from lightning_rollout.methods import GRADIENT_METHODS
 from lightning_rollout.targets import positive_labels
@@ -134,7 +134,7 @@ class Panels:
     predicted: bool = False
 
     def target(self, target: TargetSpec, device: torch.device):
-        """What :func:`~lightning_rollout.explain` gets as ``target`` for these panels."""
+        """What :func:`~lightning_rollout.engine.api` gets as ``target`` for these panels."""
         if callable(target):
             return target
         return None if self.classes is None else self.classes.to(device)

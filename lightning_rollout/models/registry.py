@@ -1,0 +1,63 @@
+"""The adapter registry: which families are known, in which order they are tried."""
+
+from typing import Callable, List, Optional, Type, Union
+
+from torch import nn
+
+from lightning_rollout.models.base import ModelAdapter
+
+_ADAPTERS: List[Type[ModelAdapter]] = []
+
+
+def register_adapter(
+    adapter: Optional[Type[ModelAdapter]] = None, *, first: bool = True
+) -> Union[Type[ModelAdapter], Callable[[Type[ModelAdapter]], Type[ModelAdapter]]]:
+    """Registers an adapter class; usable as ``@register_adapter`` or ``@register_adapter(first=False)``.
+
+    Args:
+        adapter: the :class:`ModelAdapter` subclass.
+        first: try it before the adapters registered so far (a user's adapter wins over the built-in
+            ones); ``False`` appends it.
+
+    Returns:
+        ``adapter`` itself.
+
+    Raises:
+        TypeError: if ``adapter`` is not a :class:`ModelAdapter` subclass.
+    """
+    if adapter is None:
+        return lambda cls: register_adapter(cls, first=first)
+    if not (isinstance(adapter, type) and issubclass(adapter, ModelAdapter)):
+        raise TypeError(f"`adapter` must be a ModelAdapter subclass, got {adapter!r}")
+    if adapter in _ADAPTERS:
+        _ADAPTERS.remove(adapter)
+    if first:
+        _ADAPTERS.insert(0, adapter)
+    else:
+        _ADAPTERS.append(adapter)
+    return adapter
+
+
+def find_adapter(model: nn.Module) -> Optional[ModelAdapter]:
+    """The first registered adapter whose family is found in ``model``, built on that part; else ``None``."""
+    for adapter in _ADAPTERS:
+        root = adapter.find(model)
+        if root is not None:
+            return adapter(root)
+    return None
+
+
+def unregister_adapter(adapter: Type[ModelAdapter]) -> None:
+    """Removes a registered adapter class, e.g. a test's or a plugin's.
+
+    Raises:
+        ValueError: if ``adapter`` is not registered.
+    """
+    if adapter not in _ADAPTERS:
+        raise ValueError(f"`adapter` {adapter!r} is not registered; registered: {[a.__name__ for a in _ADAPTERS]}")
+    _ADAPTERS.remove(adapter)
+
+
+def registered_adapters() -> List[Type[ModelAdapter]]:
+    """The registered adapter classes, in the order they are tried (a copy)."""
+    return list(_ADAPTERS)
