@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lightning_rollout.demo import ImageFolderDataModule, TimmClassifier
+from lightning_rollout.data import ImageFolderDataModule
+from lightning_rollout.demo import TimmClassifier
 from lightning_rollout.evaluation.table import evaluate, format_markdown
 
 METHODS = ["rollout", "grad_rollout", "chefer", "gradcam"]

@@ -37,7 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from lightning_rollout import AttentionRolloutCallback, explain, explain_many  # noqa: E402
 from lightning_rollout import logging_maps  # noqa: E402
 from lightning_rollout.core.hooks import side_pass  # noqa: E402
-from lightning_rollout.core.checks import logits_of  # noqa: E402
+from lightning_rollout.core.outputs import logits_of  # noqa: E402
 
 METHODS = ["rollout", "grad_rollout", "chefer", "gradcam"]
 BAR_ENGINE = 1.2

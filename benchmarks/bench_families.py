@@ -34,7 +34,7 @@ from torch import nn  # noqa: E402
 from _report import emit  # noqa: E402
 from bench_engine import BAR_ROLLOUT_TIME, median_ms, median_ratio, run_rounds  # noqa: E402
 from lightning_rollout import explain  # noqa: E402
-from lightning_rollout.core.checks import logits_of  # noqa: E402
+from lightning_rollout.core.outputs import logits_of  # noqa: E402
 from lightning_rollout.methods import METHODS  # noqa: E402
 
 BAR_OVER_FLOOR = 1.10

@@ -5,7 +5,8 @@ import random
 import numpy as np
 import torch
 
-from lightning_rollout.demo import ImageFolderDataModule, SyntheticScenes, SyntheticScenesDataModule, TimmClassifier
+from lightning_rollout.data import ImageFolderDataModule
+from lightning_rollout.demo import SyntheticScenes, SyntheticScenesDataModule, TimmClassifier
 from lightning_rollout.demo.data import COLOURS
 from lightning_rollout.metrics import mask_area_fraction
 

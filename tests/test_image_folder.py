@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 
 from lightning_rollout import AttentionRolloutCallback
-from lightning_rollout.demo import ImageFolderDataModule, TimmClassifier
+from lightning_rollout.data import ImageFolderDataModule
+from lightning_rollout.demo import TimmClassifier
 
 TINY_VIT = dict(img_size=16, patch_size=4, depth=1, embed_dim=16, num_heads=2)
 

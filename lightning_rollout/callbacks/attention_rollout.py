@@ -1,32 +1,26 @@
-"""``AttentionRolloutCallback``: explanation maps of a fixed validation batch, logged every N epochs.
+"""`AttentionRolloutCallback`: explanation maps of a fixed validation batch, logged every N epochs.
 
-The callback is glue: it decides when to log. The fixed batch is kept by
-:class:`~lightning_rollout.fixed_batch.FixedBatchKeeper`; each logging step (side pass, pictures, scalars,
-sinks) is :func:`~lightning_rollout.logging_maps.log_maps`.
+The callback is glue: it decides when to log and where. Keeping the samples, the side pass, the pictures
+and the scalars are the shared logging step (`lightning_rollout.monitor.step.MapLogger`).
 """
 
-import warnings
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
-import matplotlib
 from torch import nn
 from typing_extensions import override
 
+from lightning_rollout.callbacks.loggers import image_sinks, metrics_logger, runtime_of
+from lightning_rollout.core.distributed import is_sharded
 from lightning_rollout.core.namespaces import callback_bases
-from lightning_rollout.monitor.batch import BatchKey, FixedBatch, check_key
-from lightning_rollout.core.checks import OutputKey, check_int, check_output_key
-from lightning_rollout.monitor.inputs import check_stats, resolve_display_stats
-from lightning_rollout.engine.api import check_model, validate_options
-from lightning_rollout.monitor.keeper import SAMPLE_SELECTIONS, FixedBatchKeeper
-from lightning_rollout.core.geometry import check_overrides
-from lightning_rollout.monitor.step import MapLog, check_batch, log_maps
-from lightning_rollout.methods import METHODS
-from lightning_rollout.metrics.faithfulness import check_baseline
-from lightning_rollout.sinks.base import check_image_format
-from lightning_rollout.monitor.tasks import check_task
+from lightning_rollout.core.outputs import OutputKey
+from lightning_rollout.engine.options import ExplainOptions
+from lightning_rollout.monitor.batch import BatchKey, FixedBatch
+from lightning_rollout.monitor.history import FilmstripHistory
+from lightning_rollout.monitor.settings import MonitorSettings
+from lightning_rollout.monitor.step import MapLogger
 
 
-class AttentionRolloutCallback(*callback_bases()):
+class AttentionRolloutCallback(*callback_bases()):  # type: ignore[misc]  (one base per installed Lightning namespace)
     """Logs explanation maps of a fixed validation batch to TensorBoard every ``every_n_epochs``.
 
     The first ``num_samples`` validation samples (taken from batches Lightning already loads, so the
@@ -154,91 +148,59 @@ class AttentionRolloutCallback(*callback_bases()):
         image_format: str = "jpeg",
         sample_selection: str = "per_class",
     ) -> None:
-        if isinstance(methods, str) or not isinstance(methods, (list, tuple)) or not methods:
-            raise ValueError(f"`methods` must be a non-empty list of names from {list(METHODS)}, got {methods!r}")
-        if len(set(methods)) != len(methods):
-            raise ValueError(f"`methods` must not repeat a name, got {methods!r}")
-        for method in methods:
-            validate_options(method, head_fusion, discard_ratio)
-        check_int("num_samples", num_samples, 1)
-        check_int("every_n_epochs", every_n_epochs, 1)
-        check_int("filmstrip_columns", filmstrip_columns, 1)
-        check_int("faithfulness_steps", faithfulness_steps, 0)
-        check_int("max_cell_size", max_cell_size, 16)
-        check_image_format(image_format)
-        if sample_selection not in SAMPLE_SELECTIONS:
-            raise ValueError(f"`sample_selection` must be one of {list(SAMPLE_SELECTIONS)}, got {sample_selection!r}")
-        check_baseline("faithfulness_baseline", faithfulness_baseline)
-        check_task(task, target, methods, max_labels)
-        check_output_key(output_key)
-        if attention_heads and "attention" not in methods:
-            raise ValueError(f"`attention_heads`=True needs 'attention' in `methods`, got {methods!r}")
-        for argument, key in (("image_key", image_key), ("label_key", label_key), ("mask_key", mask_key)):
-            check_key(argument, key)
-        check_stats("mean", mean)
-        check_stats("std", std)
-        if colormap not in matplotlib.colormaps:
-            raise ValueError(f"`colormap` must be a name in matplotlib.colormaps (e.g. 'jet', 'inferno'), got {colormap!r}")
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
-            raise ValueError(f"`alpha` must be a number in [0, 1], got {alpha!r}")
-        if class_names is not None and (
-            not isinstance(class_names, (list, tuple)) or not all(isinstance(n, str) for n in class_names)
-        ):
-            raise ValueError(f"`class_names` must be None or a list of str, got {class_names!r}")
-        if not isinstance(tag_prefix, str) or not tag_prefix.strip("/"):
-            raise ValueError(f"`tag_prefix` must be a non-empty str, got {tag_prefix!r}")
-        check_overrides(num_prefix_tokens, grid_size)
-        if input_transform is not None and not callable(input_transform):
-            raise ValueError(
-                f"`input_transform` must be None or a callable (images -> model input), got {input_transform!r}"
-            )
-
-        self.methods = list(methods)
-        self.num_samples = num_samples
-        self.every_n_epochs = every_n_epochs
-        self.head_fusion = head_fusion
-        self.discard_ratio = discard_ratio
-        self.task, self.target, self.max_labels, self.output_key = task, target, max_labels, output_key
-        self.attention_heads = attention_heads
-        self.image_key, self.label_key, self.mask_key = image_key, label_key, mask_key
-        self.input_transform = input_transform
-        self.mean, self.std = mean, std
-        self.colormap = colormap
-        self.alpha = alpha
-        self.log_initial_maps = log_initial_maps
-        self.class_names = class_names
-        self.filmstrip_columns = filmstrip_columns
-        self.attention_pattern = attention_pattern
-        self.gradcam_layer = gradcam_layer
-        self.num_prefix_tokens = num_prefix_tokens
-        self.grid_size = grid_size
-        self.tag_prefix = tag_prefix.strip("/")
-        self.faithfulness_steps = faithfulness_steps
-        self.faithfulness_baseline = faithfulness_baseline
-        self.max_cell_size = max_cell_size
-        self.image_format = image_format
-
-        self._display_stats: Tuple[Optional[List[float]], Optional[List[float]]] = (mean, std)
-        self._warned: set = set()
-        self.sample_selection = sample_selection
-        self._keeper = FixedBatchKeeper(
-            num_samples, image_key, label_key, mask_key, task != "none" and target == "label", sample_selection,
-            self._warn_once,
+        self.settings = MonitorSettings(
+            methods=methods,
+            explain=ExplainOptions(
+                head_fusion=head_fusion,
+                discard_ratio=discard_ratio,
+                output_key=output_key,
+                attention_pattern=attention_pattern,
+                gradcam_layer=gradcam_layer,
+                num_prefix_tokens=num_prefix_tokens,
+                grid_size=None if grid_size is None else tuple(grid_size),
+            ),
+            num_samples=num_samples,
+            every_n=every_n_epochs,
+            task=task,
+            target=target,
+            max_labels=max_labels,
+            attention_heads=attention_heads,
+            image_key=image_key,
+            input_transform=input_transform,
+            label_key=label_key,
+            mask_key=mask_key,
+            mean=mean,
+            std=std,
+            colormap=colormap,
+            alpha=alpha,
+            log_initial_maps=log_initial_maps,
+            class_names=class_names,
+            filmstrip_columns=filmstrip_columns,
+            tag_prefix=tag_prefix,
+            faithfulness_steps=faithfulness_steps,
+            faithfulness_baseline=faithfulness_baseline,
+            max_cell_size=max_cell_size,
+            image_format=image_format,
+            sample_selection=sample_selection,
         )
-        self._num_classes: Optional[int] = None
-        self._class_names = class_names
-        self._map_log = MapLog(self.methods, filmstrip_columns)
+        self.maps = MapLogger(self.settings, type(self).__name__)
+        self._sinks: Optional[list] = None  # one per logger, made at the first logging step
 
     @property
     @override
     def state_key(self) -> str:
-        return self._generate_state_key(methods=self.methods, tag_prefix=self.tag_prefix)
+        return self._generate_state_key(methods=list(self.settings.methods), tag_prefix=self.settings.tag_prefix)
 
     @property
     def fixed_batch(self) -> Optional[FixedBatch]:
-        """The samples explained every logged epoch (images, labels or ``None``, masks or ``None``), on the
-        CPU; ``None`` until the first validation batch is seen."""
-        return self._keeper.batch
+        """The samples explained every logged epoch (images, labels or `None`, masks or `None`), on the CPU;
+        `None` until the first validation batch is seen."""
+        return self.maps.keeper.batch
+
+    @property
+    def history(self) -> FilmstripHistory:
+        """The filmstrip columns logged so far, per method (read them with `history.columns(method)`)."""
+        return self.maps.history
 
     # ----------------------------------------------------------------------------------------- hooks
 
@@ -246,36 +208,17 @@ class AttentionRolloutCallback(*callback_bases()):
     def setup(self, trainer: Any, pl_module: nn.Module, stage: str) -> None:
         """Checks the model before anything runs: attention layers, Grad-CAM layer, token geometry, and the
         display arguments against the model's input channels and classes."""
-        adapter = check_model(
-            pl_module,
-            self.methods,
-            attention_pattern=self.attention_pattern,
-            gradcam_layer=self.gradcam_layer,
-            num_prefix_tokens=self.num_prefix_tokens,
-            grid_size=self.grid_size,
-        )
-        self._display_stats = resolve_display_stats(
-            self.mean, self.std, adapter.data_config(), adapter.input_channels(), self._warn_once
-        )
-        num_classes = self._num_classes = self._keeper.num_classes = adapter.num_classes()
-        # The data module's class names (e.g. an image folder's) when none are given.
         names = getattr(getattr(trainer, "datamodule", None), "class_names", None)
-        self._class_names = self.class_names or (list(names) if isinstance(names, (list, tuple)) else None)
-        if self.class_names is not None and isinstance(num_classes, int) and num_classes > 0:
-            if len(self.class_names) != num_classes:
-                raise ValueError(
-                    f"`class_names` holds {len(self.class_names)} names but the model has {num_classes} classes; "
-                    f"pass {num_classes} names (or none)"
-                )
-        self._map_log.sinks = None
+        self.maps.setup(pl_module, names)
+        self._sinks = None
 
     @override
     def on_validation_epoch_start(self, trainer: Any, pl_module: nn.Module) -> None:
-        self._keeper.start_epoch()
+        self.maps.keeper.start_epoch()
 
     @override
     def on_test_epoch_start(self, trainer: Any, pl_module: nn.Module) -> None:
-        self._keeper.start_epoch()
+        self.maps.keeper.start_epoch()
 
     @override
     def on_validation_batch_end(
@@ -291,60 +234,101 @@ class AttentionRolloutCallback(*callback_bases()):
 
     @override
     def on_train_start(self, trainer: Any, pl_module: nn.Module) -> None:
-        if not self.log_initial_maps or trainer.global_step != 0:
+        if not self.settings.log_initial_maps or trainer.global_step != 0:
             return
         if not trainer.is_global_zero:
             # Only a sharded model needs the other ranks, and rank 0 tells them whether to run.
-            log_maps(self, trainer, pl_module, label="init")
+            self.log_maps(trainer, pl_module, label="init")
             return
-        why_not = self._keeper.not_ready_before_training()
+        why_not = self.maps.keeper.not_ready_before_training()
         if why_not:
             message = f"`log_initial_maps=True` but {why_not}; the untrained model's maps are not logged"
-            self._warn_once("initial", message)
-        ready = why_not is None
-        log_maps(self, trainer, pl_module, label="init", ready=ready)
+            self.maps.warn("initial", message)
+        self.log_maps(trainer, pl_module, label="init", ready=why_not is None)
 
     @override
     def on_validation_epoch_end(self, trainer: Any, pl_module: nn.Module) -> None:
         if trainer.sanity_checking:
-            self._keeper.end_sanity_check()
+            self.maps.keeper.end_sanity_check()
             return
-        self._keeper.freeze(trainer.is_global_zero, trainer.world_size)
-        if trainer.state.fn == "fit" and (trainer.current_epoch + 1) % self.every_n_epochs != 0:
+        self.maps.keeper.freeze(trainer.is_global_zero, trainer.world_size)
+        if trainer.state.fn == "fit" and (trainer.current_epoch + 1) % self.settings.every_n != 0:
             return
-        log_maps(self, trainer, pl_module, label=f"e{trainer.current_epoch} s{trainer.global_step}")
+        self.log_maps(trainer, pl_module, label=f"e{trainer.current_epoch} s{trainer.global_step}")
 
     @override
     def on_test_epoch_end(self, trainer: Any, pl_module: nn.Module) -> None:
-        self._keeper.freeze(trainer.is_global_zero, trainer.world_size)
-        log_maps(self, trainer, pl_module, label=None, root=f"{self.tag_prefix}/test")
+        self.maps.keeper.freeze(trainer.is_global_zero, trainer.world_size)
+        self.log_maps(trainer, pl_module, label=None, root=f"{self.settings.tag_prefix}/test")
 
     @override
     def state_dict(self) -> Dict[str, Any]:
-        return {**self._keeper.state_dict(), **self._map_log.state_dict()}
+        return self.maps.state_dict()
 
     @override
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
-        self._keeper.load_state_dict(state_dict)
-        self._map_log.load_state_dict(state_dict)
+        self.maps.load_state_dict(state_dict)
 
-    # ------------------------------------------------------------------------------------ internals
+    # ------------------------------------------------------------------------------------- the step
+
+    def log_maps(
+        self,
+        trainer: Any,
+        pl_module: nn.Module,
+        label: Optional[str],
+        step: Optional[int] = None,
+        root: Optional[str] = None,
+        ready: bool = True,
+    ) -> None:
+        """Explains the fixed batch with `pl_module` and logs pictures and scalars to `trainer`'s loggers.
+
+        Every rank must call this: on a sharded model all ranks run the side pass on rank 0's batch (sent to
+        them once), only rank 0 renders and logs; otherwise rank 0 works alone.
+
+        Args:
+            trainer: lends its loggers, precision plugin, strategy and rank.
+            pl_module: the model to explain.
+            label: the filmstrip column's name (e.g. `"e3 s120"`); `None` (test runs) logs no filmstrip.
+            step: the step to log at; `None`: `trainer.global_step`.
+            root: the first part of the tags; `None`: `tag_prefix`.
+            ready: rank 0's decision to log this time; `False` skips it (on every rank).
+        """
+        step = trainer.global_step if step is None else step
+        root = self.settings.tag_prefix if root is None else root
+        if trainer.is_global_zero:
+            ready = ready and self.fixed_batch is not None and self.history.last_logged != (root, step)
+            if ready and self._sinks is None:
+                self._sinks = image_sinks(trainer, self.settings.tag_prefix, self.settings.image_format, self.maps.warn)
+            ready = ready and bool(self._sinks)
+        # A sharded model runs through the strategy's wrapper (an FSDP1 root or DeepSpeed engine gathers the
+        # parameters it holds); a data parallel one runs unwrapped, so that DDP's forward never syncs.
+        wrapper = trainer.strategy.model
+        sharded = wrapper is not None and is_sharded(wrapper)
+        if sharded and trainer.world_size > 1:
+            if not self.maps.keeper.share(trainer.is_global_zero, ready):
+                return
+        elif not trainer.is_global_zero or not ready:
+            return
+        model = wrapper if sharded else pl_module
+        sinks = self._sinks if trainer.is_global_zero else []
+        self.maps.log(runtime_of(trainer, pl_module), model, sinks, metrics_logger(trainer), step, label, root)
 
     def _collect(self, trainer: Any, pl_module: nn.Module, batch: Any, dataloader_idx: int) -> None:
-        """Hands ``batch`` to the keeper and checks the first samples kept. A problem found before training
-        raises; found after training began (no sanity check), it warns and the callback stays idle."""
-        first = self._keeper.batch is None
+        """Hands `batch` to the keeper and checks the first samples kept. Bad input found before training
+        raises; anything found after training began (no sanity check), or any other failure, warns and the
+        callback stays idle."""
+        keeper = self.maps.keeper
+        first = keeper.batch is None
         try:
-            self._keeper.collect(batch, dataloader_idx, trainer.is_global_zero)
-            if first and self._keeper.batch is not None:
-                check_batch(self, trainer, pl_module, self._keeper.batch, self._num_classes)
-        except ValueError as error:
-            if trainer.state.fn != "fit" or trainer.global_step == 0:
+            keeper.collect(batch, dataloader_idx, trainer.is_global_zero)
+            if first and keeper.batch is not None:
+                # The trial needs a logger, and an unsharded model (otherwise every rank would have to join).
+                trial = bool(trainer.loggers) and not is_sharded(trainer.strategy.model or pl_module)
+                self.maps.check_first_batch(runtime_of(trainer, pl_module), pl_module if trial else None)
+        except Exception as error:  # noqa: BLE001  (after setup, a failure never ends the run)
+            before_training = trainer.state.fn == "fit" and trainer.global_step == 0
+            if isinstance(error, ValueError) and (before_training or trainer.state.fn != "fit"):
                 raise
-            self._keeper.stop()
-            self._warn_once("unusable", f"AttentionRolloutCallback logs nothing in this run: {error}")
+            keeper.stop()
+            self.maps.warn("unusable", f"logs nothing in this run: {type(error).__name__}: {error}")
 
-    def _warn_once(self, key: str, message: str) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            warnings.warn(message, UserWarning, stacklevel=2)

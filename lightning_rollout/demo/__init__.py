@@ -4,8 +4,8 @@ The library never imports this package; it only serves the demo config (``config
 want a ready LightningModule around a timm model.
 """
 
+from lightning_rollout.core.deprecation import moved_names
 from lightning_rollout.demo.data import (
-    ImageFolderDataModule,
     SyntheticScenes,
     SyntheticScenesDataModule,
     TwoObjectScenes,
@@ -14,10 +14,12 @@ from lightning_rollout.demo.data import (
 from lightning_rollout.demo.module import TimmClassifier
 
 __all__ = [
-    "ImageFolderDataModule",
     "SyntheticScenes",
     "SyntheticScenesDataModule",
     "TimmClassifier",
     "TwoObjectScenes",
     "TwoObjectScenesDataModule",
 ]
+
+# Moved to `lightning_rollout.data` (the library never imports the demo); the old path warns for one release.
+__getattr__ = moved_names(__name__, {"ImageFolderDataModule": "lightning_rollout.data"})

@@ -11,31 +11,17 @@ into the read-out row ``u @ A_L ⋯ A_l`` (or, for heads that pool tokens, the p
 one tensor hook per layer while the backward pass walks the layers in reverse.
 """
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Type, Union
 
 from torch import Tensor, nn
 
-from lightning_rollout.core.checks import OutputKey, Target, check_images, check_output_key, check_target
+from lightning_rollout.core.checks import check_images, check_target
+from lightning_rollout.core.outputs import OutputKey, Target
+from lightning_rollout.engine.options import ExplainOptions
 from lightning_rollout.engine.run import maps_of, run_pass
-from lightning_rollout.methods import HEAD_FUSIONS, Method, check_method_options, method_class, method_names
+from lightning_rollout.methods import Method, method_class, method_names
 from lightning_rollout.methods.attention import Attention
 from lightning_rollout.models.base import ModelAdapter
-from lightning_rollout.models.overrides import resolve_adapter
-
-
-def validate_options(method: str, head_fusion: str, discard_ratio: float, **method_options: Any) -> None:
-    """Checks the method options of :func:`explain` without touching a model.
-
-    Raises:
-        ValueError: naming the offending argument, its value and what is allowed.
-        TypeError: for a method option no registered method declares.
-    """
-    method_class(method)
-    check_method_options(method_options)
-    if head_fusion not in HEAD_FUSIONS:
-        raise ValueError(f"`head_fusion` must be one of {list(HEAD_FUSIONS)}, got {head_fusion!r}")
-    if isinstance(discard_ratio, bool) or not isinstance(discard_ratio, (int, float)) or not 0 <= discard_ratio < 1:
-        raise ValueError(f"`discard_ratio` must be a number in [0, 1), got {discard_ratio!r}")
 
 
 def _method_classes(methods: Sequence[str]) -> List[Type[Method]]:
@@ -91,26 +77,57 @@ def explain_many(
         probabilities = logits.softmax(dim=-1)
     """
     classes = _method_classes(methods)
-    validate_options(classes[0].name, head_fusion, discard_ratio)
-    options = check_method_options(method_options)
-    check_images(images)
-    check_target(target, images.shape[0], callable_ok=True)
-    check_output_key(output_key)
-    adapter = resolve_adapter(model, attention_pattern, gradcam_layer, num_prefix_tokens, grid_size)
-    fed, output = run_pass(
-        model,
-        images,
-        classes,
-        adapter,
+    options = ExplainOptions(
         head_fusion=head_fusion,
         discard_ratio=discard_ratio,
-        target=target,
         output_key=output_key,
-        options=options,
-        need_output=return_output,
+        attention_pattern=attention_pattern,
+        gradcam_layer=gradcam_layer,
+        num_prefix_tokens=num_prefix_tokens,
+        grid_size=None if grid_size is None else tuple(grid_size),
+        method_options=method_options,
     )
-    maps = maps_of(fed, images.device)
+    maps, output, _ = explain_with(model, images, classes, options, target, return_output)
     return (maps, output) if return_output else maps
+
+
+class PassResult(NamedTuple):
+    """What `explain_with` gives: every method's maps and, when asked, more of the same pass."""
+
+    maps: Dict[str, Tensor]
+    """`{method: (B, grid_h, grid_w)}` float32 maps, in the order asked."""
+    output: Optional[Tensor]
+    """The selected model output of the same forward, detached (with `return_output`), else `None`."""
+    heads: Optional[Tensor]
+    """`(B, heads, grid_h, grid_w)` per-head maps of method `"attention"` (with `per_head`), else `None`."""
+
+
+def explain_with(
+    model: nn.Module,
+    images: Tensor,
+    methods: Sequence[Union[str, Type[Method]]],
+    options: ExplainOptions,
+    target: Target = None,
+    return_output: bool = False,
+    per_head: bool = False,
+) -> PassResult:
+    """`explain_many` with the settings as one `ExplainOptions` bundle (as the callbacks hold them).
+
+    Args:
+        per_head: also give method `"attention"`'s per-head maps (`attention_per_head`) from the same
+            forward; `"attention"` must be among `methods`.
+
+    Raises:
+        ValueError: as `explain_many`, and for `per_head` without `"attention"`.
+    """
+    classes = [method_class(m) if isinstance(m, str) else m for m in methods]
+    if per_head and Attention not in classes:
+        raise ValueError(f"`per_head`=True needs 'attention' in `methods`, got {[c.name for c in classes]}")
+    check_images(images)
+    check_target(target, images.shape[0], callable_ok=True)
+    fed, output = run_pass(model, images, classes, options.resolve_adapter(model), options, target, return_output)
+    heads = next(method for method in fed if isinstance(method, Attention)).per_head_maps() if per_head else None
+    return PassResult(maps_of(fed, images.device), output, heads)
 
 
 def explain(
@@ -189,7 +206,6 @@ def explain(
         model = timm.create_model("vit_tiny_patch16_224", num_classes=10)
         maps = explain(model, images, "grad_rollout", target=labels)  # (B, 14, 14)
     """
-    validate_options(method, head_fusion, discard_ratio, **method_options)
     return explain_many(
         model,
         images,
@@ -228,24 +244,15 @@ def attention_per_head(
 
         heads = attention_per_head(dino, images)  # (B, 6, 14, 14) for a ViT-S/16 at 224 px
     """
-    check_images(images)
-    adapter = resolve_adapter(model, attention_pattern, None, num_prefix_tokens, grid_size)
-    (fed,), _ = run_pass(
-        model, images, [Attention], adapter, head_fusion="mean", discard_ratio=0.0, target=None, output_key=None,
-        need_output=False,
+    options = ExplainOptions(
+        attention_pattern=attention_pattern,
+        num_prefix_tokens=num_prefix_tokens,
+        grid_size=None if grid_size is None else tuple(grid_size),
     )
-    return fed.per_head_maps()
+    return explain_with(model, images, [Attention], options, per_head=True).heads
 
 
-def check_model(
-    model: nn.Module,
-    methods: Sequence[str],
-    *,
-    attention_pattern: Optional[str] = None,
-    gradcam_layer: Optional[str] = None,
-    num_prefix_tokens: Optional[int] = None,
-    grid_size: Optional[Sequence[int]] = None,
-) -> ModelAdapter:
+def check_model(model: nn.Module, methods: Sequence[str], options: Optional[ExplainOptions] = None) -> ModelAdapter:
     """Checks, without running the model, that :func:`explain` can serve ``methods`` on ``model``.
 
     Returns:
@@ -255,7 +262,7 @@ def check_model(
         ValueError: (or :class:`~lightning_rollout.models.UnsupportedModelError`) with the reason, as
             ``explain`` would raise it.
     """
-    adapter = resolve_adapter(model, attention_pattern, gradcam_layer, num_prefix_tokens, grid_size)
+    adapter = (options or ExplainOptions()).resolve_adapter(model)
     adapter.geometry(None)
     classes = [method_class(method) for method in methods]
     if any(method.uses_attention for method in classes):

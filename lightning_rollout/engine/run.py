@@ -23,7 +23,8 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from lightning_rollout.core.hooks import side_pass
-from lightning_rollout.core.checks import OutputKey, Target, select_output
+from lightning_rollout.core.outputs import Target, select_output
+from lightning_rollout.engine.options import ExplainOptions
 from lightning_rollout.methods.base import LiveForward, Method, PassContext, check_tokens
 from lightning_rollout.models.base import Layout, ModelAdapter
 
@@ -175,17 +176,12 @@ def run_pass(
     images: Tensor,
     method_classes: Sequence[Type[Method]],
     adapter: ModelAdapter,
-    *,
-    head_fusion: str,
-    discard_ratio: float,
+    options: ExplainOptions,
     target: Target,
-    output_key: OutputKey,
-    options: Optional[Dict[str, Any]] = None,
     need_output: bool = True,
 ) -> Tuple[List[Method], Optional[Tensor]]:
-    """Runs one side pass for ``method_classes``; the arguments are checked by the caller.
+    """Runs one side pass for ``method_classes``; ``images`` and ``target`` are checked by the caller.
 
-    ``options``: the methods' own options (:func:`~lightning_rollout.methods.check_method_options`).
     ``need_output``: select the output (``output_key``) even when no method needs a gradient; otherwise a
     forward-only pass accepts any output.
 
@@ -197,7 +193,9 @@ def run_pass(
         ValueError: a forward that captured nothing, a bad target for this output, a bad layer output.
     """
     geometry = adapter.geometry(tuple(images.shape[-2:]))
-    context = PassContext(model, adapter, geometry, head_fusion, discard_ratio, dict(options or {}))
+    context = PassContext(
+        model, adapter, geometry, options.head_fusion, options.discard_ratio, options.resolved_method_options()
+    )
     methods = [method_class(context) for method_class in method_classes]
     uses_attention = any(m.uses_attention for m in methods)
     uses_gradcam = any(m.uses_gradcam for m in methods)
@@ -219,7 +217,7 @@ def run_pass(
                     images = images.detach().clone().requires_grad_(True)
                 output = model(images)
                 if needs_grad or need_output:
-                    output = select_output(output, output_key)
+                    output = select_output(output, options.output_key)
             if uses_attention:
                 if not hooks.live.attentions:
                     pattern = getattr(adapter, "attention_pattern", None)

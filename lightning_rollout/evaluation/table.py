@@ -27,7 +27,8 @@ import torch
 from torch import Tensor, nn
 
 from lightning_rollout.monitor.batch import FixedBatch, take_samples
-from lightning_rollout.engine.api import explain_many
+from lightning_rollout.engine.api import explain_with
+from lightning_rollout.engine.options import ExplainOptions
 from lightning_rollout.metrics import (
     deletion_insertion_auc,
     energy_in_mask,
@@ -35,7 +36,7 @@ from lightning_rollout.metrics import (
     randomized_copy,
     rank_correlation,
 )
-from lightning_rollout.methods import METHODS
+from lightning_rollout.methods import METHODS, method_names
 from lightning_rollout.metrics.faithfulness import check_baseline
 
 __all__ = ["COLUMNS", "FLOORS", "evaluate", "format_markdown", "main", "save_table"]
@@ -70,6 +71,7 @@ def evaluate(
     baseline: Any = "mean",
     chunk_size: int = 64,
     seed: int = 0,
+    options: Optional[ExplainOptions] = None,
     **explain_kwargs: Any,
 ) -> List[Dict[str, Any]]:
     """Scores every method's maps of ``images`` and the two floors; one dict per row.
@@ -84,12 +86,18 @@ def evaluate(
         baseline: the perturbation baseline (see :mod:`lightning_rollout.metrics.faithfulness`).
         chunk_size: samples explained at a time (bounds memory).
         seed: seed of the random floor and of the re-initialised copy's weights.
-        **explain_kwargs: passed to :func:`explain_many` (``head_fusion``, ``discard_ratio``, ...).
+        options: the side pass's settings as one bundle (as a callback holds them).
+        **explain_kwargs: or the same as keyword arguments of :func:`explain_many` (``head_fusion``,
+            ``discard_ratio``, ...), when ``options`` is not given.
 
     Returns:
         Rows ``{"name": ..., "deletion_auc": ..., ...}``: methods first, then ``random`` and ``uniform``.
         ``energy``/``pointing_game`` are ``None`` without masks, ``randomisation`` is ``None`` for the floors.
     """
+    if options is None:
+        options = ExplainOptions.from_kwargs(**explain_kwargs)
+    elif explain_kwargs:
+        raise ValueError(f"pass either `options` or explain keyword arguments, got both (`{sorted(explain_kwargs)}`)")
     if labels is None:
         with torch.no_grad():
             labels = torch.cat([model(chunk).argmax(dim=-1) for chunk in images.split(chunk_size)])
@@ -106,8 +114,8 @@ def evaluate(
         chunk_masks = None if masks is None else masks[start : start + chunk_size].to(chunk.device)
         maps: Dict[str, Tensor] = {}
         if methods:  # one side pass per model for all methods
-            maps = explain_many(model, chunk, list(methods), target=target, **explain_kwargs)
-            shuffled = explain_many(randomized, chunk, list(methods), target=target, **explain_kwargs)
+            maps = explain_with(model, chunk, list(methods), options, target).maps
+            shuffled = explain_with(randomized, chunk, list(methods), options, target).maps
             for method in methods:
                 add(method, "randomisation", rank_correlation(maps[method], shuffled[method]))
         grid = next(iter(maps.values())).shape[1:] if maps else (chunk.shape[2], chunk.shape[3])
@@ -154,7 +162,8 @@ def _load_samples(datamodule: Any, num_samples: int, callback: Any) -> FixedBatc
     """The first ``num_samples`` validation samples, with the callback's batch keys when it has one."""
     keys = {}
     if callback is not None:
-        keys = dict(image_key=callback.image_key, label_key=callback.label_key, mask_key=callback.mask_key)
+        settings = callback.settings
+        keys = dict(image_key=settings.image_key, label_key=settings.label_key, mask_key=settings.mask_key)
     datamodule.setup("validate")
     samples: Optional[FixedBatch] = None
     for batch in datamodule.val_dataloader():
@@ -217,29 +226,22 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
     model.load_state_dict(checkpoint["state_dict"])
     model.eval()
     callback = next((c for c in cli.trainer.callbacks if isinstance(c, AttentionRolloutCallback)), None)
-    options: Dict[str, Any] = {}
-    methods = list(METHODS)
+    options = ExplainOptions() if callback is None else callback.settings.explain
+    methods = method_names() if callback is None else list(callback.settings.methods)
     if args.baseline is None:
-        args.baseline = callback.faithfulness_baseline if callback is not None else "mean"
-    if callback is not None:
-        methods = callback.methods
-        options = dict(
-            head_fusion=callback.head_fusion, discard_ratio=callback.discard_ratio,
-            attention_pattern=callback.attention_pattern, gradcam_layer=callback.gradcam_layer,
-            num_prefix_tokens=callback.num_prefix_tokens, grid_size=callback.grid_size,
-        )
+        args.baseline = callback.settings.faithfulness_baseline if callback is not None else "mean"
     if args.methods:
         methods = args.methods
     samples = _load_samples(datamodule, args.num_samples, callback)
     rows = evaluate(
         model, samples.images, samples.labels, samples.masks, methods=methods, steps=args.steps,
-        baseline=args.baseline, seed=args.seed, **options,
+        baseline=args.baseline, seed=args.seed, options=options,
     )
     table = format_markdown(rows)
     out_dir = args.out_dir or os.path.join(os.path.dirname(os.path.abspath(args.ckpt_path)), "evaluation")
     meta = dict(config=args.config, ckpt_path=args.ckpt_path, num_samples=len(samples), steps=args.steps,
                 baseline=args.baseline, seed=args.seed, target="label" if samples.labels is not None else "prediction",
-                **{k: v for k, v in options.items() if v is not None})
+                **{k: v for k, v in vars(options).items() if v is not None and k != "method_options"})
     paths = save_table(rows, out_dir, meta)
     print(f"{len(samples)} validation samples, {args.steps} steps, baseline {args.baseline!r}\n\n{table}")
     print("Saved " + ", ".join(paths.values()))

@@ -13,6 +13,7 @@ from lightning_rollout.methods.base import (
     check_method_options,
     method_class,
     method_names,
+    method_summaries,
     register_method,
 )
 from lightning_rollout.methods.core import HEAD_FUSIONS
@@ -24,12 +25,10 @@ from lightning_rollout.methods.legrad import legrad_layer
 from lightning_rollout.methods.attention import attention_per_head_scores, attention_scores
 
 METHODS = tuple(method_names())
-"""The built-in methods' names."""
-GRADIENT_METHODS = tuple(name for name in METHODS if method_class(name).needs_grad)
-"""The built-in methods that need a gradient (a target)."""
+"""The built-in methods' names. Checks read the registry (:func:`method_names`, :func:`method_class`) at call
+time instead, so that methods registered later are known to them."""
 
 __all__ = [
-    "GRADIENT_METHODS",
     "HEAD_FUSIONS",
     "LiveForward",
     "METHODS",
@@ -44,6 +43,7 @@ __all__ = [
     "legrad_layer",
     "method_class",
     "method_names",
+    "method_summaries",
     "register_method",
     "rollout_layer",
 ]

@@ -35,6 +35,11 @@ class Attention(Method):
     """``"attention"``: keeps the last attention layer's attention, reads it out after the forward."""
 
     name = "attention"
+    summary = "the last layer's attention from the token(s) the head reads (DINO's map); forward only"
+    constant_map_cause = (
+        "the last attention layer spreads the read-out token's attention evenly over the patches (or puts it "
+        "all on prefix tokens)"
+    )
 
     def __init__(self, context) -> None:
         super().__init__(context)

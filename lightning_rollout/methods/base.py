@@ -76,6 +76,8 @@ class Method:
 
     Class attributes:
         name: the name ``explain`` takes.
+        summary: one line saying what the method shows (the command line's help lists it).
+        constant_map_cause: why its maps may come out constant, and what to change (the callbacks' warning).
         uses_attention: it reads the attention layers (the side pass captures them).
         uses_gradcam: it reads Grad-CAM's activation layer.
         needs_grad: the forward runs with autograd.
@@ -89,6 +91,8 @@ class Method:
     """
 
     name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    constant_map_cause: ClassVar[str] = "an untrained head"
     uses_attention: ClassVar[bool] = True
     uses_gradcam: ClassVar[bool] = False
     needs_grad: ClassVar[bool] = False
@@ -158,6 +162,11 @@ def method_class(name: str) -> Type[Method]:
 def method_names() -> List[str]:
     """The registered method names, in registration order."""
     return list(_METHODS)
+
+
+def method_summaries() -> Dict[str, str]:
+    """``{name: summary}`` of the registered methods, in registration order."""
+    return {name: method.summary for name, method in _METHODS.items()}
 
 
 def check_method_options(options: Mapping[str, Any]) -> Dict[str, Any]:

@@ -30,6 +30,12 @@ class Chefer(BackwardChain):
     """``"chefer"``: :func:`chefer_layer` folded through the shared backward."""
 
     name = "chefer"
+    summary = "Chefer et al. (ICCV 2021): gradient-weighted relevance propagated through the layers"
+    constant_map_cause = (
+        "the target logit has no gradient through the attention: a zero-initialised classifier head "
+        "(torchvision's ViT) gives zero gradients at init, and a `global_pool='avg'` model gives none through "
+        "the class token; the maps fill in once the head trains"
+    )
 
     def layer_factor(self, attention: Tensor, gradient: Tensor) -> Tensor:
         return chefer_layer(attention, gradient)

@@ -30,6 +30,12 @@ class GradRollout(BackwardChain):
     """``"grad_rollout"``: :func:`grad_rollout_layer` folded through the shared backward."""
 
     name = "grad_rollout"
+    summary = "gradient rollout: attention weighted by the target's gradient, rolled out over layers"
+    constant_map_cause = (
+        "the target logit has no gradient through the attention: a zero-initialised classifier head "
+        "(torchvision's ViT) gives zero gradients at init, and a `global_pool='avg'` model gives none through "
+        "the class token; the maps fill in once the head trains, or lower `discard_ratio`"
+    )
 
     def layer_factor(self, attention: Tensor, gradient: Tensor) -> Tensor:
         return grad_rollout_layer(attention, gradient, self.context.discard_ratio)

@@ -31,6 +31,11 @@ class GradCAM(Method):
     """``"gradcam"``: tokens ``(B, N, C)`` (prefix dropped, laid on the token grid) or a map ``(B, C, h, w)``."""
 
     name = "gradcam"
+    summary = "Grad-CAM on the token grid (or a hierarchical model's last feature map)"
+    constant_map_cause = (
+        "the target logit has no gradient at `gradcam_layer` (a zero-initialised classifier head gives zero "
+        "gradients at init) or every channel weight is negative; the maps fill in once the head trains"
+    )
     uses_attention = False
     uses_gradcam = True
     needs_grad = True

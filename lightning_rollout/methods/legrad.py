@@ -67,6 +67,11 @@ class LeGrad(Method):
     """
 
     name = "legrad"
+    summary = "LeGrad (Bousselham et al., ICCV 2025): per-layer gradients of the model's own head on the attention"
+    constant_map_cause = (
+        "the target logit has no gradient through the attention (a zero-initialised classifier head gives zero "
+        "gradients at init); the maps fill in once the head trains"
+    )
     needs_grad = True
     options = {"legrad_first_layer": 0}
 

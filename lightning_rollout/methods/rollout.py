@@ -29,6 +29,11 @@ class Rollout(Method):
     """``"rollout"``: multiplies each layer's factor into ``R = A_l @ R`` as the layer runs (forward only)."""
 
     name = "rollout"
+    summary = "attention rollout (Abnar & Zuidema 2020): heads fused, layers multiplied; forward only"
+    constant_map_cause = (
+        "every class-to-patch entry was discarded: untrained layer-scale models (deit3, DINOv2 with registers) "
+        "keep almost all attention on the diagonal; lower `discard_ratio` (e.g. 0.5 or 0)"
+    )
 
     def __init__(self, context) -> None:
         super().__init__(context)

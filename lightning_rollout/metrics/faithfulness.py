@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_rollout.core.hooks import eval_mode, preserved_rng
-from lightning_rollout.core.checks import OutputKey, Target, check_images, check_int, check_target, select_output
+from lightning_rollout.core.checks import check_images, check_int, check_target
+from lightning_rollout.core.outputs import OutputKey, Target, select_output
 
 __all__ = ["ACTIVATIONS", "BASELINES", "check_baseline", "deletion_insertion_auc", "perturbation_curves", "pixel_ranks"]
 

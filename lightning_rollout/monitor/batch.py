@@ -132,3 +132,8 @@ def take_samples(
         return value[rows.to(value.device) if isinstance(rows, Tensor) else rows].detach().to("cpu", copy=True)
 
     return FixedBatch(keep(images), keep(labels), keep(masks))
+
+
+def is_class_indices(labels: Tensor) -> bool:
+    """Whether ``labels`` hold one integer class index per sample, shape ``(B,)``."""
+    return labels.dim() == 1 and not labels.is_floating_point() and labels.dtype != torch.bool

@@ -4,7 +4,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from torch import Tensor
 
-from lightning_rollout.monitor.keeper import Warn
+from lightning_rollout.monitor.notices import Warn
 
 Stats = Tuple[Optional[List[float]], Optional[List[float]]]
 

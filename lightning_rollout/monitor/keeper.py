@@ -10,41 +10,16 @@ those of the first validation epoch. For a sharded model every rank must join th
 """
 
 import math
-from typing import Any, Callable, Dict, Hashable, List, Optional
+from typing import Any, Dict, Hashable, List, Optional
 
 import torch
 from torch import Tensor
 
-from lightning_rollout.monitor.batch import BatchKey, FixedBatch, count_samples, pick_labels, take_samples
+from lightning_rollout.monitor.batch import BatchKey, FixedBatch, count_samples, is_class_indices, pick_labels, take_samples
 from lightning_rollout.core.distributed import broadcast_from_rank_zero
-
-Warn = Callable[[str, str], None]
-"""``warn(key, message)``: warns once per key."""
+from lightning_rollout.monitor.notices import Warn
 
 SAMPLE_SELECTIONS = ("per_class", "first")
-
-
-def check_labels(labels: Optional[Tensor], target: str, label_key: BatchKey, num_classes: Optional[int]) -> None:
-    """Raises unless ``labels`` suit ``target``: with ``"label"``, integer class indices ``(B,)`` within
-    ``num_classes`` (when known)."""
-    if target != "label" or labels is None:
-        return
-    if not is_class_indices(labels):
-        raise ValueError(
-            f"`target`='label' needs one class index per sample (integer labels of shape (B,)), got {labels.dtype} "
-            f"labels of shape {tuple(labels.shape)} at `label_key`={label_key!r}; for other labels use "
-            "`target`='prediction'"
-        )
-    if num_classes and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise ValueError(
-            f"the labels at `label_key`={label_key!r} hold {int(labels.min())}..{int(labels.max())} but the model "
-            f"has {num_classes} classes"
-        )
-
-
-def is_class_indices(labels: Tensor) -> bool:
-    """Whether ``labels`` hold one integer class index per sample, shape ``(B,)``."""
-    return labels.dim() == 1 and not labels.is_floating_point() and labels.dtype != torch.bool
 
 
 class FixedBatchKeeper:

@@ -20,8 +20,8 @@ import torch
 from torch import Tensor
 
 from lightning_rollout.core.checks import check_int
-from lightning_rollout.metrics import class_discrimination
-from lightning_rollout.methods import GRADIENT_METHODS
+from lightning_rollout.monitor.batch import BatchKey, is_class_indices
+from lightning_rollout.methods import method_class
 from lightning_rollout.targets import positive_labels
 
 TASKS = ("multiclass", "multilabel", "none")
@@ -46,42 +46,14 @@ def check_task(task: str, target: TargetSpec, methods: Sequence[str], max_labels
             f"YAML a dotted path or class_path), got {target!r}"
         )
     check_int("max_labels", max_labels, 1)
-    gradient = [method for method in methods if method in GRADIENT_METHODS]
+    # Read from the registry at call time, so that a method registered after import is checked too.
+    gradient = [method for method in methods if method_class(method).needs_grad]
     if task == "none" and gradient and not callable(target):
         raise ValueError(
             f"`task`='none' has no classes, so the gradient methods {gradient} have nothing to explain with "
             f"`target`={target!r}; pass a callable `target` (e.g. lightning_rollout.targets.EmbeddingSimilarity "
             "or RegressionOutput), or keep to label-free methods such as 'rollout' and 'attention'"
         )
-
-
-def check_labels(task: str, target: TargetSpec, labels: Optional[Tensor], masks: Optional[Tensor]) -> None:
-    """Checks the first kept samples' labels (and per-class masks) against ``task``.
-
-    Raises:
-        ValueError: on labels that are not class indices with ``task="multiclass"`` and ``target="label"``
-            (multi-hot labels want ``task="multilabel"``), labels that are not multi-hot ``(B, C)``
-            with ``task="multilabel"``, or per-class masks whose class count differs from the labels'.
-    """
-    if labels is None:
-        return
-    if task == "multiclass" and target == "label" and labels.dim() != 1:
-        hint = " (multi-hot labels: pass `task`='multilabel')" if labels.dim() == 2 else ""
-        raise ValueError(
-            f"`task`='multiclass' needs class indices of shape (B,), but the validation labels have shape "
-            f"{tuple(labels.shape)}{hint}"
-        )
-    if task == "multilabel":
-        if labels.dim() != 2 or not bool(((labels == 0) | (labels == 1)).all()):
-            raise ValueError(
-                f"`task`='multilabel' needs multi-hot labels (B, num_labels) of 0s and 1s, got a "
-                f"{labels.dim()}-D {labels.dtype} tensor of shape {tuple(labels.shape)}"
-            )
-        if masks is not None and masks.dim() == 4 and masks.shape[1] != labels.shape[1]:
-            raise ValueError(
-                f"the per-class masks hold {masks.shape[1]} classes but the labels {labels.shape[1]}; "
-                "masks must be (B, H, W) or (B, num_labels, H, W)"
-            )
 
 
 def class_scores(task: str, logits: Tensor) -> Optional[Tensor]:
@@ -172,44 +144,6 @@ def panels(
     return Panels(torch.arange(batch_size).repeat_interleave(top.shape[1]), top.flatten())
 
 
-def captions(
-    task: str,
-    panels: Panels,
-    labels: Optional[Tensor],
-    scores: Optional[Tensor],
-    target_scores: Optional[Tensor],
-    class_names: Optional[Sequence[str]] = None,
-) -> List[List[str]]:
-    """Caption lines per panel; ``scores`` ``(P, C)`` and ``target_scores`` ``(P,)`` are per panel.
-
-    ``multiclass``: the true label (when known) and the prediction with its confidence. ``multilabel``: the
-    explained class with its score, then the sample's true labels (when known). ``none``: nothing about
-    classes. With a callable target, its score on the sample (``target: 0.42``) comes last.
-    """
-    def name(index: int) -> str:
-        return class_names[index] if class_names is not None and index < len(class_names) else str(index)
-
-    lines: List[List[str]] = []
-    for panel, sample in enumerate(panels.samples.tolist()):
-        sample_lines: List[str] = []
-        if task == "multiclass":
-            if labels is not None and labels.dim() == 1:
-                sample_lines.append(f"true: {name(int(labels[sample]))}")
-            confidence, predicted = scores[panel].max(dim=-1)
-            sample_lines.append(f"pred: {name(int(predicted))} ({float(confidence):.2f})")
-        elif task == "multilabel":
-            if panels.classes is not None:
-                explained = int(panels.classes[panel])
-                sample_lines.append(f"{name(explained)} ({float(scores[panel, explained]):.2f})")
-            if labels is not None:
-                present = [name(i) for i in torch.nonzero(labels[sample] > 0.5).flatten().tolist()]
-                sample_lines.append("true: " + (", ".join(present) or "none"))
-        if target_scores is not None:
-            sample_lines.append(f"target: {float(target_scores[panel]):.3g}")
-        lines.append(sample_lines)
-    return lines
-
-
 def panel_masks(masks: Optional[Tensor], panels: Panels) -> Optional[Tensor]:
     """Each panel's object mask ``(P, H, W)``: its class's mask when the masks are per class ``(B, C, H, W)``
     and the panel explains a class; the sample's mask when they are ``(B, H, W)``; else ``None``."""
@@ -222,18 +156,49 @@ def panel_masks(masks: Optional[Tensor], panels: Panels) -> Optional[Tensor]:
     return masks[panels.samples, panels.classes]
 
 
-def discrimination(maps: Tensor, masks: Optional[Tensor], labels: Optional[Tensor], panels: Panels) -> Optional[float]:
-    """The share of panels whose map puts more mass on its class's object than on the sample's other present
-    classes' objects (:func:`~lightning_rollout.metrics.class_discrimination`), over the panels whose sample
-    holds another class; ``None`` without per-class masks, multi-hot labels or such panels."""
-    if masks is None or masks.dim() != 4 or labels is None or labels.dim() != 2 or panels.classes is None:
-        return None
-    present = labels[panels.samples] > 0.5
-    others = present.clone()
-    others[torch.arange(others.shape[0]), panels.classes] = False
-    keep = others.any(dim=1)
-    if not bool(keep.any()):
-        return None
-    own = masks[panels.samples, panels.classes].float()
-    other = (masks[panels.samples].float() * others[:, :, None, None]).amax(dim=1)
-    return float(class_discrimination(maps[keep], own[keep], other[keep]).mean())
+def check_labels(
+    task: str,
+    target: TargetSpec,
+    labels: Optional[Tensor],
+    masks: Optional[Tensor],
+    label_key: BatchKey = None,
+    num_classes: Optional[int] = None,
+) -> None:
+    """Checks the first kept samples' labels (and per-class masks) against ``task`` and ``target``: with
+    ``task="multiclass"`` and ``target="label"``, one class index per sample within ``num_classes`` (when
+    known); with ``"multilabel"``, multi-hot labels matching the per-class masks.
+
+    Raises:
+        ValueError: naming the task, the target or ``label_key``, the labels' form and what is allowed.
+    """
+    if labels is None:
+        return
+    if task == "multiclass" and target == "label" and labels.dim() != 1:
+        hint = " (multi-hot labels: pass `task`='multilabel')" if labels.dim() == 2 else ""
+        raise ValueError(
+            f"`task`='multiclass' needs class indices of shape (B,), but the validation labels have shape "
+            f"{tuple(labels.shape)}{hint}"
+        )
+    if task == "multilabel":
+        if labels.dim() != 2 or not bool(((labels == 0) | (labels == 1)).all()):
+            raise ValueError(
+                f"`task`='multilabel' needs multi-hot labels (B, num_labels) of 0s and 1s, got a "
+                f"{labels.dim()}-D {labels.dtype} tensor of shape {tuple(labels.shape)}"
+            )
+        if masks is not None and masks.dim() == 4 and masks.shape[1] != labels.shape[1]:
+            raise ValueError(
+                f"the per-class masks hold {masks.shape[1]} classes but the labels {labels.shape[1]}; "
+                "masks must be (B, H, W) or (B, num_labels, H, W)"
+            )
+    if task == "multiclass" and target == "label":
+        if not is_class_indices(labels):
+            raise ValueError(
+                f"`target`='label' needs one class index per sample (integer labels of shape (B,)), got "
+                f"{labels.dtype} labels of shape {tuple(labels.shape)} at `label_key`={label_key!r}; for other "
+                "labels use `target`='prediction'"
+            )
+        if num_classes and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+            raise ValueError(
+                f"the labels at `label_key`={label_key!r} hold {int(labels.min())}..{int(labels.max())} but the "
+                f"model has {num_classes} classes"
+            )

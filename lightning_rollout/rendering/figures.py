@@ -1,17 +1,15 @@
-"""What one logging step shows: the picture grid, the filmstrip and the scalars of one method's maps.
+"""The figures of a logging step: the samples panel, the filmstrip and the per-head picture of maps.
 
-Pure functions from tensors to pictures (RGB uint8 arrays) and numbers; the callback decides when and
-where they go.
+Pure functions from maps and display images to pictures (RGB uint8 arrays); a constant map is shown as the
+bare input with a caption saying so, never as a flat overlay.
 """
 
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from lightning_rollout.core.checks import OutputKey
-from lightning_rollout.metrics import deletion_insertion_auc, energy_in_mask, normalized_entropy, pointing_game
 from lightning_rollout.rendering.images import blend, colorize_maps, render_filmstrip, render_grid, render_panel
 
 
@@ -59,45 +57,18 @@ def render_samples(
     return render_grid(panels, ncols=min(4, len(panels)))
 
 
-def pick_columns(count: int, max_columns: int) -> List[int]:
-    """Indices of at most ``max_columns`` evenly spaced entries of ``count``, first and last included."""
-    if count <= max_columns:
-        return list(range(count))
-    if max_columns == 1:
-        return [count - 1]
-    return sorted({round(i * (count - 1) / (max_columns - 1)) for i in range(max_columns)})
-
-
-def thin_columns(positions: Sequence[int], max_columns: int) -> List[int]:
-    """Indices of the columns to keep so that at most ``max_columns`` remain, evenly spread.
-
-    ``positions`` are the columns' logging ordinals, ascending. While there are too many, the interior column
-    whose removal leaves the smallest gap between its neighbours goes (the earliest on ties); the first and
-    the last column always stay (with ``max_columns=1`` only the last). Applied after each new column, the
-    kept columns never number more than ``max_columns`` and spread over the whole run.
-    """
-    kept = list(range(len(positions)))
-    if max_columns == 1:
-        return kept[-1:]
-    while len(kept) > max_columns:
-        gaps = [positions[kept[i + 1]] - positions[kept[i - 1]] for i in range(1, len(kept) - 1)]
-        del kept[1 + gaps.index(min(gaps))]
-    return kept
-
-
 def render_filmstrips(
     display_images: np.ndarray,
     history: Sequence[Tuple[str, Tensor]],
     colormap: str,
     alpha: float,
-    max_columns: int,
 ) -> np.ndarray:
     """One picture: a row per sample, the input then a column per logged epoch.
 
-    ``history`` holds ``(label, maps)`` per logged epoch; at most ``max_columns`` of them are shown. A
+    ``history`` holds ``(label, maps)`` per shown epoch, oldest first. A
     constant map's frame is the bare input, labelled ``"{label} flat"``.
     """
-    chosen = [history[i] for i in pick_columns(len(history), max_columns)]
+    chosen = list(history)
     frames = [display_images] + [overlays(display_images, maps, colormap, alpha) for _, maps in chosen]
     flat = [constant_maps(maps).tolist() for _, maps in chosen]
     rows = []
@@ -116,38 +87,3 @@ def render_heads(display_images: np.ndarray, heads: Tensor, colormap: str, alpha
     labels = ["input"] + [f"head {head}" for head in range(heads.shape[1])]
     rows = [render_filmstrip([frame[i] for frame in frames], labels) for i in range(display_images.shape[0])]
     return render_grid(rows, ncols=1)
-
-
-def map_scalars(maps: Tensor, masks: Optional[Tensor]) -> Dict[str, float]:
-    """Batch means of the map statistics: ``entropy`` always; ``energy`` and ``pointing_game`` with masks."""
-    scalars = {"entropy": float(normalized_entropy(maps).mean())}
-    if masks is not None:
-        masks = masks.to(maps.device)
-        scalars["energy"] = float(energy_in_mask(maps, masks).mean())
-        scalars["pointing_game"] = float(pointing_game(maps, masks).mean())
-    return scalars
-
-
-def faithfulness_scalars(
-    model: nn.Module,
-    images: Tensor,
-    maps: Tensor,
-    target: Tensor,
-    steps: int,
-    baseline: Union[float, str, Tensor],
-    activation: str = "softmax",
-    output_key: OutputKey = None,
-) -> Dict[str, float]:
-    """Batch means of the deletion and insertion AUCs (``deletion_auc`` ↓, ``insertion_auc`` ↑) of ``maps``,
-    with ``steps``, ``baseline``, ``activation`` and ``output_key`` as in
-    :func:`~lightning_rollout.metrics.deletion_insertion_auc`."""
-    deletion, insertion = deletion_insertion_auc(
-        model, images, maps.to(images.device), target, steps=steps, baseline=baseline, activation=activation,
-        output_key=output_key,
-    )
-    return {"deletion_auc": float(deletion.mean()), "insertion_auc": float(insertion.mean())}
-
-
-def all_finite(maps: Tensor) -> bool:
-    """Whether every entry is finite (a diverging model gives NaN/Inf maps)."""
-    return bool(torch.isfinite(maps).all())

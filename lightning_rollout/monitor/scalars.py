@@ -1,0 +1,68 @@
+"""The numbers beside the pictures: map statistics, localisation against masks, faithfulness by perturbation."""
+
+from typing import Dict, Optional, Union
+
+import torch
+from torch import Tensor, nn
+
+from lightning_rollout.core.outputs import OutputKey
+from lightning_rollout.metrics import (
+    class_discrimination,
+    deletion_insertion_auc,
+    energy_in_mask,
+    normalized_entropy,
+    pointing_game,
+)
+from lightning_rollout.monitor.tasks import Panels
+
+
+def map_scalars(maps: Tensor, masks: Optional[Tensor]) -> Dict[str, float]:
+    """Batch means of the map statistics: ``entropy`` always; ``energy`` and ``pointing_game`` with masks."""
+    scalars = {"entropy": float(normalized_entropy(maps).mean())}
+    if masks is not None:
+        masks = masks.to(maps.device)
+        scalars["energy"] = float(energy_in_mask(maps, masks).mean())
+        scalars["pointing_game"] = float(pointing_game(maps, masks).mean())
+    return scalars
+
+
+def faithfulness_scalars(
+    model: nn.Module,
+    images: Tensor,
+    maps: Tensor,
+    target: Tensor,
+    steps: int,
+    baseline: Union[float, str, Tensor],
+    activation: str = "softmax",
+    output_key: OutputKey = None,
+) -> Dict[str, float]:
+    """Batch means of the deletion and insertion AUCs (``deletion_auc`` ↓, ``insertion_auc`` ↑) of ``maps``,
+    with ``steps``, ``baseline``, ``activation`` and ``output_key`` as in
+    :func:`~lightning_rollout.metrics.deletion_insertion_auc`."""
+    deletion, insertion = deletion_insertion_auc(
+        model, images, maps.to(images.device), target, steps=steps, baseline=baseline, activation=activation,
+        output_key=output_key,
+    )
+    return {"deletion_auc": float(deletion.mean()), "insertion_auc": float(insertion.mean())}
+
+
+def all_finite(maps: Tensor) -> bool:
+    """Whether every entry is finite (a diverging model gives NaN/Inf maps)."""
+    return bool(torch.isfinite(maps).all())
+
+
+def discrimination(maps: Tensor, masks: Optional[Tensor], labels: Optional[Tensor], panels: Panels) -> Optional[float]:
+    """The share of panels whose map puts more mass on its class's object than on the sample's other present
+    classes' objects (:func:`~lightning_rollout.metrics.class_discrimination`), over the panels whose sample
+    holds another class; ``None`` without per-class masks, multi-hot labels or such panels."""
+    if masks is None or masks.dim() != 4 or labels is None or labels.dim() != 2 or panels.classes is None:
+        return None
+    present = labels[panels.samples] > 0.5
+    others = present.clone()
+    others[torch.arange(others.shape[0]), panels.classes] = False
+    keep = others.any(dim=1)
+    if not bool(keep.any()):
+        return None
+    own = masks[panels.samples, panels.classes].float()
+    other = (masks[panels.samples].float() * others[:, :, None, None]).amax(dim=1)
+    return float(class_discrimination(maps[keep], own[keep], other[keep]).mean())
