@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 from tensorboard.backend.event_processing import event_accumulator
 
-from lightning_rollout.rendering.images import GAP, render_filmstrip, render_grid
+from lightning_rollout.rendering import GAP, render_filmstrip, render_grid
 
 COLUMNS = 4  # the samples picture's panels per row (lightning_rollout.report.render_samples)
 

@@ -91,6 +91,6 @@ if __name__ == "__main__":
         torch.distributed.all_gather(gathered, images)
         assert torch.equal(gathered[0], gathered[1]), "the ranks explained different batches"
         if torch.distributed.get_rank() == 0:
-            batch = callback._keeper.state_dict()["batch"]
-            result = dict(without=without, observed=observed, batch=batch, history=callback._map_log.history)
+            batch = callback.maps.keeper.state_dict()["batch"]
+            result = dict(without=without, observed=observed, batch=batch, history=callback.history.state_dict()["history"])
             torch.save(result, os.path.join(out_dir, f"{sharding}.pt"))

@@ -6,7 +6,7 @@ import torch
 from conftest import tiny_vit
 from lightning_rollout import attention_per_head, explain, explain_many
 from lightning_rollout.methods import attention_per_head_scores, attention_scores
-from lightning_rollout.models.base import Readout, token_readout
+from lightning_rollout.models.readout import Readout, token_readout
 from test_explain_many import _Counts
 from test_explain_memory import FAMILIES
 

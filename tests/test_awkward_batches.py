@@ -38,8 +38,8 @@ def test_batch_size_one_fills_num_samples_in_the_first_epoch_and_skips_a_partial
         trainer.fit(OneByOne())
     dataset = RandomScenes(8, seed=2)
     torch.testing.assert_close(callback.fixed_batch.images, dataset.images[:6])
-    assert [label for label, *_ in callback._map_log.history["rollout"]] == ["e0 s4", "e1 s8"]
-    assert all(maps.shape[0] == 6 for _, maps, _ in callback._map_log.history["rollout"])
+    assert [label for label, *_ in callback.history.columns("rollout")] == ["e0 s4", "e1 s8"]
+    assert all(maps.shape[0] == 6 for _, maps, _ in callback.history.columns("rollout"))
     events = read_events(trainer.logger.log_dir)
     assert _steps(events, "attention/rollout/samples") == [4, 8]
     # 6 panels in rows of 4: two rows of panels at least 128 px high
@@ -50,7 +50,7 @@ def test_a_sanity_check_long_enough_logs_the_initial_maps_of_all_samples(tmp_pat
     callback = AttentionRolloutCallback(num_samples=3, sample_selection="first")
     trainer = _trainer(tmp_path, [callback], num_sanity_val_steps=3)
     trainer.fit(OneByOne())
-    assert [maps.shape[0] for _, maps, _ in callback._map_log.history["rollout"]] == [3, 3]
+    assert [maps.shape[0] for _, maps, _ in callback.history.columns("rollout")] == [3, 3]
     assert _steps(read_events(trainer.logger.log_dir), "attention/rollout/samples") == [0, 4]
 
 
@@ -59,7 +59,7 @@ def test_a_validation_set_smaller_than_num_samples_says_why(tmp_path):
     trainer = _trainer(tmp_path, [callback], limit_val_batches=3)
     with pytest.warns(UserWarning, match=r"the first validation epoch gave only 3 samples for `num_samples`=6"):
         trainer.fit(OneByOne())
-    assert len(callback.fixed_batch) == 3 and callback._map_log.history["rollout"][0][1].shape[0] == 3
+    assert len(callback.fixed_batch) == 3 and callback.history.columns("rollout")[0][1].shape[0] == 3
 
 
 # ------------------------------------------------------------------------------------ uint8 images
@@ -111,7 +111,7 @@ def test_uint8_images_with_input_transform_give_the_maps_of_the_model_input(tmp_
     assert callback.fixed_batch.images.dtype == torch.uint8
     inputs = to_float(callback.fixed_batch.images)
     for method in ["rollout", "gradcam"]:
-        _, maps, _ = callback._map_log.history[method][-1]
+        _, maps, _ = callback.history.columns(method)[-1]
         torch.testing.assert_close(maps, explain(module, inputs, method, target=callback.fixed_batch.labels))
 
 
@@ -147,7 +147,7 @@ def test_one_channel_model_without_mean_and_std(tmp_path):
     callback = AttentionRolloutCallback(methods=["rollout", "chefer"], num_samples=4)
     trainer = _trainer(tmp_path, [callback], limit_train_batches=2)
     trainer.fit(Gray())
-    assert callback._display_stats == ([0.5], [0.5]), "timm's uniform 3-channel config collapses to 1 channel"
+    assert callback.maps.display_stats == ([0.5], [0.5]), "timm's uniform 3-channel config collapses to 1 channel"
     assert _steps(read_events(trainer.logger.log_dir), "attention/chefer/samples") == [0, 2]
 
 
@@ -181,8 +181,8 @@ def test_constant_maps_show_the_bare_input_and_say_so():
     flat = render_samples(display, torch.zeros(2, 4, 4), captions, "jet", 0.5)
     varied = render_samples(display, maps[[1, 1]], captions, "jet", 0.5)
     assert flat.shape[0] > varied.shape[0], "a 'constant map' caption line"
-    film = render_filmstrips(display, [("init", torch.zeros(2, 4, 4)), ("e0", maps)], "jet", 0.5, 10)
-    assert film.shape[1] == render_filmstrips(display, [("init", maps), ("e0", maps)], "jet", 0.5, 10).shape[1]
+    film = render_filmstrips(display, [("init", torch.zeros(2, 4, 4)), ("e0", maps)], "jet", 0.5)
+    assert film.shape[1] == render_filmstrips(display, [("init", maps), ("e0", maps)], "jet", 0.5).shape[1]
 
 
 class ZeroHead(Module):
@@ -204,7 +204,7 @@ def test_constant_maps_warn_once_per_method_with_the_cause(tmp_path):
         assert f"every {method} map at step 0 is constant (value 0)" in message
         assert "zero-initialised classifier head" in message
     for method in GRADIENT_METHODS:
-        init, later = callback._map_log.history[method][0][1], callback._map_log.history[method][-1][1]
+        init, later = callback.history.columns(method)[0][1], callback.history.columns(method)[-1][1]
         assert bool(constant_maps(init).all()) and not bool(constant_maps(later).any())
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-import lightning_rollout.monitor.step as logging_maps
+import lightning_rollout.monitor.side_pass as side_pass
 from lightning_helpers import RandomScenes, make_module_class, read_events
 from lightning_rollout import AttentionRolloutCallback
 
@@ -170,16 +170,16 @@ def test_exception_inside_side_pass_leaves_model_clean(tmp_path):
 
 def test_nan_maps_warn_and_skip_that_epoch(tmp_path, monkeypatch):
     calls = {"n": 0}
-    real_explain_many = logging_maps.explain_many
+    real_explain_with = side_pass.explain_with
 
     def sometimes_nan(*args, **kwargs):
         calls["n"] += 1
-        maps, output = real_explain_many(*args, **kwargs)
+        result = real_explain_with(*args, **kwargs)
         if calls["n"] == 3:  # 1: the trial on the first samples kept, 2: the initial maps
-            maps = {method: method_maps * float("nan") for method, method_maps in maps.items()}
-        return maps, output
+            result = result._replace(maps={method: maps * float("nan") for method, maps in result.maps.items()})
+        return result
 
-    monkeypatch.setattr(logging_maps, "explain_many", sometimes_nan)
+    monkeypatch.setattr(side_pass, "explain_with", sometimes_nan)
     trainer = _trainer(tmp_path, [AttentionRolloutCallback()], max_epochs=2)
     with pytest.warns(UserWarning, match=r"maps at step 4 contain NaN/Inf"):
         trainer.fit(Module())
@@ -259,7 +259,7 @@ def test_other_logger_writes_pngs_and_warns_once(tmp_path):
 
 
 def test_no_logger_warns_once_and_does_nothing(tmp_path, monkeypatch):
-    monkeypatch.setattr(logging_maps, "explain_many", lambda *a, **k: pytest.fail("no side pass without a logger"))
+    monkeypatch.setattr(side_pass, "explain_with", lambda *a, **k: pytest.fail("no side pass without a logger"))
     trainer = _trainer(tmp_path, [AttentionRolloutCallback()], max_epochs=2, logger=False)
     with pytest.warns(UserWarning, match="has no logger") as record:
         trainer.fit(Module())
@@ -282,7 +282,7 @@ def test_two_instances_checkpoint_and_resume(tmp_path):
     trainer = _trainer(tmp_path, [resumed_first, resumed_second], max_epochs=4)
     trainer.fit(Module(), ckpt_path=path)
     torch.testing.assert_close(resumed_first.fixed_batch.images, first.fixed_batch.images)
-    labels = [label for label, *_ in resumed_second._map_log.history["gradcam"]]
+    labels = [label for label, *_ in resumed_second.history.columns("gradcam")]
     assert labels == ["init", "e0 s4", "e1 s8", "e2 s12", "e3 s16"], "the filmstrip goes on"
     film = read_events(trainer.logger.log_dir).Images("attention/gradcam/filmstrip")
     assert film[-1].step == 16 and film[-1].width > film[0].width
@@ -352,7 +352,7 @@ def test_label_target_needs_labels(tmp_path):
         _trainer(tmp_path, [AttentionRolloutCallback()]).fit(ImagesOnly())
     prediction = AttentionRolloutCallback(target="prediction")
     _trainer(tmp_path, [prediction], max_epochs=1).fit(ImagesOnly())
-    assert prediction.fixed_batch.labels is None and prediction._map_log.last_logged is not None
+    assert prediction.fixed_batch.labels is None and prediction.history.last_logged is not None
 
 
 @pytest.mark.parametrize("strategy", ["ddp", "ddp_spawn"])

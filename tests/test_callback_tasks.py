@@ -104,11 +104,11 @@ def test_multilabel_explains_each_positive_label_against_its_class_mask(tmp_path
 
 
 def test_multilabel_caption_names_the_explained_class_and_its_score(tmp_path, monkeypatch):
-    import lightning_rollout.monitor.step as logging_maps
+    import lightning_rollout.monitor.step as step
 
     seen = []
-    real = logging_maps.tasks.captions
-    monkeypatch.setattr(logging_maps.tasks, "captions", lambda *args, **kw: seen.append(real(*args, **kw)) or seen[-1])
+    real = step.captions
+    monkeypatch.setattr(step, "captions", lambda *args, **kw: seen.append(real(*args, **kw)) or seen[-1])
     callback = AttentionRolloutCallback(
         task="multilabel", num_samples=2, class_names=CLASSES, faithfulness_steps=0, mean=[0.0] * 3, std=[1.0] * 3,
     )
@@ -164,12 +164,12 @@ class DictOutputViT(MultiLabelViT):
 
 
 def test_callable_target_on_a_dict_output_explains_its_score(tmp_path, monkeypatch):
-    import lightning_rollout.monitor.step as logging_maps
+    import lightning_rollout.monitor.step as step
     from lightning_rollout.targets import EmbeddingSimilarity
 
     seen = []
-    real = logging_maps.tasks.captions
-    monkeypatch.setattr(logging_maps.tasks, "captions", lambda *args, **kw: seen.append(real(*args, **kw)) or seen[-1])
+    real = step.captions
+    monkeypatch.setattr(step, "captions", lambda *args, **kw: seen.append(real(*args, **kw)) or seen[-1])
     pl.seed_everything(0)
     references = torch.randn(2, 16, generator=torch.Generator().manual_seed(0))
     target = EmbeddingSimilarity(references, index=1)  # the callback may run any subset of the samples

@@ -80,7 +80,7 @@ def test_fit_with_compiled_model_same_graphs_same_weights_eager_maps(tmp_path, c
         eager = eager.model
     images = callback.fixed_batch.images
     for method in ALL_METHODS:
-        label, maps, _ = callback._map_log.history[method][-1]
+        label, maps, _ = callback.history.columns(method)[-1]
         assert label == "e1 s8"
         expected = explain(eager, images, method, target=callback.fixed_batch.labels)
         torch.testing.assert_close(maps, expected, rtol=1e-5, atol=1e-5)

@@ -41,7 +41,7 @@ def test_classes_and_names_come_from_the_folders_and_reach_the_captions(tmp_path
     assert data.num_classes == 3 and data.class_names == ["one", "seven", "three"]
     callback = AttentionRolloutCallback(num_samples=3, faithfulness_steps=0)
     _fit(root, 3, [callback])
-    assert callback._class_names == ["one", "seven", "three"]
+    assert callback.maps.class_names == ["one", "seven", "three"]
     assert callback.fixed_batch.labels.tolist() == [0, 1, 2], "spread over the sorted folders"
     labels = [label for _, labels in data.val_dataloader() for label in labels.tolist()]
     assert labels == [0, 1, 2] * 4, "validation batches interleave the classes"

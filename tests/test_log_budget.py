@@ -87,7 +87,7 @@ def test_each_method_logs_under_a_megabyte_per_epoch_and_the_state_stops_growing
         assert film[0].height == film[-1].height and film[9].width == film[-1].width
         # 8 rows of 128-px cells (the 224-px inputs downscaled) under a label strip each
         assert 8 * 128 < film[-1].height < 8 * (128 + 40)
-        columns = callback._map_log.history[method]
+        columns = callback.history.columns(method)
         assert [label for label, *_ in columns][0] == "init" and columns[-1][0] == "e12 s13" and len(columns) == 10
     # The state holds the batch plus 10 columns per method: flat once the filmstrip is full.
     assert abs(states[-1] - states[-4]) < 100 and states[-1] > states[0] + 8 * 14 * 14 * 4
@@ -126,14 +126,14 @@ def test_resume_shows_the_same_filmstrip(tmp_path):
     trainer.save_checkpoint(path)
     resumed = AttentionRolloutCallback(**options)
     trainer = run(6, resumed, ckpt_path=path, name="b")
-    labels = [label for label, *_ in resumed._map_log.history["rollout"]]
-    assert labels == [label for label, *_ in straight._map_log.history["rollout"]]
+    labels = [label for label, *_ in resumed.history.columns("rollout")]
+    assert labels == [label for label, *_ in straight.history.columns("rollout")]
     assert labels[0] == "init" and labels[-1] == "e5 s24" and len(labels) == 3
-    positions = [position for *_, position in resumed._map_log.history["rollout"]]
-    assert positions == [position for *_, position in straight._map_log.history["rollout"]]
+    positions = [position for *_, position in resumed.history.columns("rollout")]
+    assert positions == [position for *_, position in straight.history.columns("rollout")]
     # The columns from before the checkpoint come back from the state, maps and all.
-    before = {label: maps for label, maps, _ in first._map_log.history["rollout"]}
-    for label, maps, _ in resumed._map_log.history["rollout"]:
+    before = {label: maps for label, maps, _ in first.history.columns("rollout")}
+    for label, maps, _ in resumed.history.columns("rollout"):
         if label in before:
             torch.testing.assert_close(maps, before[label])
     assert len(glob.glob(os.path.join(trainer.logger.log_dir, "events.*"))) == 1
@@ -143,6 +143,7 @@ def test_wandb_and_mlflow_sinks_keep_the_same_budget(tmp_path):
     """The largest pictures of a full filmstrip at 224 px, through the W&B and MLflow sinks' encoders."""
     from lightning_rollout.rendering.images import fit_display_images, to_display_images
     from lightning_rollout.monitor import tasks
+    from lightning_rollout.monitor.captions import captions
     from lightning_rollout.rendering.figures import render_filmstrips, render_samples
     from lightning_rollout.sinks import MLflowImageSink, WandbImageSink
 
@@ -152,9 +153,9 @@ def test_wandb_and_mlflow_sinks_keep_the_same_budget(tmp_path):
     history = [(f"e{i}", torch.rand(8, 14, 14, generator=generator)) for i in range(10)]
     classes = torch.arange(8) % 4
     scores = torch.rand(8, 4, generator=generator).softmax(-1)
-    labels = tasks.captions("multiclass", tasks.Panels(torch.arange(8), classes), classes, scores, None)
+    labels = captions("multiclass", tasks.Panels(torch.arange(8), classes), classes, scores, None)
     pictures = [render_samples(display, history[-1][1], labels, "jet", 0.5),
-                render_filmstrips(display, history, "jet", 0.5, 10)]
+                render_filmstrips(display, history, "jet", 0.5)]
 
     sizes = {"mlflow": 0, "wandb": 0}
 

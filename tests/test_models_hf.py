@@ -253,7 +253,7 @@ def test_maps_equal_those_over_transformers_eager_attention(name, monkeypatch):
     model = model_for(name)
     images = _images()
     ours = {method: explain(model, images, method) for method in ("rollout", "grad_rollout", "chefer")}
-    monkeypatch.setattr("lightning_rollout.models.hf.ATTENTION_IMPLEMENTATION", "eager")
+    monkeypatch.setattr("lightning_rollout.models.hf.attention.ATTENTION_IMPLEMENTATION", "eager")
     for method, maps in ours.items():
         assert torch.equal(maps, explain(model, images, method)), method
 

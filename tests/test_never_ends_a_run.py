@@ -9,10 +9,10 @@ import timm
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-import lightning_rollout.monitor.step as logging_maps
+import lightning_rollout.monitor.side_pass as side_pass
 from lightning_helpers import RandomScenes, make_module_class, make_trainer, read_events
 from lightning_rollout import AttentionRolloutCallback, explain
-from lightning_rollout.rendering.figures import faithfulness_scalars
+from lightning_rollout.monitor.scalars import faithfulness_scalars
 
 Module = make_module_class(pl.LightningModule)
 
@@ -84,6 +84,39 @@ def test_multi_hot_labels_with_target_prediction_are_logged(tmp_path):
     assert _steps(trainer) == [0, 8]
 
 
+def _raise(error):
+    raise error
+
+
+def _transform_fails(images):
+    raise RuntimeError("input_transform broke")
+
+
+def _target_fails(output):
+    raise RuntimeError("target broke")
+
+
+@pytest.mark.parametrize(
+    "callback, patched, match",
+    [
+        (dict(input_transform=_transform_fails), None, "RuntimeError: input_transform broke"),
+        (dict(methods=["grad_rollout"], target=_target_fails), None, "RuntimeError: target broke"),
+        (dict(), RuntimeError("the engine broke"), "RuntimeError: the engine broke"),
+        (dict(), torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)"), "OutOfMemoryError: CUDA out of memory"),
+    ],
+    ids=["input_transform", "target", "engine", "out-of-memory"],
+)
+def test_without_sanity_check_any_failure_of_the_first_trial_warns_and_training_goes_on(
+    tmp_path, monkeypatch, callback, patched, match
+):
+    if patched is not None:
+        monkeypatch.setattr(side_pass, "explain_with", lambda *args, **kwargs: _raise(patched))
+    trainer = _trainer(tmp_path, [AttentionRolloutCallback(**callback)], num_sanity_val_steps=0)
+    with pytest.warns(UserWarning, match=r"logs nothing in this run: Traceback[\s\S]*" + match):
+        trainer.fit(Module())
+    assert trainer.current_epoch == 2, "training went on"
+
+
 def test_without_sanity_check_an_unusable_batch_warns_and_training_goes_on(tmp_path):
     trainer = _trainer(tmp_path, [AttentionRolloutCallback()], num_sanity_val_steps=0)
     with pytest.warns(UserWarning, match=r"logs nothing in this run: `task`='multiclass' needs class indices"):
@@ -93,15 +126,15 @@ def test_without_sanity_check_an_unusable_batch_warns_and_training_goes_on(tmp_p
 
 def test_a_failing_logging_step_warns_and_training_goes_on(tmp_path, monkeypatch):
     calls = {"n": 0}
-    real_explain_many = logging_maps.explain_many
+    real_explain_with = side_pass.explain_with
 
     def fails_once(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 3:  # 1: the trial when the batch is kept, 2: the initial maps, 3: epoch 0
             raise RuntimeError("the model changed")
-        return real_explain_many(*args, **kwargs)
+        return real_explain_with(*args, **kwargs)
 
-    monkeypatch.setattr(logging_maps, "explain_many", fails_once)
+    monkeypatch.setattr(side_pass, "explain_with", fails_once)
     trainer = _trainer(tmp_path, [AttentionRolloutCallback()])
     with pytest.warns(UserWarning, match=r"at step 4 failed \(RuntimeError: the model changed\); this time's pictures"):
         trainer.fit(Module())
@@ -111,25 +144,25 @@ def test_a_failing_logging_step_warns_and_training_goes_on(tmp_path, monkeypatch
 
 def test_out_of_memory_retries_in_smaller_chunks(tmp_path, monkeypatch):
     sizes = []
-    real_explain_many = logging_maps.explain_many
+    real_explain_with = side_pass.explain_with
 
     def small_memory(model, images, *args, **kwargs):
         sizes.append(images.shape[0])
         if images.shape[0] > 2:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real_explain_many(model, images, *args, **kwargs)
+        return real_explain_with(model, images, *args, **kwargs)
 
-    monkeypatch.setattr(logging_maps, "explain_many", small_memory)
+    monkeypatch.setattr(side_pass, "explain_with", small_memory)
     callback = AttentionRolloutCallback(methods=["grad_rollout"], num_samples=6, faithfulness_steps=4)
     module = Module()
     trainer = _trainer(tmp_path, [callback], max_epochs=1)
     trainer.fit(module)
     assert sizes[:4] == [1, 6, 3, 2], "the trial, then the batch of 6, halved to 3, then 2"
-    _, maps, _ = callback._map_log.history["grad_rollout"][-1]
+    _, maps, _ = callback.history.columns("grad_rollout")[-1]
     batch = callback.fixed_batch
     torch.testing.assert_close(maps, explain(module, batch.images, "grad_rollout", target=batch.labels))
     # The chunks' AUCs, weighted by chunk size, are the whole batch's.
     with torch.no_grad():
-        whole = faithfulness_scalars(module.eval(), batch.images, maps, batch.labels, 4, callback.faithfulness_baseline)
+        whole = faithfulness_scalars(module.eval(), batch.images, maps, batch.labels, 4, callback.settings.faithfulness_baseline)
     chunked = read_events(trainer.logger.log_dir).Scalars("attention/grad_rollout/deletion_auc")[-1].value
     assert chunked == pytest.approx(whole["deletion_auc"], abs=1e-5)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_rollout.rendering.images import (
+from lightning_rollout.rendering import (
     BACKGROUND,
     GAP,
     blend,

@@ -4,6 +4,8 @@ import pytest
 import torch
 
 from lightning_rollout.monitor import tasks
+from lightning_rollout.monitor.captions import captions
+from lightning_rollout.monitor.scalars import discrimination
 from lightning_rollout.targets import RegressionOutput
 
 
@@ -26,7 +28,7 @@ def test_multiclass_panels_one_per_sample():
     assert by_prediction.classes is None and by_prediction.target("prediction", torch.device("cpu")) is None
     assert by_prediction.with_predictions(scores).classes.tolist() == [1, 0]
     assert by_label.with_predictions(scores) is by_label
-    assert tasks.captions("multiclass", by_label, labels, scores, None, ["a", "b", "c"]) == [
+    assert captions("multiclass", by_label, labels, scores, None, ["a", "b", "c"]) == [
         ["true: c", "pred: b (0.70)"],
         ["true: a", "pred: a (0.60)"],
     ]
@@ -39,7 +41,7 @@ def test_multilabel_panels_per_positive_label_with_cap():
     assert result.samples.tolist() == [0, 0, 1] and result.classes.tolist() == [0, 2, 1]
     assert result.target("label", torch.device("cpu")).tolist() == [0, 2, 1]
     names = ["red", "green", "blue", "yellow"]
-    assert tasks.captions("multilabel", result, labels, scores[result.samples], None, names) == [
+    assert captions("multilabel", result, labels, scores[result.samples], None, names) == [
         ["red (0.90)", "true: red, blue, yellow"],
         ["blue (0.60)", "true: red, blue, yellow"],
         ["green (0.80)", "true: green"],
@@ -55,10 +57,10 @@ def test_label_free_and_callable_panels():
     assert result.samples.tolist() == [0, 1, 2] and result.classes is None
     assert result.target(target, torch.device("cpu")) is target
     assert tasks.panels("none", "label", 3, None, None, 2).target("label", torch.device("cpu")) is None
-    assert tasks.captions("none", result, None, None, torch.tensor([0.5, -1.25, 3.0])) == [
+    assert captions("none", result, None, None, torch.tensor([0.5, -1.25, 3.0])) == [
         ["target: 0.5"], ["target: -1.25"], ["target: 3"]
     ]
-    assert tasks.captions("none", result, None, None, None) == [[], [], []]
+    assert captions("none", result, None, None, None) == [[], [], []]
 
 
 def test_panel_masks():
@@ -86,11 +88,11 @@ def test_discrimination_over_panels_with_another_class():
     maps = torch.tensor([[[1.0, 0.0], [0.0, 0.0]], [[1.0, 0.0], [0.0, 0.0]], [[1.0, 0.0], [0.0, 0.0]]])
     # Panel 0 explains class 0 and looks at it: 1; panel 1 explains class 2 but looks at class 0: 0; panel 2's
     # scene has one class, so it does not count.
-    assert tasks.discrimination(maps, masks, labels, result) == 0.5
+    assert discrimination(maps, masks, labels, result) == 0.5
     maps[1] = torch.tensor([[0.0, 0.0], [0.0, 2.0]])
-    assert tasks.discrimination(maps, masks, labels, result) == 1.0
-    assert tasks.discrimination(maps, masks.amax(dim=1), labels, result) is None
-    assert tasks.discrimination(maps[2:], masks, labels, tasks.Panels(torch.tensor([1]), torch.tensor([1]))) is None
+    assert discrimination(maps, masks, labels, result) == 1.0
+    assert discrimination(maps, masks.amax(dim=1), labels, result) is None
+    assert discrimination(maps[2:], masks, labels, tasks.Panels(torch.tensor([1]), torch.tensor([1]))) is None
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from torch import nn
 from typing_extensions import override
 
 from lightning_rollout.callbacks.loggers import image_sinks, metrics_logger, runtime_of
+from lightning_rollout.core.checks import check_int
 from lightning_rollout.core.distributed import is_sharded
 from lightning_rollout.core.namespaces import callback_bases
 from lightning_rollout.core.outputs import OutputKey
@@ -17,6 +18,7 @@ from lightning_rollout.engine.options import ExplainOptions
 from lightning_rollout.monitor.batch import BatchKey, FixedBatch
 from lightning_rollout.monitor.history import FilmstripHistory
 from lightning_rollout.monitor.settings import MonitorSettings
+from lightning_rollout.monitor.notices import short_traceback
 from lightning_rollout.monitor.step import MapLogger
 
 
@@ -148,6 +150,7 @@ class AttentionRolloutCallback(*callback_bases()):  # type: ignore[misc]  (one b
         image_format: str = "jpeg",
         sample_selection: str = "per_class",
     ) -> None:
+        check_int("every_n_epochs", every_n_epochs, 1)  # the settings' `every_n`, named as this callback names it
         self.settings = MonitorSettings(
             methods=methods,
             explain=ExplainOptions(
@@ -185,6 +188,17 @@ class AttentionRolloutCallback(*callback_bases()):  # type: ignore[misc]  (one b
         )
         self.maps = MapLogger(self.settings, type(self).__name__)
         self._sinks: Optional[list] = None  # one per logger, made at the first logging step
+
+    def __getattr__(self, name: str) -> Any:
+        """Each argument read back by its name (`callback.num_samples`), from the checked settings."""
+        settings = self.__dict__.get("settings")
+        if settings is not None:
+            if name == "every_n_epochs":
+                return settings.every_n
+            for bundle in (settings, settings.explain):
+                if name in bundle.__dataclass_fields__:
+                    return getattr(bundle, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
     @override
@@ -314,9 +328,9 @@ class AttentionRolloutCallback(*callback_bases()):  # type: ignore[misc]  (one b
         self.maps.log(runtime_of(trainer, pl_module), model, sinks, metrics_logger(trainer), step, label, root)
 
     def _collect(self, trainer: Any, pl_module: nn.Module, batch: Any, dataloader_idx: int) -> None:
-        """Hands `batch` to the keeper and checks the first samples kept. Bad input found before training
-        raises; anything found after training began (no sanity check), or any other failure, warns and the
-        callback stays idle."""
+        """Hands `batch` to the keeper and checks the first samples kept. A failure before training (the sanity
+        check) raises; after training began (no sanity check) any failure, out-of-memory included, warns
+        with its cause and the callback stays idle."""
         keeper = self.maps.keeper
         first = keeper.batch is None
         try:
@@ -325,10 +339,10 @@ class AttentionRolloutCallback(*callback_bases()):  # type: ignore[misc]  (one b
                 # The trial needs a logger, and an unsharded model (otherwise every rank would have to join).
                 trial = bool(trainer.loggers) and not is_sharded(trainer.strategy.model or pl_module)
                 self.maps.check_first_batch(runtime_of(trainer, pl_module), pl_module if trial else None)
-        except Exception as error:  # noqa: BLE001  (after setup, a failure never ends the run)
-            before_training = trainer.state.fn == "fit" and trainer.global_step == 0
-            if isinstance(error, ValueError) and (before_training or trainer.state.fn != "fit"):
-                raise
+        except Exception as error:  # noqa: BLE001  (once training has begun, a failure never ends the run)
+            if trainer.state.fn != "fit" or trainer.global_step == 0:
+                raise  # before training (the sanity check), or outside fit: a clear error costs no training
             keeper.stop()
-            self.maps.warn("unusable", f"logs nothing in this run: {type(error).__name__}: {error}")
+            cause = str(error) if isinstance(error, ValueError) else short_traceback(error)
+            self.maps.warn("unusable", f"logs nothing in this run: {cause}")
 

@@ -5,7 +5,6 @@ settings as one frozen `ExplainOptions`, checked once when it is made.
 """
 
 from dataclasses import dataclass, field, fields
-from types import MappingProxyType
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from torch import nn
@@ -69,7 +68,7 @@ class ExplainOptions:
         check_method_options(self.method_options)
         if self.grid_size is not None:
             object.__setattr__(self, "grid_size", (int(self.grid_size[0]), int(self.grid_size[1])))
-        object.__setattr__(self, "method_options", MappingProxyType(dict(self.method_options)))
+        object.__setattr__(self, "method_options", dict(self.method_options))
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> "ExplainOptions":

@@ -16,7 +16,7 @@ tensor dropped in ``finally``, also when the forward raises.
 
 from contextlib import ExitStack, nullcontext
 from functools import partial
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Type
 
 import torch
 from torch import Tensor, nn

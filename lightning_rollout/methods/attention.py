@@ -13,7 +13,7 @@ from torch import Tensor
 
 from lightning_rollout.methods.base import Method, grid_of, register_method
 from lightning_rollout.methods.core import fuse_heads
-from lightning_rollout.models.base import Readout
+from lightning_rollout.models.readout import Readout
 
 
 def attention_per_head_scores(attention: Tensor, readout: Readout) -> Tensor:

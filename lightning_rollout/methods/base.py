@@ -26,7 +26,8 @@ from torch import Tensor, nn
 
 from lightning_rollout.core.geometry import TokenGeometry
 from lightning_rollout.methods.core import tokens_to_grid
-from lightning_rollout.models.base import Layout, ModelAdapter, Readout
+from lightning_rollout.models.base import Layout, ModelAdapter
+from lightning_rollout.models.readout import Readout
 
 
 @dataclass

@@ -14,14 +14,8 @@ Example::
         ...
 """
 
-from lightning_rollout.models.base import (
-    AttentionSink,
-    ModelAdapter,
-    Readout,
-    UnsupportedModelError,
-    patch_mean_readout,
-    token_readout,
-)
+from lightning_rollout.models.base import AttentionSink, ModelAdapter, UnsupportedModelError
+from lightning_rollout.models.readout import Readout, patch_mean_readout, token_readout
 from lightning_rollout.models.registry import find_adapter, register_adapter, registered_adapters, unregister_adapter
 
 __all__ = [

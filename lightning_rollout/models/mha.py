@@ -29,7 +29,8 @@ from torch import Tensor, nn
 
 from lightning_rollout.core.geometry import TokenGeometry
 from lightning_rollout.models.registry import register_adapter
-from lightning_rollout.models.base import AttentionSink, ModelAdapter, Readout, UnsupportedModelError, token_readout
+from lightning_rollout.models.base import AttentionSink, ModelAdapter, UnsupportedModelError
+from lightning_rollout.models.readout import Readout, token_readout
 from lightning_rollout.models.layer_input import layer_input
 
 

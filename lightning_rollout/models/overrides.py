@@ -15,11 +15,15 @@ from torch import Tensor, nn
 from lightning_rollout.core.hooks import fused_attention_disabled, require_modules
 from lightning_rollout.core.geometry import TokenGeometry, check_overrides, check_grid_size
 from lightning_rollout.models.registry import find_adapter
-from lightning_rollout.models.base import AttentionSink, ModelAdapter, Readout, enclosing_blocks
+from lightning_rollout.models.base import AttentionSink, ModelAdapter, enclosing_blocks
+from lightning_rollout.models.readout import Readout
 
 
 class OverriddenAdapter(ModelAdapter):
     """An adapter whose answers are the user's overrides where given, the found adapter's elsewhere.
+
+    It answers every question of the `ModelAdapter` protocol: each one an override does not touch (the
+    input channels, the classes, the data config, the head, ...) is the found adapter's answer.
 
     Args:
         model: the user's model.
@@ -147,6 +151,27 @@ class OverriddenAdapter(ModelAdapter):
 
     def data_config(self) -> dict:
         return {} if self.found is None else self.found.data_config()
+
+    def input_channels(self) -> Optional[int]:
+        return super().input_channels() if self.found is None else self.found.input_channels()
+
+    def num_classes(self) -> Optional[int]:
+        return super().num_classes() if self.found is None else self.found.num_classes()
+
+    def attention_from_output(self, module: nn.Module, output) -> Tensor:
+        if self.attention_pattern is not None or self.found is None:
+            return super().attention_from_output(module, output)
+        return self.found.attention_from_output(module, output)
+
+    def gradcam_activation(self, output) -> Tensor:
+        if self.gradcam_pattern is not None or self.found is None:
+            return super().gradcam_activation(output)
+        return self.found.gradcam_activation(output)
+
+    def gradcam_layout(self, activation: Tensor, fill: float) -> Tensor:
+        if self.gradcam_pattern is not None or self.found is None:
+            return super().gradcam_layout(activation, fill)
+        return self.found.gradcam_layout(activation, fill)
 
 
 def resolve_adapter(

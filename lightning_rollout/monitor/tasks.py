@@ -14,7 +14,7 @@ A callable ``target`` (see :mod:`lightning_rollout.targets`) explains one panel 
 """
 
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 from torch import Tensor

@@ -7,10 +7,10 @@ bare input with a caption saying so, never as a flat overlay.
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
-import torch
 from torch import Tensor
 
-from lightning_rollout.rendering.images import blend, colorize_maps, render_filmstrip, render_grid, render_panel
+from lightning_rollout.rendering.images import blend, colorize_maps
+from lightning_rollout.rendering.layout import render_filmstrip, render_grid, render_panel
 
 
 def constant_maps(maps: Tensor) -> Tensor:

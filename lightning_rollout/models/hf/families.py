@@ -1,0 +1,118 @@
+"""Each Hugging Face vision family in one table: what its head reads (the read-out of relevance maps) and the
+head itself applied to a block's tokens (LeGrad), keyed by the model class.
+
+A class not in the table reads the class token and has no head to apply (a bare encoder such as `ViTModel`).
+"""
+
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Optional
+
+import torch
+from torch import Tensor, nn
+
+from lightning_rollout.core.geometry import TokenGeometry
+from lightning_rollout.models.readout import Readout, patch_mean_readout, token_readout
+
+ReadoutRule = Callable[[TokenGeometry, Any], Optional[Readout]]
+"""`rule(geometry, config)`: the read-out, or `None` for the class token."""
+HeadRule = Callable[[nn.Module], Callable[[Tensor], Tensor]]
+"""`rule(model)`: the model's head as a function of a block's tokens `(B, N, C)`."""
+
+GLOBAL_ATTENTION = {"vit", "deit", "beit", "dinov2", "dinov2_with_registers", "clip_vision_model", "clip"}
+"""`config.model_type` of the families whose geometry and head the adapter knows."""
+
+SWIN = {"swin", "swinv2"}
+"""Hierarchical families whose last stage Grad-CAM reads."""
+
+TIMM_INSIDE = {"timm_wrapper", "timm_backbone"}
+"""Hugging Face wrappers around a timm model: left to the timm adapters, which find the model inside."""
+
+WHY_NOT: Dict[str, str] = {
+    model_type: "it attends within shifted local windows, and its token grid shrinks between stages"
+    for model_type in ("swin", "swinv2", "donut-swin", "maskformer-swin")
+}
+"""Families without a global token attention, and why."""
+
+
+@dataclass(frozen=True)
+class Family:
+    """How one model class reads its encoder's tokens."""
+
+    readout: ReadoutRule
+    head: Optional[HeadRule] = None
+
+
+def _base(model: nn.Module) -> nn.Module:
+    return getattr(model, model.base_model_prefix)
+
+
+def _class_token(geometry: TokenGeometry, config: Any) -> Optional[Readout]:
+    return None
+
+
+def _patch_mean(geometry: TokenGeometry, config: Any) -> Optional[Readout]:
+    return patch_mean_readout(geometry)
+
+
+def _beit_pooling(geometry: TokenGeometry, config: Any) -> Optional[Readout]:
+    return patch_mean_readout(geometry) if config.use_mean_pooling else None
+
+
+def _normed_class_token_head(model: nn.Module) -> Callable[[Tensor], Tensor]:
+    return lambda tokens: model.classifier(_base(model).layernorm(tokens)[:, 0])
+
+
+def _teacher_head(model: nn.Module) -> Callable[[Tensor], Tensor]:
+    def head(tokens: Tensor) -> Tensor:
+        normed = _base(model).layernorm(tokens)
+        return (model.cls_classifier(normed[:, 0]) + model.distillation_classifier(normed[:, 1])) / 2
+
+    return head
+
+
+def _beit_head(model: nn.Module) -> Callable[[Tensor], Tensor]:
+    return lambda tokens: model.classifier(_base(model).pooler(_base(model).layernorm(tokens)))
+
+
+def _dinov2_head(model: nn.Module) -> Callable[[Tensor], Tensor]:
+    first_patch = 1 + int(getattr(model.config, "num_register_tokens", 0) or 0)
+
+    def head(tokens: Tensor) -> Tensor:
+        normed = _base(model).layernorm(tokens)
+        return model.classifier(torch.cat([normed[:, 0], normed[:, first_patch:].mean(dim=1)], dim=1))
+
+    return head
+
+
+def _clip_classifier_head(model: nn.Module) -> Callable[[Tensor], Tensor]:
+    return lambda tokens: model.classifier(tokens[:, 1:].mean(dim=1))
+
+
+def _clip_projection_head(model: nn.Module) -> Callable[[Tensor], Tensor]:
+    # Gives `image_embeds`: explain with output_key and a similarity target.
+    return lambda tokens: model.visual_projection(model.vision_model.post_layernorm(tokens[:, 0]))
+
+
+FAMILIES: Dict[str, Family] = {
+    "ViTForImageClassification": Family(_class_token, _normed_class_token_head),
+    "DeiTForImageClassification": Family(_class_token, _normed_class_token_head),
+    "DeiTForImageClassificationWithTeacher": Family(
+        lambda geometry, config: token_readout(geometry.num_tokens, (0, 1)), _teacher_head
+    ),
+    "BeitModel": Family(_beit_pooling),
+    "BeitForImageClassification": Family(_beit_pooling, _beit_head),
+    "Dinov2ForImageClassification": Family(
+        lambda geometry, config: patch_mean_readout(geometry, class_weight=0.5), _dinov2_head
+    ),
+    "Dinov2WithRegistersForImageClassification": Family(
+        lambda geometry, config: patch_mean_readout(geometry, class_weight=0.5), _dinov2_head
+    ),
+    "CLIPForImageClassification": Family(_patch_mean, _clip_classifier_head),
+    "CLIPVisionModelWithProjection": Family(_class_token, _clip_projection_head),
+}
+"""Model class name → how it reads its tokens (see the module docstring)."""
+
+
+def family_of(model: nn.Module) -> Family:
+    """The table's row for `model`'s class, or the bare encoder's (class token, no head)."""
+    return FAMILIES.get(type(model).__name__, Family(_class_token))
