@@ -33,11 +33,13 @@ def _attentions_and_grads(model, image, target, need_grads):
 
 
 def _discard(fused, ratio):
+    """vit-explain's count rule: the int(N² ratio) smallest of all N² entries, less entry [0, 0], are zeroed."""
     n = fused.shape[0]
     flat = fused.flatten().clone()
-    order = [i for i in torch.argsort(flat).tolist() if i != 0]
-    for index in order[: int(n * n * ratio)]:
-        flat[index] = 0
+    smallest = torch.argsort(flat, stable=True).tolist()[: int(n * n * ratio)]
+    for index in smallest:
+        if index != 0:
+            flat[index] = 0
     return flat.reshape(n, n)
 
 

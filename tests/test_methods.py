@@ -7,7 +7,6 @@ from lightning_rollout.core.geometry import TokenGeometry
 from lightning_rollout.methods import chefer_layer, grad_rollout_layer, gradcam_tokens, rollout_layer
 from lightning_rollout.methods.core import (
     add_identity_and_normalize,
-    discard_smallest,
     fuse_heads,
     tokens_to_grid,
 )
@@ -40,24 +39,6 @@ def test_identity_then_rows_renormalised():
     # (F + I) / 2 = [[0.5, 0.35], [0, 0.8]] → rows divided by 0.85 and 0.8 (not columns: vit-explain #16)
     expected = torch.tensor([[[0.5 / 0.85, 0.35 / 0.85], [0.0, 1.0]]])
     torch.testing.assert_close(add_identity_and_normalize(after_discard), expected)
-
-
-def test_discard_is_per_sample_and_spares_entry_00():
-    fused = torch.tensor(
-        [
-            [[0.01, 0.5], [0.3, 0.2]],  # [0,0] is the smallest but is kept; 0.2 and 0.3 go
-            [[0.9, 0.1], [0.8, 0.7]],  # its own two smallest: 0.1 and 0.7
-        ]
-    )
-    out = discard_smallest(fused, 0.5)  # int(4 * 0.5) = 2 entries per sample
-    torch.testing.assert_close(out, torch.tensor([[[0.01, 0.5], [0.0, 0.0]], [[0.9, 0.0], [0.8, 0.0]]]))
-    assert fused[0, 1, 0] == 0.3, "input must not be modified"
-
-
-def test_discard_rounds_down_and_zero_ratio_is_identity():
-    fused = torch.rand(2, 3, 3)
-    assert discard_smallest(fused, 0.0) is fused
-    assert int((discard_smallest(fused, 0.2) == 0).sum()) == 2 * 1  # int(9 * 0.2) = 1 per sample
 
 
 def test_rollout_layer_combines_fusion_discard_identity():

@@ -39,7 +39,8 @@ class PassContext:
         adapter: its adapter (where the attention comes from, the geometry, what the head reads).
         geometry: the token geometry of this batch.
         head_fusion: ``"mean"``, ``"max"`` or ``"min"``.
-        discard_ratio: fraction in ``[0, 1)`` of each layer's smallest fused entries zeroed per sample.
+        discard_ratio: fraction in ``[0, 1)`` of each layer's ``N²`` fused entries taken as the smallest and
+            zeroed per sample, entry ``[0, 0]`` excepted.
         options: every registered method's own options (:attr:`Method.options`), defaults filled in.
         readout: what the head reads; set after the forward, before any backward.
     """

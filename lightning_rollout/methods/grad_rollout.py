@@ -16,7 +16,8 @@ def grad_rollout_layer(attention: Tensor, gradient: Tensor, discard_ratio: float
     Args:
         attention: ``(B, heads, N, N)`` post-softmax attention.
         gradient: ``(B, heads, N, N)`` gradient of the target score with respect to ``attention``.
-        discard_ratio: fraction in ``[0, 1)`` of the smallest fused entries zeroed per sample.
+        discard_ratio: fraction in ``[0, 1)`` of the ``N²`` fused entries taken as the smallest and zeroed, per
+            sample, entry ``[0, 0]`` excepted (``discard_smallest``).
 
     Returns:
         ``(B, N, N)`` float32 row-stochastic factor.

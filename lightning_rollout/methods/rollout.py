@@ -15,7 +15,8 @@ def rollout_layer(attention: Tensor, head_fusion: str, discard_ratio: float) -> 
     Args:
         attention: ``(B, heads, N, N)`` post-softmax attention.
         head_fusion: ``"mean"``, ``"max"`` or ``"min"``.
-        discard_ratio: fraction in ``[0, 1)`` of the smallest fused entries zeroed per sample.
+        discard_ratio: fraction in ``[0, 1)`` of the ``N²`` fused entries taken as the smallest and zeroed, per
+            sample, entry ``[0, 0]`` excepted (``discard_smallest``).
 
     Returns:
         ``(B, N, N)`` float32 ``A`` with ``R = A_L ⋯ A_1``.
