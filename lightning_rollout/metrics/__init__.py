@@ -4,7 +4,7 @@ model-randomisation sanity check.
 - :mod:`~lightning_rollout.metrics.localisation`: energy in the mask, pointing game, entropy, and class
   discrimination on scenes of several classes (need masks, except the entropy).
 - :mod:`~lightning_rollout.metrics.faithfulness`: deletion and insertion AUCs (need the model, no masks).
-- `lightning_rollout.metrics.saco`: SaCo, whether the amounts of salience a map gives pixel groups match
+- `lightning_rollout.metrics.saco_score`: SaCo, whether the amounts of salience a map gives pixel groups match
   the drops of the prediction when each group is removed (Wu et al. 2024; needs the model, no masks).
 - :mod:`~lightning_rollout.metrics.randomisation`: rank correlation between maps, and a re-initialised copy
   of a model (Adebayo et al. 2018).
@@ -20,7 +20,7 @@ from lightning_rollout.metrics.localisation import (
     pointing_game,
 )
 from lightning_rollout.metrics.randomisation import randomized_copy, rank_correlation
-from lightning_rollout.metrics.saco import saco
+from lightning_rollout.metrics.saco_score import saco
 
 __all__ = [
     "class_discrimination",

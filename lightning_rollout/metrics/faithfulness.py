@@ -103,14 +103,20 @@ def pixel_ranks(maps: Tensor, image_size: Tuple[int, int]) -> Tensor:
     return ranks
 
 
-def _logits(output: Any, output_key: OutputKey) -> Tensor:
+def class_logits(output: Any, output_key: OutputKey) -> Tensor:
+    """The selected output as class logits `(B, num_classes)`.
+
+    Raises:
+        ValueError: when the selection is not 2-D.
+    """
     logits = select_output(output, output_key)
     if logits.dim() != 2:
         raise ValueError(f"the model must return logits of shape (B, num_classes), got {tuple(logits.shape)}")
     return logits
 
 
-def _check_inputs(images: Tensor, maps: Tensor, target: Target) -> None:
+def check_perturbation_inputs(images: Tensor, maps: Tensor, target: Target) -> None:
+    """Raises unless `images` `(B, C, H, W)`, finite `maps` `(B, h, w)` and `target` fit together."""
     check_images(images)
     if not isinstance(maps, Tensor) or maps.dim() != 3 or maps.shape[0] != images.shape[0]:
         got = tuple(maps.shape) if isinstance(maps, Tensor) else type(maps).__name__
@@ -155,7 +161,7 @@ def perturbation_curves(
     Raises:
         ValueError: on a bad argument or a model that does not return 2-D logits.
     """
-    _check_inputs(images, maps, target)
+    check_perturbation_inputs(images, maps, target)
     check_int("steps", steps, 1)
     if activation not in ACTIVATIONS:
         raise ValueError(f"`activation` must be one of {list(ACTIVATIONS)}, got {activation!r}")
@@ -170,14 +176,14 @@ def perturbation_curves(
     scores = torch.empty(batch, steps + 1, 2, device=images.device)
     with preserved_rng(images.device), eval_mode(model):
         if target is None:
-            target = _logits(model(images), output_key).argmax(dim=-1)
+            target = class_logits(model(images), output_key).argmax(dim=-1)
         target = torch.as_tensor(target, device=images.device).long().expand(batch)
         for chunk in jobs.split(batch_size):
             sample, step, curve = chunk.unbind(dim=1)
             revealed = ranks[sample] < counts[step][:, None]  # the first k pixels of the order
             take_image = torch.where(curve[:, None] == 0, ~revealed, revealed).view(-1, 1, height, width)
             perturbed = torch.where(take_image, images[sample], reference[sample])
-            logits = _logits(model(perturbed), output_key).float()
+            logits = class_logits(model(perturbed), output_key).float()
             if int(target.min()) < 0 or int(target.max()) >= logits.shape[1]:
                 raise ValueError(f"`target` values must be in [0, {logits.shape[1]}), got {target.tolist()}")
             probabilities = logits.softmax(dim=-1) if activation == "softmax" else logits.sigmoid()

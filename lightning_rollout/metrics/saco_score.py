@@ -24,9 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_rollout.capture import eval_mode, preserved_rng
-from lightning_rollout.checks import OutputKey, Target, check_int
-from lightning_rollout.metrics.faithfulness import ACTIVATIONS, _check_inputs, _logits
+from lightning_rollout.core.hooks import eval_mode, preserved_rng
+from lightning_rollout.core.checks import check_int
+from lightning_rollout.core.outputs import OutputKey, Target
+from lightning_rollout.metrics.faithfulness import ACTIVATIONS, check_perturbation_inputs, class_logits
 
 __all__ = ["saco"]
 
@@ -129,7 +130,7 @@ def saco(
         maps = explain(model, images, "chefer", target=labels)
         faithfulness = saco(model, images, maps, labels, groups=10, batch_size=256).mean()
     """
-    _check_inputs(images, maps, target)
+    check_perturbation_inputs(images, maps, target)
     batch, _, height, width = images.shape
     if maps.shape[1] > height or maps.shape[2] > width:
         raise ValueError(
@@ -150,13 +151,13 @@ def saco(
     probability = torch.empty(batch, groups, device=images.device)
     with preserved_rng(images.device), eval_mode(model):
         if target is None:
-            target = torch.cat([_logits(model(part), output_key).argmax(dim=-1) for part in images.split(chunk_size)])
+            target = torch.cat([class_logits(model(part), output_key).argmax(dim=-1) for part in images.split(chunk_size)])
         target = torch.as_tensor(target, device=images.device).long().expand(batch)
         for chunk in jobs.split(chunk_size):
             sample, group = chunk.unbind(dim=1)
             replaced = (group_of_pixel[sample] == group[:, None]).view(-1, 1, height, width)
             perturbed = torch.where(replaced, fill[sample], images[sample])
-            logits = _logits(model(perturbed), output_key).float()
+            logits = class_logits(model(perturbed), output_key).float()
             if int(target.min()) < 0 or int(target.max()) >= logits.shape[1]:
                 raise ValueError(f"`target` values must be in [0, {logits.shape[1]}), got {target.tolist()}")
             probabilities = logits.softmax(dim=-1) if activation == "softmax" else logits.sigmoid()
