@@ -17,7 +17,8 @@ from PIL import Image
 
 from lightning_helpers import read_events
 from lightning_rollout import AttentionRolloutCallback, explain
-from lightning_rollout.cli.commands import HEAD_FUSION_NAMES, METHOD_NAMES, main
+from lightning_rollout.cli import main
+from lightning_rollout.cli.parser import HEAD_FUSION_NAMES, METHOD_NAMES
 from lightning_rollout.demo import SyntheticScenes, SyntheticScenesDataModule, TimmClassifier
 from lightning_rollout.rendering.images import to_display_images
 from lightning_rollout.rendering.figures import overlays
