@@ -14,13 +14,16 @@ import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from PIL import Image
+from torch.utils.data import DataLoader, Subset
 
 from lightning_helpers import read_events
 from lightning_rollout import AttentionRolloutCallback, explain
 from lightning_rollout.cli import main
+from lightning_rollout.cli.replay_cmd import keep_samples, replay_runtime, validation_batches
 from lightning_rollout.cli.parser import HEAD_FUSION_NAMES, METHOD_NAMES
 from lightning_rollout.demo import SyntheticScenes, SyntheticScenesDataModule, TimmClassifier
 from lightning_rollout.rendering.images import to_display_images
+from lightning_rollout.monitor.step import MapLogger
 from lightning_rollout.rendering.figures import overlays
 
 CLASS_NAMES = ["red", "green", "blue"]
@@ -293,3 +296,84 @@ def test_explain_plain_state_dict_with_a_timm_name(image_files, tmp_path, layout
     with Image.open(tmp_path / "a_rollout.png") as png:
         pixels = np.asarray(png)
     np.testing.assert_array_equal(pixels[:: pixels.shape[0] // 32, :: pixels.shape[0] // 32], expected)
+
+
+class ClassSortedScenes(SyntheticScenesDataModule):
+    """The demo scenes with the validation set sorted by class: every sample of class 0 first, then class 1..."""
+
+    def val_dataloader(self):
+        order = sorted(range(len(self.val_set)), key=lambda index: self.val_set[index][1])
+        return DataLoader(Subset(self.val_set, order), batch_size=self.batch_size)
+
+
+SORTED_DATA = dict(image_size=32, num_classes=3, num_train=4, num_val=24, batch_size=4)
+SORTED_CALLBACK = dict(methods=["rollout"], num_samples=6, log_initial_maps=False, mean=[0.5] * 3, std=[0.5] * 3)
+
+
+def test_replay_keeps_the_samples_the_callback_keeps_on_a_class_sorted_validation_set(tmp_path):
+    """The sanity check (2 batches of 4) meets class 0 only: the callback waits for the first validation
+    epoch and spreads its 6 samples over the 3 classes; replay must keep the same, not six of class 0."""
+    data = ClassSortedScenes(**SORTED_DATA)
+    sanity_labels = [label for _, labels, _ in list(data.val_dataloader())[:2] for label in labels.tolist()]
+    assert set(sanity_labels) == {0}, "the test needs a sanity check that meets one class"
+    pl.seed_everything(0)
+    callback = AttentionRolloutCallback(**SORTED_CALLBACK)
+    trainer = pl.Trainer(
+        accelerator="cpu", max_epochs=1, logger=TensorBoardLogger(str(tmp_path), name="live", version=""),
+        callbacks=[callback, ModelCheckpoint(dirpath=str(tmp_path / "checkpoints"))], enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(TimmClassifier(**MODEL), datamodule=data)
+    assert callback.fixed_batch.labels.tolist() == [0, 1, 2, 0, 1, 2]
+
+    config = {
+        "seed_everything": 0,
+        "trainer": {"accelerator": "cpu", "max_epochs": 1, "callbacks": [
+            {"class_path": "lightning_rollout.AttentionRolloutCallback", "init_args": SORTED_CALLBACK}]},
+        "model": {"class_path": "lightning_rollout.demo.TimmClassifier", "init_args": MODEL},
+        "data": {"class_path": f"{__name__}.ClassSortedScenes", "init_args": SORTED_DATA},
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    (checkpoint,) = (tmp_path / "checkpoints").iterdir()
+    log_dir = tmp_path / "replay"
+    assert main(["replay", str(checkpoint), "--config", str(tmp_path / "config.yaml"), "--log-dir", str(log_dir)]) == 0
+    ours, theirs = read_events(str(log_dir)).Images("attention/rollout/samples"), read_events(trainer.log_dir).Images(
+        "attention/rollout/samples")
+    assert len(ours) == len(theirs) == 1 and ours[0].step == theirs[0].step
+    decoded = [np.asarray(Image.open(io.BytesIO(e.encoded_image_string))) for e in (ours[0], theirs[0])]
+    np.testing.assert_array_equal(*decoded)
+
+    maps = MapLogger(AttentionRolloutCallback(**SORTED_CALLBACK).settings)  # replay's collection, step by step
+    maps.setup(TimmClassifier(**MODEL), data.class_names)
+    keep_samples(maps, data.val_dataloader(), config["trainer"])
+    assert maps.keeper.batch.labels.tolist() == callback.fixed_batch.labels.tolist()
+    torch.testing.assert_close(maps.keeper.batch.images, callback.fixed_batch.images)
+
+
+@pytest.mark.parametrize(
+    "trainer, expected",
+    [
+        ({}, (2, 5)),
+        ({"num_sanity_val_steps": -1}, (5, 5)),
+        ({"num_sanity_val_steps": 0}, (0, 5)),
+        ({"limit_val_batches": 3}, (2, 3)),
+        ({"limit_val_batches": 1, "num_sanity_val_steps": 4}, (1, 1)),
+        ({"limit_val_batches": 0.5}, (2, 2)),
+        ({"limit_val_batches": 1.0, "num_sanity_val_steps": 9}, (5, 5)),
+        ({"limit_val_batches": 0}, (0, 0)),
+    ],
+)
+def test_replay_takes_the_batches_lightning_takes(trainer, expected):
+    assert validation_batches(DataLoader(range(10), batch_size=2), trainer) == expected
+
+
+def test_replay_runs_under_the_configs_precision():
+    model = torch.nn.Linear(2, 2)
+    assert replay_runtime(None, torch.device("cpu"), model).forward_context is replay_runtime(
+        "32-true", torch.device("cpu"), model).forward_context
+    runtime = replay_runtime("bf16-mixed", torch.device("cpu"), model)
+    with runtime.forward_context():
+        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    assert model(torch.ones(1, 2)).dtype == torch.float32  # mixed precision leaves the weights alone
+    with pytest.raises(ValueError, match="precision 'no_such_precision' is not one replay knows"):
+        replay_runtime("no_such_precision", torch.device("cpu"), model)
