@@ -11,7 +11,8 @@ exit status 2 and one line on stderr naming the argument or file.
 
 The rooms: `parser` (the arguments), `loading` (configs, models, checkpoints, image files), `explain_cmd`
 and `replay_cmd` (one sub-command each), `entry` (`main`), `errors` (`CLIError`). Only the standard library
-is imported until a sub-command runs, so `--help` answers at once.
+is imported until a sub-command is named, so `lightning-rollout --help` answers at once; a sub-command's
+options take the method names and summaries from the method registry (`lightning_rollout.methods`).
 """
 
 from lightning_rollout.cli.entry import main

@@ -1,9 +1,10 @@
 """The `lightning-rollout` entry point: parse the arguments, run the sub-command, report errors on one line."""
 
+import sys
 from typing import Optional, Sequence
 
 from lightning_rollout.cli.errors import CLIError, one_line
-from lightning_rollout.cli.parser import build_parser
+from lightning_rollout.cli.parser import build_parser, command_of
 
 __all__ = ["main"]
 
@@ -11,9 +12,13 @@ __all__ = ["main"]
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs `lightning-rollout` on `argv` (default: the command line); returns the exit status.
 
-    A `CLIError` ends the command with exit status 2 and one line on stderr.
+    Only the named sub-command's options are built (importing the method registry), so the top-level `--help`
+    imports nothing beyond the standard library. A `CLIError` ends the command with exit status 2 and one line
+    on stderr.
     """
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = command_of(argv)
+    parser = build_parser([] if command is None else [command])
     args = parser.parse_args(argv)
     try:
         if args.command == "explain":

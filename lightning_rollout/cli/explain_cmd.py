@@ -13,7 +13,6 @@ from torch import nn
 
 from lightning_rollout.cli.errors import CLIError, one_line
 from lightning_rollout.cli.loading import find_images, load_model, read_image, torch_device
-from lightning_rollout.cli.parser import check_methods
 from lightning_rollout.core.hooks import side_pass
 from lightning_rollout.engine.api import check_model, explain
 from lightning_rollout.models import find_adapter
@@ -95,7 +94,6 @@ def run_explain(args: argparse.Namespace) -> None:
         read_image(path, decode=False)
     if args.colormap not in matplotlib.colormaps:
         raise CLIError(f"--colormap {args.colormap!r} is not a matplotlib colour map name")
-    check_methods(args.method)
 
     device = torch_device(args.device)
     model, hints = load_model(args)

@@ -1,21 +1,26 @@
 """The `lightning-rollout` argument parser: the `explain` and `replay` sub-commands and their options.
 
-Standard library only: `lightning-rollout --help` answers without importing torch.
+The top level (the sub-commands' names and one-line descriptions) is standard library only, so
+`lightning-rollout --help` answers without importing torch. A sub-command's own options are built when it is
+named: its `--method` and `--head-fusion` choices and the methods' one-line summaries come from the method
+registry (`lightning_rollout.methods`, which imports torch), so a method registered at run time is listed
+and accepted like the built-in ones.
 """
 
 import argparse
-from typing import Any, NoReturn, Optional, Sequence
+import shutil
+import textwrap
+from typing import Any, Dict, NoReturn, Optional, Sequence
 
-from lightning_rollout.cli.errors import CLIError, one_line
+from lightning_rollout.cli.errors import one_line
 
-__all__ = ["HEAD_FUSION_NAMES", "METHOD_NAMES", "build_parser", "check_methods"]
+__all__ = ["COMMANDS", "Parser", "build_parser", "command_of"]
 
-METHOD_NAMES = ("rollout", "grad_rollout", "chefer", "gradcam", "legrad", "attention")
-"""The methods `--help` lists; `lightning_rollout.methods.METHODS` (which imports torch) decides what runs,
-and tests/test_cli.py checks that this list names each of them."""
-
-HEAD_FUSION_NAMES = ("mean", "max", "min")
-"""`--head-fusion` choices, as `lightning_rollout.methods.HEAD_FUSIONS` (checked likewise)."""
+COMMANDS = {
+    "explain": "write overlay PNGs of image files and print the top-k predictions",
+    "replay": "log a run's checkpoints' maps to TensorBoard, as the callback would have",
+}
+"""The sub-commands and their one-line descriptions (the top-level `--help`)."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -46,38 +51,67 @@ def _ratio(text: str) -> float:
     return value
 
 
-def check_methods(methods: Optional[Sequence[str]]) -> None:
-    """Raises `CLIError` for a `--method` name the registry does not know (imports the registry)."""
-    from lightning_rollout.methods import method_names
+def command_of(argv: Sequence[str]) -> Optional[str]:
+    """The sub-command `argv` names (its first word that is no option), or `None` (none, an unknown one, or a
+    top-level `--help` before it)."""
+    for word in argv:
+        if word in ("-h", "--help"):
+            return None
+        if not word.startswith("-"):
+            return word if word in COMMANDS else None
+    return None
 
-    for method in methods or []:
-        if method not in method_names():
-            raise CLIError(f"--method {method!r} is not a method; choose from {', '.join(method_names())}")
 
+def build_parser(commands: Optional[Sequence[str]] = None) -> argparse.ArgumentParser:
+    """The `lightning-rollout` argument parser.
 
-def build_parser() -> argparse.ArgumentParser:
-    """The `lightning-rollout` argument parser (`explain` and `replay` sub-commands)."""
+    Args:
+        commands: the sub-commands given their options (default: all); the others are only listed, by name and
+            description. Building any imports the method registry (torch); `[]` imports nothing beyond the
+            standard library.
+    """
+    full = set(COMMANDS if commands is None else commands)
     parser = Parser(
         prog="lightning-rollout",
-        description="Explanation maps of Vision Transformers: attention rollout, gradient rollout, "
-        "Chefer relevance and ViT Grad-CAM.",
-        epilog="Run 'lightning-rollout explain --help' or 'lightning-rollout replay --help' for the options.",
+        description="Explanation maps of Vision Transformers (attention rollout and other methods) from the "
+        "command line.",
+        epilog="Run 'lightning-rollout explain --help' or 'lightning-rollout replay --help' for the options "
+        "and the methods.",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{explain,replay}")
-    _add_explain(commands)
-    _add_replay(commands)
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="{" + ",".join(COMMANDS) + "}")
+    for name, help_line in COMMANDS.items():
+        if name not in full:
+            subparsers.add_parser(name, help=help_line, description=help_line)
+        elif name == "explain":
+            _add_explain(subparsers.add_parser(name, help=help_line, **_explain_text()))
+        else:
+            _add_replay(subparsers.add_parser(name, help=help_line, **_replay_text()))
     return parser
 
 
-def _add_explain(commands: Any) -> None:
-    ex = commands.add_parser(
-        "explain",
-        help="write overlay PNGs of image files and print the top-k predictions",
+def _methods_section() -> str:
+    """Every registered method with its one-line summary, wrapped as argparse wraps its help."""
+    from lightning_rollout.methods import method_summaries
+
+    summaries = method_summaries()
+    width = max(shutil.get_terminal_size().columns - 2, 40)  # argparse's own width
+    column = max(map(len, summaries)) + 4
+    lines = ["methods (--method):"]
+    for name, summary in summaries.items():
+        lines.append(textwrap.fill(
+            summary or "-", width, initial_indent=f"  {name}".ljust(column), subsequent_indent=" " * column,
+            break_long_words=False, break_on_hyphens=False,
+        ))
+    return "\n".join(lines)
+
+
+def _explain_text() -> Dict[str, Any]:
+    return dict(
         description="Explain image files: one overlay PNG per image and method in --output, and the\n"
         "top-k predictions printed per image. The model is a timm model (--model), a Lightning\n"
         "checkpoint (--checkpoint with --module-class or --config) or a plain state dict\n"
         "(--checkpoint with --model). Images are preprocessed with the model's timm data config.",
-        epilog="Examples:\n"
+        epilog=_methods_section() + "\n\nExamples:\n"
         "  lightning-rollout explain cat.jpg --model vit_base_patch16_224 --pretrained\n"
         "  lightning-rollout explain photos/ --checkpoint last.ckpt --config configs/demo.yaml "
         "--method rollout gradcam\n"
@@ -85,6 +119,24 @@ def _add_explain(commands: Any) -> None:
         "--num-classes 10",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+
+
+def _replay_text() -> Dict[str, Any]:
+    return dict(
+        description="Rebuild model and data module from a LightningCLI config, take the validation\n"
+        "samples the AttentionRolloutCallback would keep (settings from the config's callback entry,\n"
+        "else the callback's defaults), explain them with each checkpoint in global-step order and\n"
+        "write the samples, the filmstrip (one column per checkpoint) and the scalars to TensorBoard.",
+        epilog=_methods_section() + "\n\nExample:\n"
+        "  lightning-rollout replay logs/run/checkpoints/*.ckpt --config configs/demo.yaml --log-dir logs/replay\n"
+        "  tensorboard --logdir logs/replay --samples_per_plugin images=100",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def _add_explain(ex: argparse.ArgumentParser) -> None:
+    from lightning_rollout.methods import HEAD_FUSIONS, method_names
+
     ex.add_argument("paths", nargs="+", metavar="PATH", help="image files, or folders searched recursively")
     model = ex.add_argument_group("model (one of --model or --checkpoint)")
     model.add_argument("--model", metavar="NAME", help="a timm model name, e.g. vit_base_patch16_224")
@@ -108,11 +160,12 @@ def _add_explain(commands: Any) -> None:
     )
     expl = ex.add_argument_group("explanation")
     expl.add_argument(
-        "--method", nargs="+", default=["rollout"], metavar="METHOD",
-        help=f"one or several of {', '.join(METHOD_NAMES)} (default: rollout)",
+        "--method", nargs="+", default=["rollout"], choices=method_names(), metavar="METHOD",
+        help="one or several of the methods listed below (default: rollout)",
     )
     expl.add_argument(
-        "--head-fusion", default="mean", choices=list(HEAD_FUSION_NAMES), help="rollout (default: mean)"
+        "--head-fusion", default="mean", choices=list(HEAD_FUSIONS),
+        help=f"how rollout fuses the heads: {', '.join(HEAD_FUSIONS)} (default: mean)",
     )
     expl.add_argument(
         "--discard-ratio", type=_ratio, default=0.9, metavar="R",
@@ -143,25 +196,16 @@ def _add_explain(commands: Any) -> None:
     pre.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default: cpu)")
 
 
-def _add_replay(commands: Any) -> None:
-    rp = commands.add_parser(
-        "replay",
-        help="log a run's checkpoints' maps to TensorBoard, as the callback would have",
-        description="Rebuild model and data module from a LightningCLI config, take the validation\n"
-        "samples the AttentionRolloutCallback would keep (settings from the config's callback entry,\n"
-        "else the callback's defaults), explain them with each checkpoint in global-step order and\n"
-        "write the samples, the filmstrip (one column per checkpoint) and the scalars to TensorBoard.",
-        epilog="Example:\n  lightning-rollout replay logs/run/checkpoints/*.ckpt --config configs/demo.yaml "
-        "--log-dir logs/replay\n  tensorboard --logdir logs/replay --samples_per_plugin images=100",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def _add_replay(rp: argparse.ArgumentParser) -> None:
+    from lightning_rollout.methods import method_names
+
     rp.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="Lightning checkpoints of one run")
     rp.add_argument("--config", required=True, metavar="YAML", help="the LightningCLI config of the run")
     rp.add_argument(
         "--log-dir", default="logs/replay", metavar="DIR", help="TensorBoard log dir (default: logs/replay)"
     )
     rp.add_argument(
-        "--method", nargs="+", metavar="METHOD",
-        help="methods when the config has no AttentionRolloutCallback entry (default: rollout)",
+        "--method", nargs="+", choices=method_names(), metavar="METHOD",
+        help="methods (listed below) when the config has no AttentionRolloutCallback entry (default: rollout)",
     )
     rp.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")

@@ -26,7 +26,6 @@ from lightning_rollout.cli.loading import (
     read_config,
     torch_device,
 )
-from lightning_rollout.cli.parser import check_methods
 from lightning_rollout.monitor.settings import MonitorSettings
 from lightning_rollout.monitor.side_pass import Runtime
 from lightning_rollout.monitor.step import MapLogger
@@ -135,7 +134,6 @@ def _validation_loader(model: nn.Module, datamodule: Any) -> Any:
 
 def run_replay(args: argparse.Namespace) -> None:
     """`lightning-rollout replay`: the callback's pictures and scalars for each checkpoint, in step order."""
-    check_methods(args.method)
     config = read_config(args.config)
     trainer = config.get("trainer") or {}
     device = torch_device(args.device)
