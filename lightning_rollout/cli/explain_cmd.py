@@ -14,7 +14,7 @@ from torch import nn
 from lightning_rollout.cli.errors import CLIError, one_line
 from lightning_rollout.cli.loading import find_images, load_model, read_image, torch_device
 from lightning_rollout.core.hooks import side_pass
-from lightning_rollout.engine.api import check_model, explain
+from lightning_rollout.engine import check_model, explain
 from lightning_rollout.models import find_adapter
 from lightning_rollout.rendering.figures import overlays
 from lightning_rollout.rendering.images import to_display_images

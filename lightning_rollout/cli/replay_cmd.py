@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
-from lightning_rollout.callbacks.attention_rollout import AttentionRolloutCallback
+from lightning_rollout.callbacks import AttentionRolloutCallback
 from lightning_rollout.cli.errors import CLIError, one_line
 from lightning_rollout.cli.loading import (
     build_section,
@@ -52,6 +52,9 @@ def _settings(config: Dict[str, Any], args: argparse.Namespace) -> MonitorSettin
     entry = callback_entry(config)
     if not entry:
         return AttentionRolloutCallback(methods=args.method or ["rollout"]).settings
+    if args.method:
+        print(f"lightning-rollout replay: warning: --method is ignored: --config {args.config} has an "
+              "AttentionRolloutCallback entry, whose methods are replayed", file=sys.stderr)
     return build_section(entry, "AttentionRolloutCallback", AttentionRolloutCallback, args.config).settings
 
 
