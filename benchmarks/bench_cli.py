@@ -32,7 +32,7 @@ import yaml  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from _report import emit  # noqa: E402
-from lightning_rollout.cli.commands import main  # noqa: E402
+from lightning_rollout.cli import main  # noqa: E402
 from lightning_rollout.demo import SyntheticScenes  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
