@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench docs dist check-dist clean
+.PHONY: install test lint demo bench docs dist check-dist ci clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ $(VENV)/.installed-docs: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[docs]'
 	touch $@
 
+$(VENV)/.installed-lint: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[lint]'
+	touch $@
+
 $(VENV)/.installed-release: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[release]'
 	touch $@
@@ -25,6 +29,13 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest tests
+
+# ruff (lint and format), mypy, and import-linter's contracts (the layer order, setup.cfg [importlinter]).
+lint: $(VENV)/.installed-lint
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+	$(VENV)/bin/lint-imports
 
 demo: $(STAMP)
 	$(PY) train_demo.py
@@ -61,6 +72,9 @@ check-dist: dist
 		from lightning_rollout import AttentionRolloutCallback, explain, explain_many, register_adapter; \
 		print('wheel OK:', lr.__version__, lr.__file__)" && \
 	"$$tmp/venv/bin/lightning-rollout" --help > /dev/null && echo 'console script OK'
+
+# What CI runs (.ci/run): the tests, the checkers, the site and the release files.
+ci: test lint docs check-dist
 
 clean:
 	rm -rf $(VENV) *.egg-info site dist build
