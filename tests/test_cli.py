@@ -2,7 +2,6 @@
 
 import io
 import os
-import resource
 import subprocess
 import sys
 
@@ -198,12 +197,12 @@ HEAVY = ("torch", "lightning", "pytorch_lightning", "timm", "transformers", "num
 
 
 @pytest.mark.parametrize("command", [[], ["explain"], ["replay"]])
-def test_help_is_quick_and_imports_no_heavy_package(command):
+def test_help_imports_no_heavy_package(command):
+    # What keeps --help quick: it loads none of the heavy packages. Its time is measured, not asserted, by
+    # benchmarks/bench_cli.py (bar 2 s of wall time on an idle machine).
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = subprocess.run([sys.executable, "-X", "importtime", "-m", "lightning_rollout", *command, "--help"],
                             capture_output=True, text=True, cwd=root, timeout=120)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     assert result.returncode == 0, result.stderr
     assert "usage: lightning-rollout" in result.stdout
     if not command:
@@ -211,10 +210,6 @@ def test_help_is_quick_and_imports_no_heavy_package(command):
     imported = {line.split("|")[-1].strip().split(".")[0] for line in result.stderr.splitlines() if "|" in line}
     assert "lightning_rollout" in imported
     assert not imported & set(HEAVY), f"--help imported {sorted(imported & set(HEAVY))}"
-    # CPU seconds, not wall time: the machine running the tests may be loaded. The bar is 2 s of wall time
-    # on an idle machine; a Python start-up with argparse costs about 0.1 s.
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    assert cpu < 1.0, f"--help took {cpu:.2f} s of CPU"
 
 
 def test_help_lists_every_method_and_head_fusion(capsys):
