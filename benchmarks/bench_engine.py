@@ -31,7 +31,6 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("KINETO_LOG_LEVEL", "5")
 
-import timm  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
@@ -312,6 +311,8 @@ def verdict(value: float, bar: Optional[float]) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    import timm  # here, not at the top: bench_families imports this module's helpers for other model families
+
     args = parse_args(argv)
     device = torch.device(args.device)
     started = time.perf_counter()
