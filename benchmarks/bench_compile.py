@@ -25,13 +25,12 @@ from typing import Dict, List, Optional
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench_engine.py
 
 import torch  # noqa: E402
-from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything  # noqa: E402
-from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
-from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from _report import emit  # noqa: E402
-from lightning_rollout import AttentionRolloutCallback, explain  # noqa: E402
+from lightning_rollout import explain  # noqa: E402
+
+# Lightning and the callback are imported by the compile part only (see _compiled_vit.py).
 
 ALL_METHODS = ["rollout", "grad_rollout", "chefer", "gradcam"]
 VIT = dict(img_size=32, patch_size=4, depth=4, embed_dim=96, num_heads=3, num_classes=4)
@@ -44,57 +43,13 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-class CompiledViT(LightningModule):
-    """A timm ViT compiled with ``torch.compile`` as a submodule (``self.model = torch.compile(vit)``)."""
-
-    def __init__(self, backend: str, train_size: int, batch_size: int, vit: Dict = VIT, val_size: int = 64):
-        super().__init__()
-        import timm
-
-        self.model = torch.compile(timm.create_model("vit_tiny_patch16_224", **vit), backend=backend)
-        generator = torch.Generator().manual_seed(0)
-        self.train_data = TensorDataset(torch.randn(train_size, 3, 32, 32, generator=generator),
-                                        torch.randint(0, 4, (train_size,), generator=generator))
-        self.val_data = TensorDataset(torch.randn(val_size, 3, 32, 32, generator=generator),
-                                      torch.randint(0, 4, (val_size,), generator=generator))
-        self.batch_size = batch_size
-
-    def forward(self, x):
-        return self.model(x)
-
-    def training_step(self, batch, batch_idx):
-        return torch.nn.functional.cross_entropy(self(batch[0]), batch[1])
-
-    def validation_step(self, batch, batch_idx):
-        self.log("val_loss", torch.nn.functional.cross_entropy(self(batch[0]), batch[1]))
-
-    def train_dataloader(self):
-        return DataLoader(self.train_data, batch_size=self.batch_size, shuffle=True, drop_last=True)
-
-    def val_dataloader(self):
-        return DataLoader(self.val_data, batch_size=self.batch_size)
-
-    def configure_optimizers(self):
-        return torch.optim.AdamW(self.parameters(), lr=1e-3)
-
-
-class StepTimer(Callback):
-    """Wall time of each training step after the first epoch (which compiles)."""
-
-    def __init__(self) -> None:
-        self.times: List[float] = []
-        self._start = 0.0
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self._start = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.current_epoch > 0:
-            self.times.append(time.perf_counter() - self._start)
-
-
 def run_compiled(args, with_callback: bool, folder: str) -> Dict[str, float]:
+    from _compiled_vit import CompiledViT, StepTimer
+    from lightning.pytorch import Trainer, seed_everything
+    from lightning.pytorch.loggers import TensorBoardLogger
     from torch._dynamo.utils import counters
+
+    from lightning_rollout import AttentionRolloutCallback
 
     torch._dynamo.reset()
     counters.clear()
