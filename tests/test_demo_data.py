@@ -8,7 +8,7 @@ import torch
 
 from lightning_rollout.data import ImageFolderDataModule
 from lightning_rollout.demo import SyntheticScenes, SyntheticScenesDataModule, TimmClassifier
-from lightning_rollout.demo.data import COLOURS
+from lightning_rollout.demo import COLOURS
 from lightning_rollout.metrics import mask_area_fraction
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from lightning_rollout.demo import TimmClassifier, TwoObjectScenes, TwoObjectScenesDataModule
-from lightning_rollout.demo.data import COLOURS
+from lightning_rollout.demo import COLOURS
 
 
 def _scenes(**kwargs):
