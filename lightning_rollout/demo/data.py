@@ -1,12 +1,12 @@
-"""Old home of the demo's data, split into `shapes`, `scenes` and `datamodules`; each name warns once and forwards
-for one release."""
+"""Old home of the demo's data, now split into `shapes`, `canvas`, `scenes` and `datamodules`; each old name
+warns once and forwards for one release."""
 
 from lightning_rollout.core.deprecation import moved_names
 
 __getattr__ = moved_names(
     __name__,
     {
-        "COLOURS": "lightning_rollout.demo.scenes",
+        "COLOURS": "lightning_rollout.demo.canvas",
         "SyntheticScenes": "lightning_rollout.demo.scenes",
         "TwoObjectScenes": "lightning_rollout.demo.scenes",
         "TARGET_SHAPES": "lightning_rollout.demo.shapes",

@@ -22,24 +22,16 @@ import torch
 from torch.utils.data import Dataset
 
 from lightning_rollout.data.image_folder import channel_values
+from lightning_rollout.demo.canvas import COLOURS, background, finish, paint
 from lightning_rollout.demo.shapes import DISTRACTOR_SHAPES, TARGET_SHAPES
 
-__all__ = ["COLOURS", "SyntheticScenes", "TwoObjectScenes"]
+__all__ = ["SyntheticScenes", "TwoObjectScenes"]
 
 
 _SPLIT_IDS = {"train": 0, "val": 1, "test": 2, "predict": 3}
 # In table order: a sample draws an index into these, so reordering the tables changes every sample.
 _TARGETS = list(TARGET_SHAPES.values())
 _DISTRACTORS = list(DISTRACTOR_SHAPES.values())
-
-COLOURS: dict[str, tuple[float, float, float]] = {
-    "red": (0.92, 0.18, 0.15),
-    "green": (0.15, 0.78, 0.2),
-    "blue": (0.2, 0.35, 0.95),
-    "yellow": (0.9, 0.85, 0.12),
-    "magenta": (0.85, 0.2, 0.85),
-}
-"""Palette in class order: class ``k`` is a target of the ``k``-th colour (light shade; the dark one is half)."""
 
 
 def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
@@ -162,7 +154,7 @@ class SyntheticScenes(Dataset):
         """Draw sample ``index``: an ``(H, W, 3)`` uint8 image, its label and the ``(H, W)`` bool target mask."""
         rng = np.random.default_rng((self.seed, _SPLIT_IDS[self.split], int(index)))
         height, width = self.image_size
-        image = self._background(rng)
+        image = background(height, width, rng)
 
         label = int(rng.integers(self.num_classes))
         area = rng.uniform(*self.target_area) * height * width
@@ -173,10 +165,10 @@ class SyntheticScenes(Dataset):
         cx = rng.uniform(half, width - half)
         placed = [(cy, cx, half)]
         mask = shape.draw(self._dy - cy, self._dx - cx, scale, rng)
-        self._paint(image, mask, label, rng)
+        paint(image, mask, label, rng)
 
         self._add_distractors(image, placed, scale, mask, rng)
-        return self._finish(image, rng), label, mask
+        return finish(image, self.noise, rng), label, mask
 
     def _place(self, half: float, placed: list[tuple[float, float, float]], rng: np.random.Generator):
         """A centre ``(y, x)`` for an object of half-extent ``half`` clear of the ``placed`` ones, or ``None``.
@@ -211,38 +203,7 @@ class SyntheticScenes(Dataset):
             centre = self._place(d_half, placed, rng)
             if centre is not None:
                 pixels = shape.draw(self._dy - centre[0], self._dx - centre[1], d_scale, rng)
-                self._paint(image, pixels & ~targets, int(rng.integers(self.num_classes)), rng)
-
-    def _finish(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Add the pixel noise and quantise to ``(H, W, 3)`` uint8."""
-        if self.noise > 0:
-            image += rng.normal(0.0, self.noise, size=image.shape)
-        return np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
-
-    def _background(self, rng: np.random.Generator) -> np.ndarray:
-        """A mid-tone, smooth colour texture: coarse random grid, bilinearly upsampled, in ``[0.35, 0.6]``."""
-        height, width = self.image_size
-        coarse = rng.uniform(0.35, 0.6, size=(5, 5, 3))
-        ys = np.linspace(0, 4, height)
-        xs = np.linspace(0, 4, width)
-        y0 = np.minimum(ys.astype(int), 3)
-        x0 = np.minimum(xs.astype(int), 3)
-        fy = (ys - y0)[:, None, None]
-        fx = (xs - x0)[None, :, None]
-        top = coarse[y0][:, x0] * (1 - fx) + coarse[y0][:, x0 + 1] * fx
-        bottom = coarse[y0 + 1][:, x0] * (1 - fx) + coarse[y0 + 1][:, x0 + 1] * fx
-        return top * (1 - fy) + bottom * fy
-
-    @staticmethod
-    def _paint(image: np.ndarray, pixels: np.ndarray, colour: int, rng: np.random.Generator) -> None:
-        """Fill ``pixels`` with palette colour ``colour``, in its light or dark (half) shade with equal odds.
-
-        Each channel is jittered by up to 0.05. Targets and distractors share this distribution, so neither the
-        colour nor the brightness of an object marks it as the target.
-        """
-        shade = 1.0 if rng.random() < 0.5 else 0.5
-        rgb = np.asarray(list(COLOURS.values())[colour]) * shade
-        image[pixels] = np.clip(rgb + rng.uniform(-0.05, 0.05, size=3), 0.0, 1.0)
+                paint(image, pixels & ~targets, int(rng.integers(self.num_classes)), rng)
 
 
 class TwoObjectScenes(SyntheticScenes):
@@ -271,7 +232,7 @@ class TwoObjectScenes(SyntheticScenes):
         ``(C, H, W)`` bool masks."""
         rng = np.random.default_rng((self.seed, _SPLIT_IDS[self.split], int(index)))
         height, width = self.image_size
-        image = self._background(rng)
+        image = background(height, width, rng)
         labels = np.zeros(self.num_classes, dtype=np.float32)
         masks = np.zeros((self.num_classes, height, width), dtype=bool)
         placed: list[tuple[float, float, float]] = []
@@ -286,6 +247,6 @@ class TwoObjectScenes(SyntheticScenes):
             masks[label] = shape.draw(self._dy - centre[0], self._dx - centre[1], scale, rng)
             labels[label] = 1.0
             scales.append(scale)
-            self._paint(image, masks[label], int(label), rng)
+            paint(image, masks[label], int(label), rng)
         self._add_distractors(image, placed, sum(scales) / 2.0, masks.any(axis=0), rng)
-        return self._finish(image, rng), labels, masks
+        return finish(image, self.noise, rng), labels, masks
