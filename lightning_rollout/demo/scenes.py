@@ -184,6 +184,12 @@ class SyntheticScenes(Dataset):
                 return y, x
         return None
 
+    def _room_beside(self, placed: tuple[float, float, float]) -> bool:
+        """Whether an object small enough is clear of the ``placed`` one, as :meth:`_place` keeps them apart."""
+        y, x, half = placed
+        height, width = self.image_size
+        return max(y, height - y, x, width - x) > half + 1.0
+
     def _add_distractors(
         self,
         image: np.ndarray,
@@ -241,6 +247,11 @@ class TwoObjectScenes(SyntheticScenes):
             scale = math.sqrt(rng.uniform(*self.target_area) * height * width) / 2.0
             shape = _TARGETS[int(rng.integers(len(_TARGETS)))]
             centre = self._place(shape.half(scale), placed, rng)
+            if centre is None and not self._room_beside(placed[0]):
+                raise ValueError(
+                    f"`target_area`={self.target_area} is too large for two objects in a {height}x{width} image: "
+                    f"sample {index}'s first target leaves no room for the second; lower `target_area`"
+                )
             while centre is None:  # no room beside the first target: shrink the second until it fits
                 scale *= 0.8
                 centre = self._place(shape.half(scale), placed, rng)
