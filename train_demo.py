@@ -16,21 +16,9 @@ from typing import Any, Dict, List, Optional, Union
 from lightning.pytorch.cli import LightningCLI
 
 import lightning_rollout.demo  # noqa: F401  (makes the demo's class paths importable by name)
+from lightning_rollout.data.linking import LinkedLightningCLI
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "demo.yaml")
-
-
-class DemoCLI(LightningCLI):
-    """LightningCLI whose model takes its class count from the data module.
-
-    Once the data module is built, its ``num_classes`` (e.g. the number of class folders of
-    :class:`~lightning_rollout.data.ImageFolderDataModule`) is passed to the model's ``num_classes`` argument,
-    so a config need not repeat it. jsonargparse skips the link where the data module has no ``num_classes``
-    attribute or the model class no ``num_classes`` argument; there the config's own value stands.
-    """
-
-    def add_arguments_to_parser(self, parser: Any) -> None:
-        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
 
 
 def main(args: Optional[List[str]] = None) -> Union[LightningCLI, List[Dict[str, Any]]]:
@@ -45,7 +33,7 @@ def main(args: Optional[List[str]] = None) -> Union[LightningCLI, List[Dict[str,
         from lightning_rollout.evaluation.table import main as evaluate
 
         return evaluate(command[1:])
-    cli = DemoCLI(
+    cli = LinkedLightningCLI(
         args=args,
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,

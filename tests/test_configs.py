@@ -11,7 +11,8 @@ sys.path.insert(0, ROOT)
 
 import train_demo  # noqa: E402
 from lightning_helpers import read_events  # noqa: E402
-from lightning_rollout import AttentionRolloutCallback  # noqa: E402
+from lightning_rollout import AttentionRolloutCallback
+from lightning_rollout.data.linking import LinkedLightningCLI  # noqa: E402
 
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.yaml")))
 
@@ -35,7 +36,7 @@ def test_print_config(config, capsys):
     "config", [c for c in CONFIGS if "gpu" not in c and "image_folder" not in c], ids=os.path.basename
 )
 def test_configs_instantiate(config, tmp_path):
-    cli = train_demo.DemoCLI(
+    cli = LinkedLightningCLI(
         args=["--config", config, f"--trainer.default_root_dir={tmp_path}"], run=False, auto_configure_optimizers=False
     )
     callbacks = [c for c in cli.trainer.callbacks if isinstance(c, AttentionRolloutCallback)]
@@ -199,7 +200,7 @@ def test_the_link_follows_the_data_and_is_skipped_where_data_or_model_lack_num_c
     common = [f"--trainer.default_root_dir={tmp_path}", "--trainer.callbacks=[]", "--trainer.logger=false"]
 
     def build(*args):
-        return train_demo.DemoCLI(args=["--config", demo, *common, *args], run=False,
+        return LinkedLightningCLI(args=["--config", demo, *common, *args], run=False,
                                   auto_configure_optimizers=False)
 
     assert build().model.hparams.num_classes == 4

@@ -5,8 +5,9 @@ Every failure is a `CLIError` naming the argument or file at fault.
 
 import argparse
 import importlib
+import inspect
 from pathlib import Path
-from typing import Any, Dict, List, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 import yaml
@@ -71,9 +72,29 @@ def build_section(section: Any, key: str, base: Union[type, Tuple[type, ...]], p
         raise CLIError(f"--config {path!r}: the {key} section cannot be built: {one_line(error)}") from None
 
 
-def model_from_config(config: Dict[str, Any], path: str) -> nn.Module:
-    """The module of the config's `model` section."""
-    return build_section(config["model"], "model", nn.Module, path)
+def model_from_config(config: Dict[str, Any], path: str, datamodule: Any = None) -> nn.Module:
+    """The module of the config's `model` section; with a `datamodule` that knows its `num_classes`, the
+    model's `num_classes` argument (where it has one) takes it, as the training entry points link it
+    (`lightning_rollout.data.linking`)."""
+    section = config["model"]
+    count = getattr(datamodule, "num_classes", None)
+    if isinstance(section, dict) and isinstance(count, int) and not isinstance(count, bool):
+        model_class = _class_of(section.get("class_path"))
+        if model_class is not None and "num_classes" in inspect.signature(model_class).parameters:
+            section = {**section, "init_args": {**(section.get("init_args") or {}), "num_classes": count}}
+    return build_section(section, "model", nn.Module, path)
+
+
+def _class_of(class_path: Any) -> Optional[type]:
+    """The class a dotted `class_path` names, or `None` when it names none (build_section then says why)."""
+    if not isinstance(class_path, str) or "." not in class_path:
+        return None
+    module, _, name = class_path.rpartition(".")
+    try:
+        found = getattr(importlib.import_module(module), name, None)
+    except ImportError:
+        return None
+    return found if isinstance(found, type) else None
 
 
 def datamodule_bases() -> Tuple[type, ...]:

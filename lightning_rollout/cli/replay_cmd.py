@@ -144,8 +144,9 @@ def run_replay(args: argparse.Namespace) -> None:
     seed = config.get("seed_everything")
     if isinstance(seed, int) and not isinstance(seed, bool):
         _lightning().seed_everything(seed, verbose=False)  # as LightningCLI does before it builds model and data
-    model = model_from_config(config, args.config)
+    # The data module first: its class count goes into the model, as the training entry points link it.
     datamodule = build_section(config["data"], "data", datamodule_bases(), args.config) if config.get("data") else None
+    model = model_from_config(config, args.config, datamodule)
     maps = MapLogger(_settings(config, args), "lightning-rollout replay")
     if datamodule is not None:  # a fit run sets the data up before the callback's setup reads its class names
         datamodule.prepare_data()
