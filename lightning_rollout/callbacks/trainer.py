@@ -94,6 +94,7 @@ class AttentionRolloutTrainerCallback(TrainerCallback):
         )
         self.maps = MapLogger(self.settings, type(self).__name__)
         self.evaluations = 0  # steps after step 0 evaluated so far (checkpointed)
+        self._asked_initial_maps = settings.get("log_initial_maps", False)  # said explicitly: say why not
         self._last_evaluated: Optional[int] = None
         self._checked: Optional[nn.Module] = None  # the model `setup` checked
         self._outlets: Optional[List[Outlet]] = None  # made at the first logging step, closed at train end
@@ -133,7 +134,7 @@ class AttentionRolloutTrainerCallback(TrainerCallback):
         self._close()
         if state.global_step > 0:
             self._load(os.path.join(args.output_dir, f"checkpoint-{state.global_step}"), state.global_step)
-        elif self.settings.log_initial_maps and not args.eval_on_start and state.is_world_process_zero:
+        elif self._asked_initial_maps and not args.eval_on_start and state.is_world_process_zero:
             self.maps.warn(
                 "initial", "`log_initial_maps=True` needs `eval_on_start=True` in the TrainingArguments (the "
                 "untrained model's maps are those of the evaluation at step 0); they are not logged",
