@@ -312,6 +312,13 @@ def test_torch_compile(tmp_path):
     torch.testing.assert_close(callback.history.columns("grad_rollout")[-1].maps, expected, rtol=1e-5, atol=1e-5)
 
 
+def test_bf16_autocast(tmp_path):
+    callback = AttentionRolloutTrainerCallback(methods=["rollout", "grad_rollout"], num_samples=3)
+    make_trainer(tmp_path, [callback], bf16=True).train()
+    maps = callback.history.columns("grad_rollout")[-1].maps
+    assert maps.dtype == torch.float32 and torch.isfinite(maps).all() and maps.std() > 0
+
+
 def test_two_processes_main_logs_alone_and_sharded_models_run_on_every_rank(tmp_path):
     """`torchrun` of tests/trainer_multiprocess_run.py (gloo), in its own process group, killed on a hang."""
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
