@@ -47,8 +47,10 @@ class AttentionRolloutTrainerCallback(TrainerCallback):
     :mod:`~lightning_rollout.callbacks.trainer_sinks`): TensorBoard in the run's own folder, W&B at
     ``train/global_step``, MLflow in the active run; with ``"none"`` PNG files under ``output_dir``.
 
+    With ``log_initial_maps`` the untrained model's maps need ``eval_on_start=True`` (an evaluation at step 0).
     Under multi-process training the main process explains and logs alone; a sharded model (FSDP2,
-    DeepSpeed ZeRO-3) runs the pass on every process, on the main process's samples. The kept samples,
+    DeepSpeed ZeRO-3; not FSDP1, whose root wrapper a callback never receives) runs the pass on every
+    process, on the main process's samples. The kept samples,
     the filmstrip and the evaluation count are saved in each checkpoint folder (``on_save``) and read back
     when training resumes from ``<output_dir>/checkpoint-<step>``. A failing logging step warns and training
     goes on.
