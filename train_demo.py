@@ -1,12 +1,12 @@
 """Train a timm ViT with LightningCLI and watch its explanation maps in TensorBoard.
 
-    python train_demo.py                                   # the default demo: configs/demo.yaml
-    python train_demo.py fit --config configs/<x>.yaml [--trainer.max_epochs=...]
-    python train_demo.py fit --config configs/<x>.yaml --print_config
-    python train_demo.py fit --config configs/image_folder.yaml --data.root /path/to/images
-                                                           # your own images: classes from the folders
-    python train_demo.py evaluate --config configs/demo.yaml --ckpt_path <run>/checkpoints/last.ckpt
-                                                           # the evaluation table (lightning_rollout.evaluation.table)
+python train_demo.py                                   # the default demo: configs/demo.yaml
+python train_demo.py fit --config configs/<x>.yaml [--trainer.max_epochs=...]
+python train_demo.py fit --config configs/<x>.yaml --print_config
+python train_demo.py fit --config configs/image_folder.yaml --data.root /path/to/images
+                                                       # your own images: classes from the folders
+python train_demo.py evaluate --config configs/demo.yaml --ckpt_path <run>/checkpoints/last.ckpt
+                                                       # the evaluation table (lightning_rollout.evaluation.table)
 """
 
 import os
@@ -41,7 +41,9 @@ def main(args: Optional[List[str]] = None) -> Union[LightningCLI, List[Dict[str,
     logger = cli.trainer.logger
     if cli.subcommand is not None and logger is not None and cli.trainer.is_global_zero:
         log_dir = getattr(logger, "save_dir", None) or cli.trainer.default_root_dir
-        print(f"\nLogs are in {log_dir}. To see them:\n    tensorboard --logdir {log_dir} --samples_per_plugin images=100\n")
+        print(
+            f"\nLogs are in {log_dir}. To see them:\n    tensorboard --logdir {log_dir} --samples_per_plugin images=100\n"
+        )
     return cli
 
 

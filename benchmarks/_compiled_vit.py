@@ -21,10 +21,13 @@ class CompiledViT(LightningModule):
 
         self.model = torch.compile(timm.create_model("vit_tiny_patch16_224", **vit), backend=backend)
         generator = torch.Generator().manual_seed(0)
-        self.train_data = TensorDataset(torch.randn(train_size, 3, 32, 32, generator=generator),
-                                        torch.randint(0, 4, (train_size,), generator=generator))
-        self.val_data = TensorDataset(torch.randn(val_size, 3, 32, 32, generator=generator),
-                                      torch.randint(0, 4, (val_size,), generator=generator))
+        self.train_data = TensorDataset(
+            torch.randn(train_size, 3, 32, 32, generator=generator),
+            torch.randint(0, 4, (train_size,), generator=generator),
+        )
+        self.val_data = TensorDataset(
+            torch.randn(val_size, 3, 32, 32, generator=generator), torch.randint(0, 4, (val_size,), generator=generator)
+        )
         self.batch_size = batch_size
 
     def forward(self, x):

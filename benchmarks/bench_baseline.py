@@ -61,7 +61,8 @@ def main(argv=None) -> str:
     parser.add_argument("--num-samples", type=int, default=256, help="validation scans scored")
     parser.add_argument("--steps", type=int, default=16, help="steps of the deletion and insertion curves")
     parser.add_argument(
-        "--quick", action="store_true",
+        "--quick",
+        action="store_true",
         help=f"smoke run of the same code path in seconds (the numbers mean nothing): {QUICK_PER_CLASS} scans per "
         f"digit, a 2-block ViT {QUICK_VIT}, 1 epoch, 8 scans scored, 2 steps",
     )
@@ -81,8 +82,12 @@ def main(argv=None) -> str:
         )
         model = TimmClassifier(model_kwargs=vit, num_classes=10, lr=2e-3)
         trainer = pl.Trainer(
-            max_epochs=args.epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
-            enable_progress_bar=False, enable_model_summary=False,
+            max_epochs=args.epochs,
+            accelerator="cpu",
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
         )
         trainer.fit(model, datamodule=data)
         images, labels = zip(*(data.val_set[i] for i in range(min(args.num_samples, len(data.val_set)))))

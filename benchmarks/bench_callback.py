@@ -32,10 +32,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 import yaml  # noqa: E402
+from _report import emit  # noqa: E402
 from lightning.pytorch import Callback, Trainer, seed_everything  # noqa: E402
 from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
-
-from _report import emit  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's package
 from lightning_rollout import AttentionRolloutCallback  # noqa: E402
@@ -124,7 +123,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--limit-train-batches", type=float, default=None, help="override the config's value")
     parser.add_argument("--limit-val-batches", type=float, default=None, help="override the config's value")
     parser.add_argument(
-        "--quick", action="store_true",
+        "--quick",
+        action="store_true",
         help=f"smoke run of the same code path in seconds (the numbers mean nothing): the config's data module with "
         f"{QUICK_DATA}, 1 epoch, 1 round, faithfulness_steps 2",
     )
@@ -205,7 +205,8 @@ def run_once(
         elif not any(short_name(spec).endswith(name) for name in DROPPED_CALLBACKS):
             others.append(instantiate(spec))
     rollout_args.update(
-        methods=list(args.methods), every_n_epochs=1,
+        methods=list(args.methods),
+        every_n_epochs=1,
         faithfulness_steps=args.faithfulness_steps if arm == "with" else 0,
     )
 
@@ -273,8 +274,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             results[arm].append(result)
             print(
                 f"  run {run_index + 1}/{len(order)} {arm}: epochs "
-                + ", ".join(f"{t:.2f}" for t in result["epochs"]) + f" s; fit {result['fit']:.1f} s",
-                file=sys.stderr, flush=True,
+                + ", ".join(f"{t:.2f}" for t in result["epochs"])
+                + f" s; fit {result['fit']:.1f} s",
+                file=sys.stderr,
+                flush=True,
             )
 
     def pooled(arm: str, key: str) -> List[float]:

@@ -36,9 +36,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 import yaml  # noqa: E402
-from PIL import Image  # noqa: E402
-
 from _report import emit  # noqa: E402
+from PIL import Image  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # this checkout's package
@@ -81,8 +80,13 @@ def _time_help(command: List[str]) -> Tuple[float, float]:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "lightning_rollout", *command, "--help"], cwd=ROOT, env=env,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "lightning_rollout", *command, "--help"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if result.returncode != 0 or "usage: lightning-rollout" not in result.stdout:
@@ -98,8 +102,10 @@ def help_rows(rounds: int) -> List[str]:
         walls, cpus = zip(*(_time_help(command) for _ in range(rounds)))
         wall = statistics.median(walls)
         name = " ".join(["lightning-rollout", *command, "--help"])
-        rows.append(f"| `{name}` | {wall:.2f} | {statistics.median(cpus):.2f} | ≤ {BAR_HELP_SECONDS:.0f} s: "
-                    f"{'met' if wall <= BAR_HELP_SECONDS else 'NOT met'} |")
+        rows.append(
+            f"| `{name}` | {wall:.2f} | {statistics.median(cpus):.2f} | ≤ {BAR_HELP_SECONDS:.0f} s: "
+            f"{'met' if wall <= BAR_HELP_SECONDS else 'NOT met'} |"
+        )
         print(f"{name}: {wall:.2f} s", file=sys.stderr)
     return rows
 
@@ -107,8 +113,11 @@ def help_rows(rounds: int) -> List[str]:
 def run(rounds: int, methods: List[str], count: int, quick: bool = False) -> List[str]:
     with tempfile.TemporaryDirectory() as folder:
         images, checkpoint = _make_inputs(folder, count)
-        large = (["--model", "vit_tiny_patch16_224", "--image-size", "32", "--num-classes", "4"] if quick
-                 else ["--model", "vit_small_patch16_224"])
+        large = (
+            ["--model", "vit_tiny_patch16_224", "--image-size", "32", "--num-classes", "4"]
+            if quick
+            else ["--model", "vit_small_patch16_224"]
+        )
         cases: Dict[str, List[str]] = {
             "demo (48 px, 3 blocks)": ["--checkpoint", checkpoint, "--config", DEMO_CONFIG, "--crop-pct", "1"],
             ("vit_tiny_patch16_224 (32 px)" if quick else "vit_small_patch16_224 (224 px)"): large,
@@ -121,8 +130,19 @@ def run(rounds: int, methods: List[str], count: int, quick: bool = False) -> Lis
                 seconds = {}
                 for batch_size in order:
                     out = os.path.join(folder, f"out_{batch_size}")
-                    seconds[batch_size] = _time(["explain", images, *model_arguments, "--method", *methods,
-                                                 "--batch-size", str(batch_size), "--output", out])
+                    seconds[batch_size] = _time(
+                        [
+                            "explain",
+                            images,
+                            *model_arguments,
+                            "--method",
+                            *methods,
+                            "--batch-size",
+                            str(batch_size),
+                            "--output",
+                            out,
+                        ]
+                    )
                     print(f"{name} batch {batch_size}: {seconds[batch_size]:.2f} s", file=sys.stderr)
                 if index == 0:
                     continue  # warm-up
@@ -161,7 +181,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         "--method", nargs="+", default=["rollout", "gradcam"], help="methods (default: rollout gradcam)"
     )
     parser.add_argument(
-        "--quick", action="store_true",
+        "--quick",
+        action="store_true",
         help="smoke run of the same code path in seconds (the numbers mean nothing): 4 images, 1 round, "
         "vit_tiny_patch16_224 at 32 px in place of vit_small_patch16_224",
     )

@@ -28,6 +28,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from _report import emit  # noqa: E402
+
 from lightning_rollout import explain  # noqa: E402
 
 # Lightning and the callback are imported by the compile part only (see _compiled_vit.py).
@@ -59,8 +60,14 @@ def run_compiled(args, with_callback: bool, folder: str) -> Dict[str, float]:
     if with_callback:
         callbacks.append(AttentionRolloutCallback(methods=ALL_METHODS, num_samples=8))
     trainer = Trainer(
-        accelerator="cpu", max_epochs=args.epochs, logger=TensorBoardLogger(folder), callbacks=callbacks,
-        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False, log_every_n_steps=10,
+        accelerator="cpu",
+        max_epochs=args.epochs,
+        logger=TensorBoardLogger(folder),
+        callbacks=callbacks,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        log_every_n_steps=10,
     )
     started = time.perf_counter()
     trainer.fit(CompiledViT(args.backend, args.train_size, args.batch_size, args.vit, args.val_size))
@@ -117,8 +124,13 @@ def _sharded_worker(rank: int, args, port: int, out: str) -> None:
     for block in model.blocks:
         fully_shard(block)
     fully_shard(model)
-    images = torch.randn(args.sharded_batch_size, 3, args.sharded_img_size, args.sharded_img_size,
-                         generator=torch.Generator().manual_seed(1))
+    images = torch.randn(
+        args.sharded_batch_size,
+        3,
+        args.sharded_img_size,
+        args.sharded_img_size,
+        generator=torch.Generator().manual_seed(1),
+    )
     target = torch.arange(args.sharded_batch_size) % 10
 
     def forward():
@@ -170,8 +182,10 @@ def sharded_part(args) -> List[str]:
     ]
     for method in ALL_METHODS:
         ratio = statistics.median(t / f for t, f in zip(times[method], forward))
-        lines.append(f"| `explain(..., {method!r})` on every rank | {1000 * statistics.median(times[method]):.1f} | "
-                     f"{ratio:.2f}× |")
+        lines.append(
+            f"| `explain(..., {method!r})` on every rank | {1000 * statistics.median(times[method]):.1f} | "
+            f"{ratio:.2f}× |"
+        )
     return lines + [""]
 
 
@@ -189,7 +203,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--skip-compile", action="store_true")
     parser.add_argument("--skip-sharded", action="store_true")
     parser.add_argument(
-        "--quick", action="store_true",
+        "--quick",
+        action="store_true",
         help="smoke run of the same code path in seconds (the numbers mean nothing): the eager backend (unless "
         "--backend is given), a 2-block 48-wide ViT, 2 epochs of 2 steps, 8 validation samples; sharded: 2 blocks, "
         "32 px, batch 2, 1 round",
@@ -206,8 +221,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     args.backend = args.backend or "inductor"
     warnings.filterwarnings("ignore")
     started = time.perf_counter()
-    lines = [f"## bench_compile.py — torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-             f"{os.cpu_count()} CPUs, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}", ""]
+    lines = [
+        f"## bench_compile.py — torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}",
+        "",
+    ]
     if args.quick:
         lines += [QUICK_NOTE, ""]
     if not args.skip_compile:

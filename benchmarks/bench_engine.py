@@ -32,9 +32,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("KINETO_LOG_LEVEL", "5")
 
 import torch  # noqa: E402
+from _report import emit  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
-from _report import emit  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's package
 from lightning_rollout import explain  # noqa: E402
 
@@ -60,18 +60,22 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=4, help="timed rounds (after one warm-up round)")
     parser.add_argument(
-        "--loop-repeats", type=int, default=None,
+        "--loop-repeats",
+        type=int,
+        default=None,
         help="first rounds that also time the one-image-at-a-time loops (default: repeats // 2, at least 1)",
     )
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--discard-ratio", type=float, default=0.9, help="explain's discard_ratio (its default)")
     parser.add_argument(
-        "--quick", action="store_true",
+        "--quick",
+        action="store_true",
         help="smoke run of the same code path in seconds (the numbers mean nothing): vit_tiny cut to 2 blocks, "
         "48 wide, 8-px patches on 32-px images, batch 4, 1 round",
     )
     parser.add_argument(
-        "--diagnose", action="store_true",
+        "--diagnose",
+        action="store_true",
         help="also time rollout with discard_ratio=0 (splits the rollout overhead into its parts)",
     )
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
@@ -285,9 +289,12 @@ def run_rounds(
         for name in names:
             if len(times[name]) < round_index + 1:
                 times[name].append(None)
-        print(f"  round {round_index + 1}/{repeats}: " + ", ".join(
-            f"{n} {t * 1e3:.0f} ms" for n in names if (t := times[n][round_index]) is not None
-        ), file=sys.stderr, flush=True)
+        print(
+            f"  round {round_index + 1}/{repeats}: "
+            + ", ".join(f"{n} {t * 1e3:.0f} ms" for n in names if (t := times[n][round_index]) is not None),
+            file=sys.stderr,
+            flush=True,
+        )
     return times
 
 
@@ -351,7 +358,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(
         f"{args.model} {args.img_size}px, batch {args.batch_size}, {device.type}, {torch.get_num_threads()} threads: "
         f"L={layers}, heads={heads}, N={tokens}; fused attention flags {sorted(fused_flags)}",
-        file=sys.stderr, flush=True,
+        file=sys.stderr,
+        flush=True,
     )
     # Warm-up round, which also checks that the loops and the engine compute the same maps; the loops are
     # warmed up (and compared) on the first two images only, as their cost is linear in the images anyway.
@@ -362,7 +370,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     warm["loop grad_rollout"] = loop_grad_rollout(model, images[:few], targets[:few], ratio)
     grid = warm["rollout"].shape[-2:]
     agreement = {
-        method: (warm[f"loop {method}"][:, -grid.numel():].reshape(-1, *grid) - warm[method][:few]).abs().max().item()
+        method: (warm[f"loop {method}"][:, -grid.numel() :].reshape(-1, *grid) - warm[method][:few]).abs().max().item()
         for method in ("rollout", "grad_rollout")
     }
     del warm
@@ -394,42 +402,89 @@ def main(argv: Optional[List[str]] = None) -> int:
         rows.append((measure, fmt.format(value), bar_text, verdict(value, bar), detail))
 
     value = median_ratio(times["rollout"], fused)
-    add("`rollout` time / fused forward", value, "{:.2f}×", BAR_ROLLOUT_TIME, f"≤ {BAR_ROLLOUT_TIME}×",
-        f"{median_ms(times['rollout']):.0f} vs {median_ms(fused):.0f} ms")
+    add(
+        "`rollout` time / fused forward",
+        value,
+        "{:.2f}×",
+        BAR_ROLLOUT_TIME,
+        f"≤ {BAR_ROLLOUT_TIME}×",
+        f"{median_ms(times['rollout']):.0f} vs {median_ms(fused):.0f} ms",
+    )
     for method in GRADIENT_METHODS:
         value = median_ratio(times[method], fused)
-        add(f"`{method}` time / fused forward", value, "{:.2f}×", BAR_GRADIENT_TIME, f"≤ {BAR_GRADIENT_TIME}×",
-            f"{median_ms(times[method]):.0f} vs {median_ms(fused):.0f} ms")
+        add(
+            f"`{method}` time / fused forward",
+            value,
+            "{:.2f}×",
+            BAR_GRADIENT_TIME,
+            f"≤ {BAR_GRADIENT_TIME}×",
+            f"{median_ms(times[method]):.0f} vs {median_ms(fused):.0f} ms",
+        )
     value = median_ratio(times["unfused forward"], fused)
-    add("unfused forward / fused forward (floor of any map capture)", value, "{:.2f}×", None, "—",
-        f"{median_ms(times['unfused forward']):.0f} vs {median_ms(fused):.0f} ms")
+    add(
+        "unfused forward / fused forward (floor of any map capture)",
+        value,
+        "{:.2f}×",
+        None,
+        "—",
+        f"{median_ms(times['unfused forward']):.0f} vs {median_ms(fused):.0f} ms",
+    )
     value = median_ratio(times["rollout"], times["unfused forward"])
-    add("`rollout` time / unfused forward", value, "{:.2f}×", None, "—",
-        f"{median_ms(times['rollout']):.0f} vs {median_ms(times['unfused forward']):.0f} ms")
+    add(
+        "`rollout` time / unfused forward",
+        value,
+        "{:.2f}×",
+        None,
+        "—",
+        f"{median_ms(times['rollout']):.0f} vs {median_ms(times['unfused forward']):.0f} ms",
+    )
     if args.diagnose:
         value = median_ratio(times["rollout, discard 0"], fused)
-        add("`rollout` (discard_ratio=0) time / fused forward", value, "{:.2f}×", None, "—",
-            f"{median_ms(times['rollout, discard 0']):.0f} vs {median_ms(fused):.0f} ms")
+        add(
+            "`rollout` (discard_ratio=0) time / fused forward",
+            value,
+            "{:.2f}×",
+            None,
+            "—",
+            f"{median_ms(times['rollout, discard 0']):.0f} vs {median_ms(fused):.0f} ms",
+        )
 
     if memory:
         detail = f"all maps: {map_bytes / MIB:.1f} MiB"
         for reference in ("unfused forward", "fused forward"):
             extra = memory["rollout"] - memory[reference]
             bar = BAR_ROLLOUT_MEMORY if reference == "unfused forward" else None
-            add(f"`rollout` extra peak memory vs {reference} / all L maps", extra / map_bytes, "{:.1%}", bar,
+            add(
+                f"`rollout` extra peak memory vs {reference} / all L maps",
+                extra / map_bytes,
+                "{:.1%}",
+                bar,
                 f"≤ {BAR_ROLLOUT_MEMORY:.0%}" if bar else "—",
-                f"{extra / MIB:+.1f} MiB; {detail}")
+                f"{extra / MIB:+.1f} MiB; {detail}",
+            )
         both = 2 * map_bytes
         for method in GRADIENT_METHODS:
             for reference in ("unfused forward", "unfused forward+backward"):
                 extra = memory[method] - memory[reference]
-                add(f"`{method}` extra peak memory vs {reference} / all maps + grads", extra / both, "{:.1%}",
-                    None, "—", f"{extra / MIB:+.1f} MiB; maps + grads: {both / MIB:.1f} MiB")
+                add(
+                    f"`{method}` extra peak memory vs {reference} / all maps + grads",
+                    extra / both,
+                    "{:.1%}",
+                    None,
+                    "—",
+                    f"{extra / MIB:+.1f} MiB; maps + grads: {both / MIB:.1f} MiB",
+                )
 
     for batched, loop in (("rollout", "loop rollout"), ("grad_rollout", "loop grad_rollout")):
         value = median_ratio(times[loop], times[batched])
-        add(f"speed-up of batched `{batched}` over the per-image loop", value, "{:.2f}×", None, "—",
-            f"{median_ms(times[loop]):.0f} vs {median_ms(times[batched]):.0f} ms")
+        add(
+            f"speed-up of batched `{batched}` over the per-image loop",
+            value,
+            "{:.2f}×",
+            None,
+            "—",
+            f"{median_ms(times[loop]):.0f} vs {median_ms(times[batched]):.0f} ms",
+        )
 
     lines = [
         "# bench_engine",

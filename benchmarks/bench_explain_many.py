@@ -29,13 +29,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench_engine.py
 
 import timm  # noqa: E402
 import torch  # noqa: E402
+from _report import emit  # noqa: E402
 from torch import nn  # noqa: E402
 
-from _report import emit  # noqa: E402
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's package
-from lightning_rollout import AttentionRolloutCallback, explain, explain_many  # noqa: E402
 import lightning_rollout.monitor.side_pass as side_pass  # noqa: E402  (internal: the callback's side pass)
+from lightning_rollout import AttentionRolloutCallback, explain, explain_many  # noqa: E402
 from lightning_rollout.callbacks.loggers import runtime_of  # noqa: E402
 from lightning_rollout.engine.api import PassResult, explain_with  # noqa: E402
 
@@ -55,7 +54,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=4, help="timed rounds (after one warm-up round)")
     parser.add_argument(
-        "--quick", action="store_true",
+        "--quick",
+        action="store_true",
         help="smoke run of the same code path in seconds (the numbers mean nothing): vit_tiny cut to 2 blocks, "
         "48 wide, 8-px patches on 32 px, batch 4, 1 round",
     )
@@ -149,8 +149,15 @@ def callback_cases(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
 
     data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, labels), batch_size=len(images))
     callback = AttentionRolloutCallback(methods=METHODS, num_samples=len(images), faithfulness_steps=0)
-    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=TensorBoardLogger(log_dir), callbacks=[callback],
-                         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=TensorBoardLogger(log_dir),
+        callbacks=[callback],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
     module = Module()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -170,7 +177,9 @@ def callback_cases(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                     else:
                         runtime = runtime_of(trainer, module)
                         inputs = callback.maps.inputs(runtime.device)
-                        side_pass.explain_samples(callback.settings, runtime, module, inputs, callback.fixed_batch.labels)
+                        side_pass.explain_samples(
+                            callback.settings, runtime, module, inputs, callback.fixed_batch.labels
+                        )
             finally:
                 side_pass.explain_with = ONE_PASS
 
@@ -225,8 +234,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         ]
     lines += ["", "| case | median ms | min ms | max ms |", "|---|---|---|---|"]
     for name, values in times.items():
-        lines.append(f"| {name} | {statistics.median(values) * 1000:.0f} | {min(values) * 1000:.0f} | "
-                     f"{max(values) * 1000:.0f} |")
+        lines.append(
+            f"| {name} | {statistics.median(values) * 1000:.0f} | {min(values) * 1000:.0f} | {max(values) * 1000:.0f} |"
+        )
     lines += ["", f"Total run time {time.perf_counter() - started:.0f} s."]
     emit(lines, args.out)
 

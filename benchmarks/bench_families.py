@@ -29,10 +29,10 @@ from typing import Callable, Dict, List, Optional
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
 from _report import emit  # noqa: E402
 from bench_engine import BAR_ROLLOUT_TIME, median_ms, median_ratio, run_rounds  # noqa: E402
+from torch import nn  # noqa: E402
+
 from lightning_rollout import explain  # noqa: E402
 from lightning_rollout.methods import METHODS  # noqa: E402
 
@@ -53,8 +53,16 @@ def build_timm(size: int, quick: bool) -> nn.Module:
 def build_hf(size: int, quick: bool) -> nn.Module:
     from transformers import ViTConfig, ViTForImageClassification
 
-    shape = dict(num_hidden_layers=QUICK["layers"], hidden_size=QUICK["width"], num_attention_heads=QUICK["heads"],
-                 intermediate_size=QUICK["mlp"]) if quick else {}
+    shape = (
+        dict(
+            num_hidden_layers=QUICK["layers"],
+            hidden_size=QUICK["width"],
+            num_attention_heads=QUICK["heads"],
+            intermediate_size=QUICK["mlp"],
+        )
+        if quick
+        else {}
+    )
     config = ViTConfig(image_size=size, patch_size=16, num_labels=10, **shape)
     return ViTForImageClassification(config)
 
@@ -142,15 +150,24 @@ def family_rows(family: str, args: argparse.Namespace) -> List[str]:
             forward_cells.append("—")
             continue
         ratio = median_ratio(times[method], times["forward"])
-        forward_cells.append(f"{ratio:.2f}× ({'pass' if ratio <= BAR_ROLLOUT_TIME else 'FAIL'} ≤ {BAR_ROLLOUT_TIME}×)"
-                             if method == "rollout" else f"{ratio:.2f}×")
+        forward_cells.append(
+            f"{ratio:.2f}× ({'pass' if ratio <= BAR_ROLLOUT_TIME else 'FAIL'} ≤ {BAR_ROLLOUT_TIME}×)"
+            if method == "rollout"
+            else f"{ratio:.2f}×"
+        )
     floor = median_ratio(times["forward+backward"], times["forward"])
     floor_cells = [
         over(clock[method], clock["forward+backward"]) if method in cases else "—"
-        for clock in (times, cpu) for method in FLOOR_METHODS
+        for clock in (times, cpu)
+        for method in FLOOR_METHODS
     ]
-    row = (f"| {NAMES[family]} | " + " | ".join(forward_cells) + f" | {floor:.2f}× | " + " | ".join(floor_cells)
-           + f" | {median_ms(times['forward']):.0f} |")
+    row = (
+        f"| {NAMES[family]} | "
+        + " | ".join(forward_cells)
+        + f" | {floor:.2f}× | "
+        + " | ".join(floor_cells)
+        + f" | {median_ms(times['forward']):.0f} |"
+    )
     load = f"{NAMES[family]}: load average (1 min) {load_before:.1f} before, {os.getloadavg()[0]:.1f} after."
     return [row, load]
 
@@ -163,7 +180,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
-        "--quick", action="store_true",
+        "--quick",
+        action="store_true",
         help="smoke run of the same code path in seconds (the numbers mean nothing): every family cut to 2 blocks, "
         "48 wide, 32 px, batch 2, 1 round",
     )
@@ -182,7 +200,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         f"{BAR_OVER_FLOOR:.2f}×.",
         *(["", QUICK_NOTE] if args.quick else []),
         "",
-        "| model | " + " | ".join(f"`{method}`" for method in METHODS) + " | forward+backward floor | "
+        "| model | "
+        + " | ".join(f"`{method}`" for method in METHODS)
+        + " | forward+backward floor | "
         + " | ".join(f"`{method}` over the floor{clock}" for clock in ("", ", CPU time") for method in FLOOR_METHODS)
         + " | forward ms |",
         "|" + "---|" * (len(METHODS) + 2 * len(FLOOR_METHODS) + 3),
@@ -190,9 +210,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     loads = []
     # One process per family, so that one model's allocations do not shape the next one's timings.
     for family in args.families:
-        command = [sys.executable, os.path.abspath(__file__), "--families", family, "--row-only",
-                   "--img-size", str(args.img_size), "--batch-size", str(args.batch_size),
-                   "--repeats", str(args.repeats), "--methods", *args.methods] + (["--quick"] if args.quick else [])
+        command = [
+            sys.executable,
+            os.path.abspath(__file__),
+            "--families",
+            family,
+            "--row-only",
+            "--img-size",
+            str(args.img_size),
+            "--batch-size",
+            str(args.batch_size),
+            "--repeats",
+            str(args.repeats),
+            "--methods",
+            *args.methods,
+        ] + (["--quick"] if args.quick else [])
         result = subprocess.run(command, check=True, capture_output=True, text=True)
         print(result.stderr, end="", file=sys.stderr, flush=True)
         row, load = result.stdout.strip().splitlines()[-2:]

@@ -17,7 +17,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench_engine.py
 
 import timm  # noqa: E402
 import torch  # noqa: E402
-
 from _report import emit  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's package
@@ -35,7 +34,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds after one warm-up round")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument(
-        "--quick", action="store_true",
+        "--quick",
+        action="store_true",
         help="smoke run of the same code path in seconds (the numbers mean nothing): vit_tiny cut to 2 blocks, "
         "48 wide, 8-px patches on 32 px, batch 4, 1 round",
     )
@@ -70,8 +70,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             elapsed = time.perf_counter() - start
             if round_index > 0:
                 times[name].append(elapsed)
-        print(f"round {round_index}: " + ", ".join(f"{n} {times[n][-1]:.2f}s" for n in arms if times[n]),
-              file=sys.stderr, flush=True)
+        print(
+            f"round {round_index}: " + ", ".join(f"{n} {times[n][-1]:.2f}s" for n in arms if times[n]),
+            file=sys.stderr,
+            flush=True,
+        )
     base = times["grad_rollout"]
     lines = [
         f"`{args.model}`, {args.img_size} px, batch {args.batch_size}, {torch.get_num_threads()} threads, "

@@ -41,11 +41,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 import yaml  # noqa: E402
-from lightning.pytorch import Callback, Trainer, seed_everything  # noqa: E402
-from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
-
 from _report import emit  # noqa: E402
 from bench_callback import Mark, instantiate  # noqa: E402
+from lightning.pytorch import Callback, Trainer, seed_everything  # noqa: E402
+from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's package
 from lightning_rollout import AttentionRolloutCallback  # noqa: E402
@@ -65,7 +64,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--control", action="store_true", help="also run without the callback")
     parser.add_argument("--csv", default=None, help="write the per-epoch numbers to this CSV file")
     parser.add_argument(
-        "--quick", action="store_true",
+        "--quick",
+        action="store_true",
         help="smoke run of the same code path in seconds (the numbers mean nothing): 4 epochs of 16 training "
         "and 16 validation scenes (demo), the callback's AUCs with 2 steps",
     )
@@ -90,25 +90,37 @@ def scenario(args: argparse.Namespace) -> Dict[str, Any]:
             config = yaml.safe_load(handle)
         data_spec = config["data"]
         data_spec["init_args"] = dict(data_spec["init_args"], num_train=args.num_train)
-        entry = next(spec for spec in config["trainer"]["callbacks"]
-                     if spec["class_path"].endswith("AttentionRolloutCallback"))
+        entry = next(
+            spec for spec in config["trainer"]["callbacks"] if spec["class_path"].endswith("AttentionRolloutCallback")
+        )
         callback = dict(entry["init_args"], methods=list(METHODS), every_n_epochs=1)
         if args.quick:
             data_spec["init_args"].update(num_val=16, batch_size=16)
             callback["faithfulness_steps"] = 2
         return {
-            "model": config["model"], "data": data_spec, "seed": config.get("seed_everything", 0),
+            "model": config["model"],
+            "data": data_spec,
+            "seed": config.get("seed_everything", 0),
             "callback": callback,
             "trainer": {"log_every_n_steps": config["trainer"].get("log_every_n_steps", 50)},
         }
     return {
-        "model": {"class_path": "lightning_rollout.demo.TimmClassifier",
-                  "init_args": {"model_name": "vit_small_patch16_224", "num_classes": 4, "warmup_epochs": 0.0}},
-        "data": {"class_path": "lightning_rollout.demo.SyntheticScenesDataModule",
-                 "init_args": {"image_size": 224, "num_classes": 4, "num_train": 8, "num_val": 8, "batch_size": 8}},
+        "model": {
+            "class_path": "lightning_rollout.demo.TimmClassifier",
+            "init_args": {"model_name": "vit_small_patch16_224", "num_classes": 4, "warmup_epochs": 0.0},
+        },
+        "data": {
+            "class_path": "lightning_rollout.demo.SyntheticScenesDataModule",
+            "init_args": {"image_size": 224, "num_classes": 4, "num_train": 8, "num_val": 8, "batch_size": 8},
+        },
         "seed": 0,
-        "callback": {"methods": list(METHODS), "num_samples": 8, "mean": [0.5] * 3, "std": [0.5] * 3,
-                     "faithfulness_steps": 0},
+        "callback": {
+            "methods": list(METHODS),
+            "num_samples": 8,
+            "mean": [0.5] * 3,
+            "std": [0.5] * 3,
+            "faithfulness_steps": 0,
+        },
         "trainer": {"limit_train_batches": 1, "log_every_n_steps": 1},
     }
 
@@ -166,9 +178,15 @@ def run(args: argparse.Namespace, with_callback: bool, folder: str) -> Dict[str,
     soak = Soak(rollout, folder)
     callbacks = [soak, before, *([rollout] if rollout else []), after]
     trainer = Trainer(
-        accelerator="cpu", devices=1, max_epochs=args.epochs, callbacks=callbacks,
+        accelerator="cpu",
+        devices=1,
+        max_epochs=args.epochs,
+        callbacks=callbacks,
         logger=TensorBoardLogger(folder, name="soak", version="callback" if with_callback else "control"),
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, **setup["trainer"],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **setup["trainer"],
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -188,13 +206,15 @@ def slope(xs: List[float], ys: List[float]) -> float:
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
 
 
-def report(args: argparse.Namespace, result: Dict[str, Any], control: Optional[Dict[str, Any]], wall: float) -> List[str]:
+def report(
+    args: argparse.Namespace, result: Dict[str, Any], control: Optional[Dict[str, Any]], wall: float
+) -> List[str]:
     rows, methods = result["rows"], result["methods"]
     n = len(rows)
     k = min(10, n // 2)
     first, last = rows[:k], rows[-k:]
     logged = [rows[0]["events_bytes"]] + [b["events_bytes"] - a["events_bytes"] for a, b in zip(rows, rows[1:])]
-    half = rows[n // 2:]
+    half = rows[n // 2 :]
     lines = [
         f"# Soak: {args.scenario}, {n} epochs",
         "",
@@ -235,7 +255,7 @@ def report(args: argparse.Namespace, result: Dict[str, Any], control: Optional[D
     ]
     if control is not None:
         crows = control["rows"]
-        chalf = crows[len(crows) // 2:]
+        chalf = crows[len(crows) // 2 :]
         lines.append(
             f"Without the callback (control run): RSS {crows[0]['rss_mib']:.0f} → {crows[-1]['rss_mib']:.0f} MiB, "
             f"growth over the second half {slope([r['epoch'] for r in chalf], [r['rss_mib'] for r in chalf]) * 1024:.0f}"

@@ -26,13 +26,13 @@ from typing import Dict, List, Optional
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning OpenMP waits make a shared machine unusable
 
 import torch  # noqa: E402
-from transformers import Trainer, TrainingArguments  # noqa: E402
-
 from _report import emit  # noqa: E402
+from transformers import Trainer, TrainingArguments  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "examples")]  # this checkout's package and the example
 from hf_trainer_demo import DEFAULT_CONFIG, SceneDicts, build_model, load_config, scenes  # noqa: E402
+
 from lightning_rollout import AttentionRolloutTrainerCallback  # noqa: E402
 
 ARMS = ("without", "with", "with_no_auc")
@@ -101,7 +101,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         f"{ratios['with_no_auc']:.2f}× |",
         "",
         "First evaluation (warm-up; the callback chooses its samples and tries one): "
-        + ", ".join(f"{arm} {seconds:.2f} s" for arm, seconds in first.items()) + ".",
+        + ", ".join(f"{arm} {seconds:.2f} s" for arm, seconds in first.items())
+        + ".",
         "",
         f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads.",

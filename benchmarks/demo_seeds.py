@@ -29,12 +29,19 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 import yaml  # noqa: E402
-from lightning.pytorch import Callback, Trainer, seed_everything  # noqa: E402
-
 from _report import emit  # noqa: E402
 from bench_callback import (  # noqa: E402
-    DEFAULT_CONFIG, DEFAULT_DATA, DEFAULT_MODEL, QUICK_DATA, ROOT, instantiate, quick_config, section_spec,
+    DEFAULT_CONFIG,
+    DEFAULT_DATA,
+    DEFAULT_MODEL,
+    QUICK_DATA,
+    ROOT,
+    instantiate,
+    quick_config,
+    section_spec,
 )
+from lightning.pytorch import Callback, Trainer, seed_everything  # noqa: E402
+
 from lightning_rollout import explain  # noqa: E402  (this checkout's: bench_callback puts it first on sys.path)
 from lightning_rollout.metrics import energy_in_mask, mask_area_fraction, pointing_game  # noqa: E402
 
@@ -82,7 +89,10 @@ def run_seed(config: Dict[str, Any], seed: int, num_val: int, ckpt_dir: Optional
     for key in ("callbacks", "logger", "default_root_dir"):
         trainer_config.pop(key, None)
     trainer_config.update(
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        logger=False,
     )
     epochs = EpochMaps(images, labels, masks)
     trainer = Trainer(callbacks=[epochs], **trainer_config)
@@ -111,7 +121,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--num-val", type=int, default=64, help="validation scenes measured (the first N)")
     parser.add_argument("--ckpt-dir", default=None, help="save each seed's trained checkpoint here")
     parser.add_argument(
-        "--quick", action="store_true",
+        "--quick",
+        action="store_true",
         help=f"smoke run of the same code path in seconds (the numbers mean nothing): seed 0, the config's data "
         f"module with {QUICK_DATA}, 1 epoch, 8 measured scenes",
     )

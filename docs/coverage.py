@@ -41,22 +41,62 @@ def _timm(name: str, **kwargs) -> Callable[[], nn.Module]:
 
 TIMM_CASES: List[Case] = [
     ("timm vit", "vit_tiny_patch16_224", _timm("vit_tiny_patch16_224", img_size=64), (64, 64)),
-    ("timm vit (CLIP)", "vit_base_patch32_clip_224", _timm("vit_base_patch32_clip_224", img_size=64, depth=2), (64, 64)),
-    ("timm vit (SigLIP, map pool)", "vit_base_patch16_siglip_224", _timm("vit_base_patch16_siglip_224", img_size=64, depth=2), (64, 64)),
-    ("timm vit (DINOv2)", "vit_small_patch14_dinov2", _timm("vit_small_patch14_dinov2", img_size=56, depth=2), (56, 56)),
-    ("timm vit (DINOv2 + registers)", "vit_small_patch14_reg4_dinov2", _timm("vit_small_patch14_reg4_dinov2", img_size=56, depth=2), (56, 56)),
+    (
+        "timm vit (CLIP)",
+        "vit_base_patch32_clip_224",
+        _timm("vit_base_patch32_clip_224", img_size=64, depth=2),
+        (64, 64),
+    ),
+    (
+        "timm vit (SigLIP, map pool)",
+        "vit_base_patch16_siglip_224",
+        _timm("vit_base_patch16_siglip_224", img_size=64, depth=2),
+        (64, 64),
+    ),
+    (
+        "timm vit (DINOv2)",
+        "vit_small_patch14_dinov2",
+        _timm("vit_small_patch14_dinov2", img_size=56, depth=2),
+        (56, 56),
+    ),
+    (
+        "timm vit (DINOv2 + registers)",
+        "vit_small_patch14_reg4_dinov2",
+        _timm("vit_small_patch14_reg4_dinov2", img_size=56, depth=2),
+        (56, 56),
+    ),
     ("timm deit", "deit_tiny_patch16_224", _timm("deit_tiny_patch16_224", img_size=64), (64, 64)),
-    ("timm deit (distilled)", "deit_tiny_distilled_patch16_224", _timm("deit_tiny_distilled_patch16_224", img_size=64), (64, 64)),
+    (
+        "timm deit (distilled)",
+        "deit_tiny_distilled_patch16_224",
+        _timm("deit_tiny_distilled_patch16_224", img_size=64),
+        (64, 64),
+    ),
     ("timm deit3", "deit3_small_patch16_224", _timm("deit3_small_patch16_224", img_size=64, depth=4), (64, 64)),
     ("timm flexivit", "flexivit_small", _timm("flexivit_small", img_size=60, depth=4), (60, 60)),
     ("timm eva02", "eva02_tiny_patch14_224", _timm("eva02_tiny_patch14_224", img_size=56), (56, 56)),
     ("timm beit", "beit_base_patch16_224", _timm("beit_base_patch16_224", img_size=64, depth=2), (64, 64)),
     ("timm beitv2", "beitv2_base_patch16_224", _timm("beitv2_base_patch16_224", img_size=64, depth=2), (64, 64)),
-    ("timm vit_relpos", "vit_relpos_small_patch16_224", _timm("vit_relpos_small_patch16_224", img_size=64, depth=4), (64, 64)),
-    ("timm vit_srelpos", "vit_srelpos_small_patch16_224", _timm("vit_srelpos_small_patch16_224", img_size=64, depth=4), (64, 64)),
+    (
+        "timm vit_relpos",
+        "vit_relpos_small_patch16_224",
+        _timm("vit_relpos_small_patch16_224", img_size=64, depth=4),
+        (64, 64),
+    ),
+    (
+        "timm vit_srelpos",
+        "vit_srelpos_small_patch16_224",
+        _timm("vit_srelpos_small_patch16_224", img_size=64, depth=4),
+        (64, 64),
+    ),
     ("timm naflexvit", "naflexvit_base_patch16_gap", _timm("naflexvit_base_patch16_gap", depth=2), (64, 64)),
     ("timm cait", "cait_xxs24_224", _timm("cait_xxs24_224", img_size=64, depth=4), (64, 64)),
-    ("timm samvit", "samvit_base_patch16", _timm("samvit_base_patch16", img_size=64, depth=2, global_attn_indexes=(1,), window_size=2), (64, 64)),
+    (
+        "timm samvit",
+        "samvit_base_patch16",
+        _timm("samvit_base_patch16", img_size=64, depth=2, global_attn_indexes=(1,), window_size=2),
+        (64, 64),
+    ),
     ("timm xcit", "xcit_nano_12_p16_224", _timm("xcit_nano_12_p16_224", img_size=64), (64, 64)),
     ("timm swin", "swin_tiny_patch4_window7_224", _timm("swin_tiny_patch4_window7_224", img_size=224), (224, 224)),
     ("timm swinv2", "swinv2_tiny_window8_256", _timm("swinv2_tiny_window8_256", img_size=256), (256, 256)),
@@ -75,8 +115,9 @@ def _hf(model_class: str, config_class: str, **kwargs) -> Callable[[], nn.Module
     return build
 
 
-HF_VIT = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, image_size=64,
-              patch_size=16)
+HF_VIT = dict(
+    hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, image_size=64, patch_size=16
+)
 
 
 class _CLIPClassifier(nn.Module):
@@ -96,25 +137,49 @@ class _CLIPClassifier(nn.Module):
 def _torchvision_vit() -> nn.Module:
     from torchvision.models import VisionTransformer
 
-    return VisionTransformer(image_size=64, patch_size=16, num_layers=2, num_heads=2, hidden_dim=64, mlp_dim=128,
-                             num_classes=5)
+    return VisionTransformer(
+        image_size=64, patch_size=16, num_layers=2, num_heads=2, hidden_dim=64, mlp_dim=128, num_classes=5
+    )
 
 
 OTHER_CASES: List[Case] = [
     ("HF vit", "ViTForImageClassification", _hf("ViTForImageClassification", "ViTConfig", **HF_VIT), (64, 64)),
     ("HF deit", "DeiTForImageClassification", _hf("DeiTForImageClassification", "DeiTConfig", **HF_VIT), (64, 64)),
-    ("HF deit (teacher)", "DeiTForImageClassificationWithTeacher",
-     _hf("DeiTForImageClassificationWithTeacher", "DeiTConfig", **HF_VIT), (64, 64)),
+    (
+        "HF deit (teacher)",
+        "DeiTForImageClassificationWithTeacher",
+        _hf("DeiTForImageClassificationWithTeacher", "DeiTConfig", **HF_VIT),
+        (64, 64),
+    ),
     ("HF beit", "BeitForImageClassification", _hf("BeitForImageClassification", "BeitConfig", **HF_VIT), (64, 64)),
-    ("HF dinov2", "Dinov2ForImageClassification", _hf("Dinov2ForImageClassification", "Dinov2Config", **HF_VIT),
-     (64, 64)),
-    ("HF dinov2 (registers)", "Dinov2WithRegistersForImageClassification",
-     _hf("Dinov2WithRegistersForImageClassification", "Dinov2WithRegistersConfig", num_register_tokens=4, **HF_VIT),
-     (64, 64)),
+    (
+        "HF dinov2",
+        "Dinov2ForImageClassification",
+        _hf("Dinov2ForImageClassification", "Dinov2Config", **HF_VIT),
+        (64, 64),
+    ),
+    (
+        "HF dinov2 (registers)",
+        "Dinov2WithRegistersForImageClassification",
+        _hf("Dinov2WithRegistersForImageClassification", "Dinov2WithRegistersConfig", num_register_tokens=4, **HF_VIT),
+        (64, 64),
+    ),
     ("HF clip vision", "CLIPVisionModel + Linear", _CLIPClassifier, (64, 64)),
-    ("HF swin", "SwinForImageClassification",
-     _hf("SwinForImageClassification", "SwinConfig", image_size=64, patch_size=4, embed_dim=16, depths=[1, 1],
-         num_heads=[2, 2], window_size=4), (64, 64)),
+    (
+        "HF swin",
+        "SwinForImageClassification",
+        _hf(
+            "SwinForImageClassification",
+            "SwinConfig",
+            image_size=64,
+            patch_size=4,
+            embed_dim=16,
+            depths=[1, 1],
+            num_heads=[2, 2],
+            window_size=4,
+        ),
+        (64, 64),
+    ),
     ("torchvision vit", "VisionTransformer (vit_b_16 shape)", _torchvision_vit, (64, 64)),
 ]
 
@@ -162,7 +227,7 @@ def table(cases: List[Case]) -> str:
         for method in METHODS:
             status = result[method]
             if status.startswith("refused: "):
-                reasons[family] = status[len("refused: "):]
+                reasons[family] = status[len("refused: ") :]
                 status = "refused¹"
             cells.append(status)
         lines.append(f"| {family} | `{name}` | {result['adapter']} | " + " | ".join(cells) + " |")

@@ -23,8 +23,15 @@ import urllib.request
 import websocket
 
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
 ]
 
 
@@ -49,9 +56,16 @@ def _wait_for_json(url: str, seconds: float):
 def _capture(page_url: str, out: str, width: int, height: int, settle: float) -> None:
     port = _free_port()
     browser = subprocess.Popen(
-        ["chromium", *CHROMIUM_FLAGS, f"--user-data-dir={tempfile.mkdtemp()}", f"--window-size={width},{height}",
-         f"--remote-debugging-port={port}", "about:blank"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            "chromium",
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={tempfile.mkdtemp()}",
+            f"--window-size={width},{height}",
+            f"--remote-debugging-port={port}",
+            "about:blank",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         targets = _wait_for_json(f"http://127.0.0.1:{port}/json", 30)
@@ -88,9 +102,21 @@ def main() -> None:
     args = parser.parse_args()
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main", "--logdir", args.log_dir, "--host", "127.0.0.1",
-         "--port", str(port), "--samples_per_plugin", "images=100"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "tensorboard.main",
+            "--logdir",
+            args.log_dir,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--samples_per_plugin",
+            "images=100",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         _wait_for_json(f"http://127.0.0.1:{port}/data/plugin/images/tags", 60)

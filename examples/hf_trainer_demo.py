@@ -124,8 +124,14 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def report(config: Dict[str, Any], logged: Dict[int, Dict[str, float]], before: Dict[str, float],
-           after: Dict[str, float], fit_seconds: float, fit_cpu_seconds: float) -> str:
+def report(
+    config: Dict[str, Any],
+    logged: Dict[int, Dict[str, float]],
+    before: Dict[str, float],
+    after: Dict[str, float],
+    fit_seconds: float,
+    fit_cpu_seconds: float,
+) -> str:
     prefix, methods = "attention", config["callback"]["methods"]
     first, last = min(logged), max(logged)
     rows = [
@@ -140,9 +146,14 @@ def report(config: Dict[str, Any], logged: Dict[int, Dict[str, float]], before: 
     count = config["measure"]["num_val"]
     accuracy = f"accuracy {before['accuracy']:.3f} → {after['accuracy']:.3f}"
     kept = config["callback"].get("num_samples", 8)
-    rows += ["", f"({kept} kept samples; mask area {area:.3f}.) First {count} validation scenes "
-             f"(mask area {after['mask_area']:.3f}, {accuracy}):", "",
-             "| method | energy untrained → trained | pointing game untrained → trained |", "|---|---|---|"]
+    rows += [
+        "",
+        f"({kept} kept samples; mask area {area:.3f}.) First {count} validation scenes "
+        f"(mask area {after['mask_area']:.3f}, {accuracy}):",
+        "",
+        "| method | energy untrained → trained | pointing game untrained → trained |",
+        "|---|---|---|",
+    ]
     for method in config["measure"]["methods"]:
         e0, e1 = before[f"{method}/energy"], after[f"{method}/energy"]
         p0, p1 = before[f"{method}/pointing_game"], after[f"{method}/pointing_game"]
@@ -150,8 +161,11 @@ def report(config: Dict[str, Any], logged: Dict[int, Dict[str, float]], before: 
     commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}"
     load = os.getloadavg()[0]
-    rows += ["", f"Fit {fit_seconds / 60:.1f} min wall ({fit_cpu_seconds / 60:.1f} CPU-min; load average {load:.1f} at "
-             f"the end); {time.strftime('%Y-%m-%d')}, commit {commit.stdout.strip() or '?'}, {machine}."]
+    rows += [
+        "",
+        f"Fit {fit_seconds / 60:.1f} min wall ({fit_cpu_seconds / 60:.1f} CPU-min; load average {load:.1f} at "
+        f"the end); {time.strftime('%Y-%m-%d')}, commit {commit.stdout.strip() or '?'}, {machine}.",
+    ]
     return "\n".join(rows)
 
 
@@ -166,8 +180,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     callback = AttentionRolloutTrainerCallback(**config["callback"])
     args = TrainingArguments(**config["training"])
     train, val = scenes(config, "train"), scenes(config, "val")
-    trainer = Trainer(model=model, args=args, train_dataset=SceneDicts(train), eval_dataset=SceneDicts(val),
-                      callbacks=[callback])
+    trainer = Trainer(
+        model=model, args=args, train_dataset=SceneDicts(train), eval_dataset=SceneDicts(val), callbacks=[callback]
+    )
     start, start_cpu = time.perf_counter(), cpu_seconds()
     trainer.train()
     fit_seconds, fit_cpu_seconds = time.perf_counter() - start, cpu_seconds() - start_cpu

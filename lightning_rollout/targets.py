@@ -48,8 +48,10 @@ def _indices(argument: str, value: Indices) -> Tensor:
         indices = value.detach().long()
     elif isinstance(value, int) and not isinstance(value, bool):
         indices = torch.tensor(value)
-    elif isinstance(value, (list, tuple)) and value and all(
-        isinstance(v, int) and not isinstance(v, bool) for v in value
+    elif (
+        isinstance(value, (list, tuple))
+        and value
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
     ):
         indices = torch.tensor(list(value))
     else:
@@ -161,7 +163,8 @@ class EmbeddingSimilarity:
     def __init__(self, references: Tensor, index: Indices = 0) -> None:
         if not isinstance(references, Tensor) or references.dim() not in (1, 2) or not references.is_floating_point():
             got = (
-                f"a {references.dim()}-D {references.dtype} tensor" if isinstance(references, Tensor)
+                f"a {references.dim()}-D {references.dtype} tensor"
+                if isinstance(references, Tensor)
                 else type(references).__name__
             )
             raise ValueError(f"`references` must be a float tensor (D,) or (K, D), got {got}")

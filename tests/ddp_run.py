@@ -13,8 +13,8 @@ TESTS = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [TESTS, os.path.dirname(TESTS)]  # this checkout's lightning_rollout, not an installed one
 
 from lightning_helpers import make_module_class  # noqa: E402
-from lightning_rollout import AttentionRolloutCallback  # noqa: E402
 
+from lightning_rollout import AttentionRolloutCallback  # noqa: E402
 
 
 class TinyViTModule(make_module_class(pl.LightningModule)):

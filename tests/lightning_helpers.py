@@ -91,8 +91,13 @@ def make_trainer(tmp_path, callbacks, max_epochs=2, **kwargs):
     from lightning.pytorch.loggers import TensorBoardLogger
 
     options = dict(
-        max_epochs=max_epochs, accelerator="cpu", logger=TensorBoardLogger(str(tmp_path), name="tb"),
-        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False, deterministic=True,
+        max_epochs=max_epochs,
+        accelerator="cpu",
+        logger=TensorBoardLogger(str(tmp_path), name="tb"),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        deterministic=True,
         log_every_n_steps=1,
     )
     options.update(kwargs)

@@ -59,7 +59,9 @@ def reference_map(model, image, method, geometry, head_fusion="mean", discard_ra
     relevance = torch.eye(n)
     for layer, attention in enumerate(attentions):
         if method == "rollout":
-            fused = {"mean": attention.mean(0), "max": attention.max(0).values, "min": attention.min(0).values}[head_fusion]
+            fused = {"mean": attention.mean(0), "max": attention.max(0).values, "min": attention.min(0).values}[
+                head_fusion
+            ]
             relevance = _normalised(_discard(fused, discard_ratio)) @ relevance
         elif method == "grad_rollout":
             fused = torch.clamp((attention * grads[layer]).mean(0), min=0)

@@ -25,6 +25,7 @@ TESTS = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [TESTS, os.path.dirname(TESTS)]  # this checkout's lightning_rollout, not an installed one
 
 from lightning_helpers import make_module_class  # noqa: E402
+
 from lightning_rollout import AttentionRolloutCallback  # noqa: E402
 
 METHODS = ["rollout", "grad_rollout", "chefer", "gradcam"]
@@ -92,5 +93,7 @@ if __name__ == "__main__":
         assert torch.equal(gathered[0], gathered[1]), "the ranks explained different batches"
         if torch.distributed.get_rank() == 0:
             batch = callback.maps.keeper.state_dict()["batch"]
-            result = dict(without=without, observed=observed, batch=batch, history=callback.history.state_dict()["history"])
+            result = dict(
+                without=without, observed=observed, batch=batch, history=callback.history.state_dict()["history"]
+            )
             torch.save(result, os.path.join(out_dir, f"{sharding}.pt"))

@@ -2,19 +2,21 @@
 
 import pytest
 import torch
-
 from conftest import tiny_vit
-from lightning_rollout import attention_per_head, explain, explain_many
-from lightning_rollout.methods import attention_per_head_scores, attention_scores
-from lightning_rollout.models.readout import Readout, token_readout
 from test_explain_many import _Counts
 from test_explain_memory import FAMILIES
 
+from lightning_rollout import attention_per_head, explain, explain_many
+from lightning_rollout.methods import attention_per_head_scores, attention_scores
+from lightning_rollout.models.readout import Readout, token_readout
+
 # Two heads over N = 3 tokens (a class token and two patches); rows sum to 1.
-HEADS = torch.tensor([
-    [[0.5, 0.3, 0.2], [0.1, 0.6, 0.3], [0.2, 0.2, 0.6]],
-    [[0.1, 0.1, 0.8], [0.4, 0.4, 0.2], [0.3, 0.5, 0.2]],
-]).unsqueeze(0)
+HEADS = torch.tensor(
+    [
+        [[0.5, 0.3, 0.2], [0.1, 0.6, 0.3], [0.2, 0.2, 0.6]],
+        [[0.1, 0.1, 0.8], [0.4, 0.4, 0.2], [0.3, 0.5, 0.2]],
+    ]
+).unsqueeze(0)
 
 
 def test_class_token_row_by_hand():
@@ -56,8 +58,9 @@ def test_timm_class_token_maps_are_the_last_layer_s_class_row(vit, images):
     expected_heads = attention[:, :, 0, 1:].reshape(3, 2, 4, 4)
     torch.testing.assert_close(attention_per_head(vit, images), expected_heads, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(explain(vit, images, "attention"), expected_heads.mean(1), rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(explain(vit, images, "attention", head_fusion="max"), expected_heads.amax(1),
-                               rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        explain(vit, images, "attention", head_fusion="max"), expected_heads.amax(1), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_timm_avg_pool_maps_average_the_patch_rows(images):

@@ -6,9 +6,9 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
+from lightning_helpers import RandomScenes, make_module_class, make_trainer, read_events
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_helpers import RandomScenes, make_module_class, make_trainer, read_events
 from lightning_rollout import AttentionRolloutCallback, explain
 from lightning_rollout.rendering.figures import constant_maps, overlays, render_filmstrips, render_samples
 
@@ -211,9 +211,15 @@ def test_constant_maps_warn_once_per_method_with_the_cause(tmp_path):
 # ------------------------------------------------------------------------------------ observer effect
 
 
-@pytest.mark.parametrize("module_class, kwargs", [
-    (OneByOne, {}), (Uint8Module, dict(input_transform=to_float)), (Gray, {}),
-], ids=["batch_size_1", "uint8", "one_channel"])
+@pytest.mark.parametrize(
+    "module_class, kwargs",
+    [
+        (OneByOne, {}),
+        (Uint8Module, dict(input_transform=to_float)),
+        (Gray, {}),
+    ],
+    ids=["batch_size_1", "uint8", "one_channel"],
+)
 def test_zero_observer_effect(tmp_path, module_class, kwargs):
     def final_weights(callbacks, folder):
         pl.seed_everything(7)

@@ -45,8 +45,14 @@ def test_quick_run(script, tmp_path):
     work.mkdir()
     paths = {name: str(tmp_path / path) for name, path in outputs.items()}
     report = tmp_path / "report.md"
-    command = [sys.executable, str(BENCHMARKS / script), "--quick", "--out", str(report),
-               *(argument.format(**paths) for argument in extra)]
+    command = [
+        sys.executable,
+        str(BENCHMARKS / script),
+        "--quick",
+        "--out",
+        str(report),
+        *(argument.format(**paths) for argument in extra),
+    ]
     # This checkout's package first, whatever the environment has installed.
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     try:

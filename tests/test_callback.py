@@ -6,9 +6,9 @@ import lightning.pytorch as pl
 import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning_helpers import RandomScenes, make_module_class, read_events
 
 import lightning_rollout.monitor.side_pass as side_pass
-from lightning_helpers import RandomScenes, make_module_class, read_events
 from lightning_rollout import AttentionRolloutCallback
 
 ALL_METHODS = ["rollout", "grad_rollout", "chefer", "gradcam"]
@@ -67,9 +67,7 @@ class NoMasks(Module):
 
     def val_dataloader(self):
         scenes = RandomScenes(16, seed=2)
-        return torch.utils.data.DataLoader(
-            torch.utils.data.TensorDataset(scenes.images, scenes.labels), batch_size=4
-        )
+        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(scenes.images, scenes.labels), batch_size=4)
 
 
 def test_faithfulness_scalars_without_masks(tmp_path):
@@ -203,7 +201,10 @@ def test_validate_and_test_under_inference_mode(tmp_path, method):
 
 def test_mid_epoch_validation_and_gradient_accumulation(tmp_path):
     trainer = _trainer(
-        tmp_path, [AttentionRolloutCallback(log_initial_maps=False)], max_epochs=1, val_check_interval=0.5,
+        tmp_path,
+        [AttentionRolloutCallback(log_initial_maps=False)],
+        max_epochs=1,
+        val_check_interval=0.5,
         accumulate_grad_batches=2,
     )
     trainer.fit(Module())
@@ -225,8 +226,10 @@ def test_pytorch_lightning_namespace(tmp_path):
 
     module = make_module_class(pytorch_lightning.LightningModule)()
     trainer = pytorch_lightning.Trainer(
-        max_epochs=1, logger=pytorch_lightning.loggers.TensorBoardLogger(str(tmp_path)),
-        callbacks=[AttentionRolloutCallback(methods=["chefer"])], enable_progress_bar=False,
+        max_epochs=1,
+        logger=pytorch_lightning.loggers.TensorBoardLogger(str(tmp_path)),
+        callbacks=[AttentionRolloutCallback(methods=["chefer"])],
+        enable_progress_bar=False,
         enable_checkpointing=False,
     )
     trainer.fit(module)
@@ -382,8 +385,14 @@ def test_setup_refuses_attention_methods_on_a_windowed_model_and_serves_gradcam(
         def __init__(self):
             super().__init__()
             self.model = timm.create_model(
-                "swin_tiny_patch4_window7_224", img_size=16, patch_size=2, window_size=2, embed_dim=8,
-                depths=(1, 1), num_heads=(1, 1), num_classes=3,
+                "swin_tiny_patch4_window7_224",
+                img_size=16,
+                patch_size=2,
+                window_size=2,
+                embed_dim=8,
+                depths=(1, 1),
+                num_heads=(1, 1),
+                num_classes=3,
             )
 
     with pytest.raises(ValueError, match=r"SwinTransformer has no global token attention.*Use method 'gradcam'"):

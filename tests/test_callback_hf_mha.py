@@ -4,10 +4,10 @@ import lightning.pytorch as pl
 import pytest
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning_helpers import make_module_class, read_events
 from torch import nn
 from torchvision.models import VisionTransformer
 
-from lightning_helpers import make_module_class, read_events
 from lightning_rollout import AttentionRolloutCallback
 
 transformers = pytest.importorskip("transformers")
@@ -22,8 +22,15 @@ class HFViTModule(TimmModule):
     def __init__(self) -> None:
         super().__init__()
         config = transformers.ViTConfig(
-            hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, image_size=16,
-            patch_size=4, num_labels=3, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
+            hidden_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=32,
+            image_size=16,
+            patch_size=4,
+            num_labels=3,
+            hidden_dropout_prob=0.1,
+            attention_probs_dropout_prob=0.1,
         )
         self.model = transformers.ViTForImageClassification(config)
 
@@ -37,8 +44,15 @@ class TorchvisionViTModule(TimmModule):
     def __init__(self) -> None:
         super().__init__()
         self.model = VisionTransformer(
-            image_size=16, patch_size=4, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32, num_classes=3,
-            dropout=0.1, attention_dropout=0.1,
+            image_size=16,
+            patch_size=4,
+            num_layers=2,
+            num_heads=2,
+            hidden_dim=16,
+            mlp_dim=32,
+            num_classes=3,
+            dropout=0.1,
+            attention_dropout=0.1,
         )
         nn.init.normal_(self.model.heads.head.weight, std=0.1)  # torchvision's zero init gives all-zero gradients
 
@@ -47,9 +61,17 @@ def _fit(path, module_class, callbacks):
     pl.seed_everything(7)
     module = module_class()
     trainer = pl.Trainer(
-        max_epochs=2, accelerator="cpu", logger=TensorBoardLogger(str(path), name="tb"), callbacks=callbacks,
-        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False, log_every_n_steps=1,
-        deterministic=True, limit_train_batches=2, limit_val_batches=1,
+        max_epochs=2,
+        accelerator="cpu",
+        logger=TensorBoardLogger(str(path), name="tb"),
+        callbacks=callbacks,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        log_every_n_steps=1,
+        deterministic=True,
+        limit_train_batches=2,
+        limit_val_batches=1,
     )
     trainer.fit(module)
     return module, trainer

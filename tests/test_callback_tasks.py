@@ -6,9 +6,9 @@ import pytest
 import timm
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning_helpers import read_events
 from torch.utils.data import DataLoader, Dataset
 
-from lightning_helpers import read_events
 from lightning_rollout import AttentionRolloutCallback
 
 CLASSES = ["a", "b", "c"]
@@ -40,7 +40,12 @@ class MultiLabelViT(pl.LightningModule):
     def __init__(self, num_classes: int = 3) -> None:
         super().__init__()
         self.model = timm.create_model(
-            "vit_tiny_patch16_224", img_size=16, patch_size=4, depth=2, embed_dim=16, num_heads=2,
+            "vit_tiny_patch16_224",
+            img_size=16,
+            patch_size=4,
+            depth=2,
+            embed_dim=16,
+            num_heads=2,
             num_classes=num_classes,
         )
 
@@ -71,8 +76,13 @@ class MultiLabelViT(pl.LightningModule):
 
 def _trainer(tmp_path, callback, **kwargs):
     options = dict(
-        max_epochs=1, accelerator="cpu", logger=TensorBoardLogger(str(tmp_path), name="tb"), enable_progress_bar=False,
-        enable_model_summary=False, enable_checkpointing=False, log_every_n_steps=1,
+        max_epochs=1,
+        accelerator="cpu",
+        logger=TensorBoardLogger(str(tmp_path), name="tb"),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        log_every_n_steps=1,
     )
     options.update(kwargs)
     return pl.Trainer(callbacks=[callback], **options)
@@ -81,8 +91,13 @@ def _trainer(tmp_path, callback, **kwargs):
 def test_multilabel_explains_each_positive_label_against_its_class_mask(tmp_path):
     pl.seed_everything(0)
     callback = AttentionRolloutCallback(
-        methods=["rollout", "grad_rollout"], task="multilabel", num_samples=4, class_names=CLASSES,
-        mean=[0.0] * 3, std=[1.0] * 3, faithfulness_steps=2,
+        methods=["rollout", "grad_rollout"],
+        task="multilabel",
+        num_samples=4,
+        class_names=CLASSES,
+        mean=[0.0] * 3,
+        std=[1.0] * 3,
+        faithfulness_steps=2,
     )
     trainer = _trainer(tmp_path, callback)
     trainer.fit(MultiLabelViT())
@@ -110,7 +125,12 @@ def test_multilabel_caption_names_the_explained_class_and_its_score(tmp_path, mo
     real = step.captions
     monkeypatch.setattr(step, "captions", lambda *args, **kw: seen.append(real(*args, **kw)) or seen[-1])
     callback = AttentionRolloutCallback(
-        task="multilabel", num_samples=2, class_names=CLASSES, faithfulness_steps=0, mean=[0.0] * 3, std=[1.0] * 3,
+        task="multilabel",
+        num_samples=2,
+        class_names=CLASSES,
+        faithfulness_steps=0,
+        mean=[0.0] * 3,
+        std=[1.0] * 3,
     )
     _trainer(tmp_path, callback, limit_train_batches=1).fit(MultiLabelViT())
     lines = seen[-1]
@@ -174,8 +194,13 @@ def test_callable_target_on_a_dict_output_explains_its_score(tmp_path, monkeypat
     references = torch.randn(2, 16, generator=torch.Generator().manual_seed(0))
     target = EmbeddingSimilarity(references, index=1)  # the callback may run any subset of the samples
     callback = AttentionRolloutCallback(
-        methods=["rollout", "grad_rollout", "chefer"], task="none", target=target, output_key="emb", num_samples=4,
-        mean=[0.0] * 3, std=[1.0] * 3,
+        methods=["rollout", "grad_rollout", "chefer"],
+        task="none",
+        target=target,
+        output_key="emb",
+        num_samples=4,
+        mean=[0.0] * 3,
+        std=[1.0] * 3,
     )
     module = DictOutputViT()
     trainer = _trainer(tmp_path, callback)
@@ -222,13 +247,18 @@ def test_lightning_cli_takes_a_target_as_dotted_path_or_class_path():
     parser = ArgumentParser()
     parser.add_class_arguments(AttentionRolloutCallback, "callback")
     label_free = ["--callback.task=none", "--callback.methods=[grad_rollout]"]
-    by_path = parser.instantiate_classes(parser.parse_args(["--callback.target=test_callback_tasks.whole_output"]
-                                                           + label_free))
+    by_path = parser.instantiate_classes(
+        parser.parse_args(["--callback.target=test_callback_tasks.whole_output"] + label_free)
+    )
     assert by_path.callback.target is whole_output
-    by_class = parser.instantiate_classes(parser.parse_args(
-        ['--callback.target={"class_path": "lightning_rollout.targets.RegressionOutput", "init_args": {"index": 1}}']
-        + label_free
-    ))
+    by_class = parser.instantiate_classes(
+        parser.parse_args(
+            [
+                '--callback.target={"class_path": "lightning_rollout.targets.RegressionOutput", "init_args": {"index": 1}}'
+            ]
+            + label_free
+        )
+    )
     assert isinstance(by_class.callback.target, RegressionOutput) and by_class.callback.target.index == 1
     assert parser.instantiate_classes(parser.parse_args([])).callback.target == "label"
 

@@ -12,24 +12,35 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning_helpers import read_events
 from PIL import Image
 from torch.utils.data import DataLoader, Subset
 
-from lightning_helpers import read_events
 from lightning_rollout import AttentionRolloutCallback, explain
 from lightning_rollout.cli import main
 from lightning_rollout.cli.replay_cmd import keep_samples, replay_runtime, validation_batches
 from lightning_rollout.demo import SyntheticScenes, SyntheticScenesDataModule, TimmClassifier
 from lightning_rollout.methods import HEAD_FUSIONS, METHODS, method_class, method_summaries
-from lightning_rollout.rendering.images import to_display_images
 from lightning_rollout.monitor.step import MapLogger
 from lightning_rollout.rendering.figures import overlays
+from lightning_rollout.rendering.images import to_display_images
 
 CLASS_NAMES = ["red", "green", "blue"]
-CALLBACK = dict(methods=["rollout", "gradcam"], num_samples=4, log_initial_maps=False, mean=[0.5] * 3,
-                std=[0.5] * 3, class_names=CLASS_NAMES)
-MODEL = dict(model_name="vit_tiny_patch16_224", num_classes=3, lr=0.003, warmup_epochs=0.0,
-             model_kwargs=dict(img_size=32, patch_size=8, depth=2, embed_dim=32, num_heads=2))
+CALLBACK = dict(
+    methods=["rollout", "gradcam"],
+    num_samples=4,
+    log_initial_maps=False,
+    mean=[0.5] * 3,
+    std=[0.5] * 3,
+    class_names=CLASS_NAMES,
+)
+MODEL = dict(
+    model_name="vit_tiny_patch16_224",
+    num_classes=3,
+    lr=0.003,
+    warmup_epochs=0.0,
+    model_kwargs=dict(img_size=32, patch_size=8, depth=2, embed_dim=32, num_heads=2),
+)
 DATA = dict(image_size=32, num_classes=3, num_train=48, num_val=8, batch_size=16)
 
 
@@ -39,8 +50,11 @@ def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("run")
     config = {
         "seed_everything": 0,
-        "trainer": {"accelerator": "cpu", "max_epochs": 3, "callbacks": [
-            {"class_path": "lightning_rollout.AttentionRolloutCallback", "init_args": CALLBACK}]},
+        "trainer": {
+            "accelerator": "cpu",
+            "max_epochs": 3,
+            "callbacks": [{"class_path": "lightning_rollout.AttentionRolloutCallback", "init_args": CALLBACK}],
+        },
         "model": {"class_path": "lightning_rollout.demo.TimmClassifier", "init_args": MODEL},
         "data": {"class_path": "lightning_rollout.demo.SyntheticScenesDataModule", "init_args": DATA},
     }
@@ -49,9 +63,13 @@ def run(tmp_path_factory):
     pl.seed_everything(0)
     checkpoints = ModelCheckpoint(dirpath=str(root / "checkpoints"), save_top_k=-1, every_n_epochs=1)
     trainer = pl.Trainer(
-        accelerator="cpu", max_epochs=3, logger=TensorBoardLogger(str(root), name="live", version=""),
-        callbacks=[AttentionRolloutCallback(**CALLBACK), checkpoints], enable_progress_bar=False,
-        enable_model_summary=False, log_every_n_steps=1,
+        accelerator="cpu",
+        max_epochs=3,
+        logger=TensorBoardLogger(str(root), name="live", version=""),
+        callbacks=[AttentionRolloutCallback(**CALLBACK), checkpoints],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
     )
     trainer.fit(TimmClassifier(**MODEL), datamodule=SyntheticScenesDataModule(**DATA))
     paths = sorted(str(root / "checkpoints" / name) for name in os.listdir(root / "checkpoints"))
@@ -88,8 +106,25 @@ def _expected_overlays(module, files, method):
 def test_explain_writes_rgb_overlays_equal_to_explain(run, image_files, tmp_path, capsys):
     folder, names = image_files
     checkpoint = run["checkpoints"][-1]
-    status = main(["explain", str(folder), "--checkpoint", checkpoint, "--config", run["config"],
-                   "--method", "rollout", "gradcam", "--crop-pct", "1", "--output", str(tmp_path), "--top-k", "2"])
+    status = main(
+        [
+            "explain",
+            str(folder),
+            "--checkpoint",
+            checkpoint,
+            "--config",
+            run["config"],
+            "--method",
+            "rollout",
+            "gradcam",
+            "--crop-pct",
+            "1",
+            "--output",
+            str(tmp_path),
+            "--top-k",
+            "2",
+        ]
+    )
     assert status == 0
     module = TimmClassifier.load_from_checkpoint(checkpoint, map_location="cpu").eval()
     files = [folder / name for name in sorted(names)]  # the CLI's order: sorted paths under the folder
@@ -116,9 +151,24 @@ def test_explain_writes_rgb_overlays_equal_to_explain(run, image_files, tmp_path
 
 def test_explain_module_class_and_category(run, image_files, tmp_path):
     folder, _ = image_files
-    main(["explain", str(folder / "a.png"), "--checkpoint", run["checkpoints"][0], "--module-class",
-          "lightning_rollout.demo.TimmClassifier", "--method", "grad_rollout", "--category", "2", "--crop-pct", "1",
-          "--output", str(tmp_path)])
+    main(
+        [
+            "explain",
+            str(folder / "a.png"),
+            "--checkpoint",
+            run["checkpoints"][0],
+            "--module-class",
+            "lightning_rollout.demo.TimmClassifier",
+            "--method",
+            "grad_rollout",
+            "--category",
+            "2",
+            "--crop-pct",
+            "1",
+            "--output",
+            str(tmp_path),
+        ]
+    )
     module = TimmClassifier.load_from_checkpoint(run["checkpoints"][0], map_location="cpu").eval()
     images = _expected_inputs([folder / "a.png"])
     maps = explain(module, images, "grad_rollout", target=2)
@@ -132,33 +182,51 @@ def test_explain_module_class_and_category(run, image_files, tmp_path):
     "arguments, message",
     [
         (["{bad}", "--checkpoint", "{ckpt}", "--config", "{config}"], "{bad}' is not a readable image"),
-        (["{good}", "--checkpoint", "{ckpt}", "--config", "{config}", "--category", "3"],
-         "--category 3 is out of range: the model has 3 classes"),
+        (
+            ["{good}", "--checkpoint", "{ckpt}", "--config", "{config}", "--category", "3"],
+            "--category 3 is out of range: the model has 3 classes",
+        ),
         (["{good}", "--checkpoint", "{config}", "--config", "{config}"], "--checkpoint '{config}' cannot be read"),
-        (["{good}", "--checkpoint", "{ckpt}", "--model", "vit_tiny_patch16_224", "--num-classes", "3"],
-         "--checkpoint '{ckpt}' does not fit the model"),
+        (
+            ["{good}", "--checkpoint", "{ckpt}", "--model", "vit_tiny_patch16_224", "--num-classes", "3"],
+            "--checkpoint '{ckpt}' does not fit the model",
+        ),
         (["{good}", "--checkpoint", "{ckpt}"], "say how to build its model"),
         (["{good}"], "give the model"),
         (["{good}", "--model", "no_such_model"], "--model 'no_such_model' is not a timm model name"),
         (["{missing}", "--model", "vit_tiny_patch16_224"], "PATH '{missing}' does not exist"),
-        (["{good}", "--model", "resnet18", "--method", "rollout"],
-         "--method rollout: ResNet has no global token attention"),
-        (["{good}", "--model", "vit_tiny_patch16_224", "--method", "rollout", "attention_map"],
-         "argument --method: invalid choice: 'attention_map' (choose from 'rollout', 'grad_rollout'"),
-        (["{good}", "--model", "vit_tiny_patch16_224", "--head-fusion", "sum"],
-         "argument --head-fusion: invalid choice: 'sum'"),
+        (
+            ["{good}", "--model", "resnet18", "--method", "rollout"],
+            "--method rollout: ResNet has no global token attention",
+        ),
+        (
+            ["{good}", "--model", "vit_tiny_patch16_224", "--method", "rollout", "attention_map"],
+            "argument --method: invalid choice: 'attention_map' (choose from 'rollout', 'grad_rollout'",
+        ),
+        (
+            ["{good}", "--model", "vit_tiny_patch16_224", "--head-fusion", "sum"],
+            "argument --head-fusion: invalid choice: 'sum'",
+        ),
         (["{good}", "--model", "vit_tiny_patch16_224", "--top-k", "0"], "argument --top-k: must be an int >= 1, got 0"),
         (["--model", "vit_tiny_patch16_224"], "the following arguments are required: PATH"),
-        (["{good}", "--model", "vit_tiny_patch16_224", "--image-size", "32", "--output", "{file}"],
-         "--output '{file}' cannot be created"),
+        (
+            ["{good}", "--model", "vit_tiny_patch16_224", "--image-size", "32", "--output", "{file}"],
+            "--output '{file}' cannot be created",
+        ),
     ],
 )
 def test_explain_errors_are_one_line_with_exit_status_2(run, image_files, tmp_path, capsys, arguments, message):
     folder, _ = image_files
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not an image")
-    values = dict(bad=str(bad), good=str(folder / "a.png"), ckpt=run["checkpoints"][0], config=run["config"],
-                  missing=str(tmp_path / "missing.png"), file=run["config"])
+    values = dict(
+        bad=str(bad),
+        good=str(folder / "a.png"),
+        ckpt=run["checkpoints"][0],
+        config=run["config"],
+        missing=str(tmp_path / "missing.png"),
+        file=run["config"],
+    )
     arguments = [argument.format(**values) for argument in arguments]
     if "--output" not in arguments:
         arguments += ["--output", str(tmp_path)]
@@ -175,8 +243,10 @@ def test_explain_errors_are_one_line_with_exit_status_2(run, image_files, tmp_pa
     [
         (["{ckpt}"], "the following arguments are required: --config"),
         (["{ckpt}", "--config", "{missing}"], "--config '{missing}' cannot be read"),
-        (["{ckpt}", "--config", "{config}", "--method", "no_such_method"],
-         "argument --method: invalid choice: 'no_such_method'"),
+        (
+            ["{ckpt}", "--config", "{config}", "--method", "no_such_method"],
+            "argument --method: invalid choice: 'no_such_method'",
+        ),
     ],
 )
 def test_replay_errors_are_one_line_with_exit_status_2(run, tmp_path, capsys, arguments, message):
@@ -191,8 +261,23 @@ def test_replay_errors_are_one_line_with_exit_status_2(run, tmp_path, capsys, ar
 
 def test_explain_warns_about_random_weights(image_files, tmp_path, capsys):
     folder, _ = image_files
-    assert main(["explain", str(folder / "a.png"), "--model", "vit_tiny_patch16_224", "--image-size", "32",
-                 "--num-classes", "3", "--output", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "explain",
+                str(folder / "a.png"),
+                "--model",
+                "vit_tiny_patch16_224",
+                "--image-size",
+                "32",
+                "--num-classes",
+                "3",
+                "--output",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "warning: --model vit_tiny_patch16_224 without --pretrained or --checkpoint has random weights" in err
     assert (tmp_path / "a_rollout.png").is_file()
@@ -204,8 +289,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _help_in_a_fresh_process(command):
     """`python -m lightning_rollout COMMAND --help`: its output and the top-level packages it imported."""
-    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "lightning_rollout", *command, "--help"],
-                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "lightning_rollout", *command, "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert "usage: lightning-rollout" in result.stdout
     imported = {line.split("|")[-1].strip().split(".")[0] for line in result.stderr.splitlines() if "|" in line}
@@ -270,8 +360,13 @@ def test_a_method_registered_at_run_time_is_listed_and_accepted(image_files, tmp
     """In a fresh process, so that the method does not stay registered for the other tests (the registry has
     no public way to remove one)."""
     folder, _ = image_files
-    result = subprocess.run([sys.executable, "-c", RENAMED_ROLLOUT, str(folder / "a.png"), str(tmp_path)],
-                            capture_output=True, text=True, cwd=ROOT, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-c", RENAMED_ROLLOUT, str(folder / "a.png"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     text = " ".join(result.stdout.split())
     assert "cli_test_rollout rollout under another name, registered at run time by tests/test_cli.py" in text
@@ -280,10 +375,12 @@ def test_a_method_registered_at_run_time_is_listed_and_accepted(image_files, tmp
 
 
 def test_the_package_is_lazy_and_explain_stays_the_function():
-    code = ("import sys, types, lightning_rollout; assert 'torch' not in sys.modules; "
-            "import lightning_rollout.callbacks; from lightning_rollout import AttentionRolloutCallback, explain; "
-            "assert not isinstance(explain, types.ModuleType) and explain.__name__ == 'explain'; "
-            "assert lightning_rollout.explain is explain")
+    code = (
+        "import sys, types, lightning_rollout; assert 'torch' not in sys.modules; "
+        "import lightning_rollout.callbacks; from lightning_rollout import AttentionRolloutCallback, explain; "
+        "assert not isinstance(explain, types.ModuleType) and explain.__name__ == 'explain'; "
+        "assert lightning_rollout.explain is explain"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert result.returncode == 0, result.stderr
 
@@ -327,16 +424,56 @@ def test_explain_plain_state_dict_with_a_timm_name(image_files, tmp_path, layout
     torch.save(state, tmp_path / "weights.pth")
     # depth is not a CLI option: a 12-block model with the 2-block weights must not load
     with pytest.raises(SystemExit):
-        main(["explain", str(folder / "a.png"), "--checkpoint", str(tmp_path / "weights.pth"), "--model",
-              "vit_tiny_patch16_224", "--num-classes", "3", "--image-size", "32", "--output", str(tmp_path)])
+        main(
+            [
+                "explain",
+                str(folder / "a.png"),
+                "--checkpoint",
+                str(tmp_path / "weights.pth"),
+                "--model",
+                "vit_tiny_patch16_224",
+                "--num-classes",
+                "3",
+                "--image-size",
+                "32",
+                "--output",
+                str(tmp_path),
+            ]
+        )
     model12 = timm.create_model("vit_tiny_patch16_224", num_classes=3, img_size=32).eval()
     state = model12.state_dict()
     if layout == "lightning_prefixed":
         state = {"state_dict": {f"model.{key}": value for key, value in state.items()}, "global_step": 3}
     torch.save(state, tmp_path / "weights.pth")
-    assert main(["explain", str(folder / "a.png"), "--checkpoint", str(tmp_path / "weights.pth"), "--model",
-                 "vit_tiny_patch16_224", "--num-classes", "3", "--image-size", "32", "--crop-pct", "1",
-                 "--mean", "0.5", "0.5", "0.5", "--std", "0.5", "0.5", "0.5", "--output", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "explain",
+                str(folder / "a.png"),
+                "--checkpoint",
+                str(tmp_path / "weights.pth"),
+                "--model",
+                "vit_tiny_patch16_224",
+                "--num-classes",
+                "3",
+                "--image-size",
+                "32",
+                "--crop-pct",
+                "1",
+                "--mean",
+                "0.5",
+                "0.5",
+                "0.5",
+                "--std",
+                "0.5",
+                "0.5",
+                "0.5",
+                "--output",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     expected = _expected_overlays(model12, [folder / "a.png"], "rollout")[0]
     with Image.open(tmp_path / "a_rollout.png") as png:
         pixels = np.asarray(png)
@@ -364,8 +501,11 @@ def test_replay_keeps_the_samples_the_callback_keeps_on_a_class_sorted_validatio
     pl.seed_everything(0)
     callback = AttentionRolloutCallback(**SORTED_CALLBACK)
     trainer = pl.Trainer(
-        accelerator="cpu", max_epochs=1, logger=TensorBoardLogger(str(tmp_path), name="live", version=""),
-        callbacks=[callback, ModelCheckpoint(dirpath=str(tmp_path / "checkpoints"))], enable_progress_bar=False,
+        accelerator="cpu",
+        max_epochs=1,
+        logger=TensorBoardLogger(str(tmp_path), name="live", version=""),
+        callbacks=[callback, ModelCheckpoint(dirpath=str(tmp_path / "checkpoints"))],
+        enable_progress_bar=False,
         enable_model_summary=False,
     )
     trainer.fit(TimmClassifier(**MODEL), datamodule=data)
@@ -373,8 +513,11 @@ def test_replay_keeps_the_samples_the_callback_keeps_on_a_class_sorted_validatio
 
     config = {
         "seed_everything": 0,
-        "trainer": {"accelerator": "cpu", "max_epochs": 1, "callbacks": [
-            {"class_path": "lightning_rollout.AttentionRolloutCallback", "init_args": SORTED_CALLBACK}]},
+        "trainer": {
+            "accelerator": "cpu",
+            "max_epochs": 1,
+            "callbacks": [{"class_path": "lightning_rollout.AttentionRolloutCallback", "init_args": SORTED_CALLBACK}],
+        },
         "model": {"class_path": "lightning_rollout.demo.TimmClassifier", "init_args": MODEL},
         "data": {"class_path": f"{__name__}.ClassSortedScenes", "init_args": SORTED_DATA},
     }
@@ -382,8 +525,10 @@ def test_replay_keeps_the_samples_the_callback_keeps_on_a_class_sorted_validatio
     (checkpoint,) = (tmp_path / "checkpoints").iterdir()
     log_dir = tmp_path / "replay"
     assert main(["replay", str(checkpoint), "--config", str(tmp_path / "config.yaml"), "--log-dir", str(log_dir)]) == 0
-    ours, theirs = read_events(str(log_dir)).Images("attention/rollout/samples"), read_events(trainer.log_dir).Images(
-        "attention/rollout/samples")
+    ours, theirs = (
+        read_events(str(log_dir)).Images("attention/rollout/samples"),
+        read_events(trainer.log_dir).Images("attention/rollout/samples"),
+    )
     assert len(ours) == len(theirs) == 1 and ours[0].step == theirs[0].step
     decoded = [np.asarray(Image.open(io.BytesIO(e.encoded_image_string))) for e in (ours[0], theirs[0])]
     np.testing.assert_array_equal(*decoded)
@@ -414,8 +559,10 @@ def test_replay_takes_the_batches_lightning_takes(trainer, expected):
 
 def test_replay_runs_under_the_configs_precision():
     model = torch.nn.Linear(2, 2)
-    assert replay_runtime(None, torch.device("cpu"), model).forward_context is replay_runtime(
-        "32-true", torch.device("cpu"), model).forward_context
+    assert (
+        replay_runtime(None, torch.device("cpu"), model).forward_context
+        is replay_runtime("32-true", torch.device("cpu"), model).forward_context
+    )
     runtime = replay_runtime("bf16-mixed", torch.device("cpu"), model)
     with runtime.forward_context():
         assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16

@@ -3,9 +3,9 @@
 import lightning.pytorch as pl
 import pytest
 import torch
+from lightning_helpers import make_module_class
 from torch._dynamo.utils import counters
 
-from lightning_helpers import make_module_class
 from lightning_rollout import AttentionRolloutCallback, explain
 
 ALL_METHODS = ["rollout", "grad_rollout", "chefer", "gradcam"]
@@ -44,8 +44,14 @@ def _fit(tmp_path, module, callbacks):
     counters.clear()
     pl.seed_everything(0)
     trainer = pl.Trainer(
-        max_epochs=2, accelerator="cpu", logger=pl.loggers.TensorBoardLogger(str(tmp_path)), callbacks=callbacks,
-        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False, deterministic=True,
+        max_epochs=2,
+        accelerator="cpu",
+        logger=pl.loggers.TensorBoardLogger(str(tmp_path)),
+        callbacks=callbacks,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        deterministic=True,
     )
     trainer.fit(module)
     return dict(counters["stats"]), sum(counters["recompiles"].values())

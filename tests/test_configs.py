@@ -9,9 +9,10 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import train_demo  # noqa: E402
 from lightning_helpers import read_events  # noqa: E402
-from lightning_rollout import AttentionRolloutCallback
+
+import train_demo  # noqa: E402
+from lightning_rollout import AttentionRolloutCallback  # noqa: E402  (after the sys.path line above)
 from lightning_rollout.data.linking import LinkedLightningCLI  # noqa: E402
 
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.yaml")))
@@ -19,8 +20,14 @@ CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.yaml")))
 
 def test_the_required_configs_exist():
     names = {os.path.basename(path) for path in CONFIGS}
-    assert {"demo.yaml", "registers.yaml", "distilled.yaml", "non_square.yaml", "vit_s16_gpu.yaml",
-            "image_folder.yaml"} <= names
+    assert {
+        "demo.yaml",
+        "registers.yaml",
+        "distilled.yaml",
+        "non_square.yaml",
+        "vit_s16_gpu.yaml",
+        "image_folder.yaml",
+    } <= names
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=os.path.basename)
@@ -50,8 +57,14 @@ def test_short_demo_run_logs_images_and_scalars(tmp_path, capsys):
     demo = os.path.join(ROOT, "configs", "demo.yaml")
     cli = train_demo.main(
         [
-            "fit", "--config", demo, f"--trainer.default_root_dir={tmp_path}", "--trainer.max_epochs=1",
-            "--data.init_args.num_train=128", "--data.init_args.num_val=16", "--data.init_args.batch_size=16",
+            "fit",
+            "--config",
+            demo,
+            f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.max_epochs=1",
+            "--data.init_args.num_train=128",
+            "--data.init_args.num_val=16",
+            "--data.init_args.batch_size=16",
         ]
     )
     assert "tensorboard --logdir" in capsys.readouterr().out
@@ -67,8 +80,18 @@ def test_short_demo_run_logs_images_and_scalars(tmp_path, capsys):
     out_dir = tmp_path / "evaluation"
     rows = train_demo.main(
         [
-            "evaluate", "--config", demo, "--ckpt_path", checkpoint, "--num_samples", "12", "--steps", "4",
-            f"--out_dir={out_dir}", "--data.init_args.num_train=16", "--data.init_args.num_val=16",
+            "evaluate",
+            "--config",
+            demo,
+            "--ckpt_path",
+            checkpoint,
+            "--num_samples",
+            "12",
+            "--steps",
+            "4",
+            f"--out_dir={out_dir}",
+            "--data.init_args.num_train=16",
+            "--data.init_args.num_val=16",
             "--data.init_args.batch_size=8",
         ]
     )
@@ -91,8 +114,13 @@ def test_tensorboard_serves_the_demo_images_and_scalars(tmp_path):
 
     train_demo.main(
         [
-            "fit", "--config", os.path.join(ROOT, "configs", "demo.yaml"), f"--trainer.default_root_dir={tmp_path}",
-            "--trainer.max_epochs=1", "--data.init_args.num_train=64", "--data.init_args.num_val=8",
+            "fit",
+            "--config",
+            os.path.join(ROOT, "configs", "demo.yaml"),
+            f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.max_epochs=1",
+            "--data.init_args.num_train=64",
+            "--data.init_args.num_val=8",
             "--data.init_args.batch_size=16",
         ]
     )
@@ -100,9 +128,21 @@ def test_tensorboard_serves_the_demo_images_and_scalars(tmp_path):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     server = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main", "--logdir", str(tmp_path), "--host", "127.0.0.1",
-         "--port", str(port), "--samples_per_plugin", "images=100"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "tensorboard.main",
+            "--logdir",
+            str(tmp_path),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--samples_per_plugin",
+            "images=100",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         tags = None
@@ -126,8 +166,9 @@ def test_tensorboard_serves_the_demo_images_and_scalars(tmp_path):
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/images/images?{query}", timeout=5) as reply:
             images = json.load(reply)
         assert [image["step"] for image in images] == [0, 4]
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/images/individualImage?"
-                                    f"{images[-1]['query']}", timeout=5) as reply:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/data/plugin/images/individualImage?{images[-1]['query']}", timeout=5
+        ) as reply:
             assert reply.read(3) == b"\xff\xd8\xff"  # JPEG, as the callback logs it
     finally:
         server.terminate()
@@ -157,12 +198,21 @@ def _image_folder(root, classes=FOLDERS, per_class=2):
 def _tiny_image_folder_run(root, log_dir, *extra):
     """`configs/image_folder.yaml` as a new user runs it (only `--data.root`), made tiny and fast."""
     return [
-        "fit", "--config", os.path.join(ROOT, "configs", "image_folder.yaml"), f"--data.root={root}",
-        "--data.image_size=16", "--data.batch_size=4", "--data.num_workers=0",
+        "fit",
+        "--config",
+        os.path.join(ROOT, "configs", "image_folder.yaml"),
+        f"--data.root={root}",
+        "--data.image_size=16",
+        "--data.batch_size=4",
+        "--data.num_workers=0",
         "--model.model_kwargs={img_size: 16, patch_size: 4, depth: 1, embed_dim: 16, num_heads: 2}",
-        f"--trainer.default_root_dir={log_dir}", "--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
-        "--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false",
-        "--trainer.callbacks.init_args.num_samples=5", "--trainer.callbacks.init_args.faithfulness_steps=0",
+        f"--trainer.default_root_dir={log_dir}",
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=2",
+        "--trainer.accelerator=cpu",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.callbacks.init_args.num_samples=5",
+        "--trainer.callbacks.init_args.faithfulness_steps=0",
         *extra,
     ]
 
@@ -200,8 +250,7 @@ def test_the_link_follows_the_data_and_is_skipped_where_data_or_model_lack_num_c
     common = [f"--trainer.default_root_dir={tmp_path}", "--trainer.callbacks=[]", "--trainer.logger=false"]
 
     def build(*args):
-        return LinkedLightningCLI(args=["--config", demo, *common, *args], run=False,
-                                  auto_configure_optimizers=False)
+        return LinkedLightningCLI(args=["--config", demo, *common, *args], run=False, auto_configure_optimizers=False)
 
     assert build().model.hparams.num_classes == 4
     assert build("--data.init_args.num_classes=3").model.hparams.num_classes == 3

@@ -21,8 +21,13 @@ def _module(**kwargs):
 
 def _trainer(tmp_path, **kwargs):
     options = dict(
-        accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, default_root_dir=tmp_path,
+        accelerator="cpu",
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
     )
     options.update(kwargs)
     return Trainer(**options)

@@ -9,19 +9,31 @@ from lightning_rollout import explain, resolve_geometry
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(method="lrp"), r"`method` must be one of \['rollout', 'grad_rollout', 'chefer', 'gradcam', 'legrad', 'attention'\], got 'lrp'"),
+        (
+            dict(method="lrp"),
+            r"`method` must be one of \['rollout', 'grad_rollout', 'chefer', 'gradcam', 'legrad', 'attention'\], got 'lrp'",
+        ),
         (dict(head_fusion="median"), r"`head_fusion` must be one of \['mean', 'max', 'min'\], got 'median'"),
         (dict(discard_ratio=1.0), r"`discard_ratio` must be a number in \[0, 1\), got 1.0"),
         (dict(discard_ratio=-0.1), r"`discard_ratio` must be a number in \[0, 1\), got -0.1"),
         (dict(discard_ratio="0.5"), r"`discard_ratio` must be a number in \[0, 1\), got '0.5'"),
         (dict(attention_pattern="*nothing*"), r"`attention_pattern`='\*nothing\*' matches no module"),
         (dict(method="gradcam", gradcam_layer="*nothing*"), r"`gradcam_layer`='\*nothing\*' matches no module"),
-        (dict(method="chefer", target=torch.tensor([1, 2])), r"`target` must have shape \(3,\) for this batch, got \(2,\)"),
+        (
+            dict(method="chefer", target=torch.tensor([1, 2])),
+            r"`target` must have shape \(3,\) for this batch, got \(2,\)",
+        ),
         (dict(method="chefer", target=torch.tensor([0.0, 1.0, 2.0])), r"`target` must hold integer class indices"),
         (dict(method="chefer", target=5), r"`target` values must be in \[0, 5\), got \[5, 5, 5\]"),
         (dict(method="chefer", target=torch.tensor([0, -1, 2])), r"`target` values must be in \[0, 5\)"),
-        (dict(method="chefer", target="cat"), r"`target` must be None, an int, a LongTensor of shape \(B,\) or a callable"),
-        (dict(grid_size=(3, 3)), r"attends over N=17 tokens, but the geometry gives num_prefix_tokens=1 \+ grid_size=\(3, 3\) = 10"),
+        (
+            dict(method="chefer", target="cat"),
+            r"`target` must be None, an int, a LongTensor of shape \(B,\) or a callable",
+        ),
+        (
+            dict(grid_size=(3, 3)),
+            r"attends over N=17 tokens, but the geometry gives num_prefix_tokens=1 \+ grid_size=\(3, 3\) = 10",
+        ),
         (dict(num_prefix_tokens=-1), r"`num_prefix_tokens` must be an int >= 0, got -1"),
         (dict(grid_size=(4,)), r"`grid_size` must be two positive ints"),
         (dict(attention_pattern="blocks.*.norm1"), r"returned shape \(3, 17, 32\), not an attention tensor"),

@@ -4,8 +4,8 @@ import csv
 import json
 
 import torch
-
 from conftest import tiny_vit
+
 from lightning_rollout.evaluation.table import COLUMNS, FLOORS, evaluate, format_markdown, save_table
 
 

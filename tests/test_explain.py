@@ -2,10 +2,10 @@
 
 import pytest
 import torch
-
 from conftest import tiny_vit
-from lightning_rollout import explain
 from reference import reference_map
+
+from lightning_rollout import explain
 
 ATTENTION_METHODS = ["rollout", "grad_rollout", "chefer"]
 
@@ -38,9 +38,7 @@ def test_batched_equals_per_image_reference(shape, method):
 @pytest.mark.parametrize("ratio", [0.0, 0.5, 0.9])
 def test_rollout_options_match_reference(vit, images, fusion, ratio):
     maps = explain(vit, images, "rollout", head_fusion=fusion, discard_ratio=ratio)
-    expected = torch.stack(
-        [reference_map(vit, i, "rollout", (1, "cls", (4, 4)), fusion, ratio) for i in images]
-    )
+    expected = torch.stack([reference_map(vit, i, "rollout", (1, "cls", (4, 4)), fusion, ratio) for i in images])
     torch.testing.assert_close(maps, expected, rtol=1e-4, atol=1e-6)
 
 

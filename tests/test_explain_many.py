@@ -3,11 +3,11 @@ callables and ``output_key``."""
 
 import pytest
 import torch
+from conftest import tiny_vit
+from test_explain_memory import FAMILIES
 from torch import nn
 
-from conftest import tiny_vit
 from lightning_rollout import explain, explain_many
-from test_explain_memory import FAMILIES
 
 ALL = ["rollout", "grad_rollout", "chefer", "gradcam"]
 
@@ -45,18 +45,22 @@ def test_each_method_equals_explain_alone_from_one_forward_and_one_backward(fami
         torch.testing.assert_close(together[method], alone[method], rtol=1e-4, atol=1e-6, msg=method)
 
 
-@pytest.mark.parametrize("kwargs", [
-    dict(global_pool="avg"),
-    dict(model_name="deit_tiny_distilled_patch16_224"),
-    dict(model_name="vit_base_patch16_siglip_224"),  # attention-pooling head
-    dict(model_name="cait_xxs24_224", depth=2, depth_token_only=1),  # laid-out class-attention blocks
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(global_pool="avg"),
+        dict(model_name="deit_tiny_distilled_patch16_224"),
+        dict(model_name="vit_base_patch16_siglip_224"),  # attention-pooling head
+        dict(model_name="cait_xxs24_224", depth=2, depth_token_only=1),  # laid-out class-attention blocks
+    ],
+)
 def test_pooling_distilled_and_class_attention_heads(kwargs, images):
     model = tiny_vit(**kwargs)
     together = explain_many(model, images, ALL, discard_ratio=0.5)
     for method in ALL:
-        torch.testing.assert_close(together[method], explain(model, images, method, discard_ratio=0.5), rtol=1e-4,
-                                   atol=1e-6, msg=method)
+        torch.testing.assert_close(
+            together[method], explain(model, images, method, discard_ratio=0.5), rtol=1e-4, atol=1e-6, msg=method
+        )
 
 
 def test_forward_only_methods_run_one_forward_without_backward(vit, images, monkeypatch):
@@ -110,8 +114,11 @@ def test_callable_target_is_per_sample(vit, images):
 @pytest.mark.parametrize(
     "target, match",
     [
-        (lambda logits: logits, r"callable `target` must return float scores of shape \(3,\), one per sample, got "
-                                r"a torch.float32 tensor of shape \(3, 5\)"),
+        (
+            lambda logits: logits,
+            r"callable `target` must return float scores of shape \(3,\), one per sample, got "
+            r"a torch.float32 tensor of shape \(3, 5\)",
+        ),
         (lambda logits: logits.argmax(-1), r"callable `target` must return float scores .* torch.int64"),
         (lambda logits: 1.0, r"callable `target` must return float scores .* got float"),
         (lambda logits: logits[:, 0].detach(), r"callable `target` must return scores computed from the output"),
@@ -146,8 +153,9 @@ def test_output_key_and_a_similarity_target(images):
     def similarity(embedding):
         return torch.nn.functional.cosine_similarity(embedding, concept[None], dim=-1)
 
-    maps, embedding = explain_many(model, images, ["chefer"], output_key="embedding", target=similarity,
-                                   return_output=True)
+    maps, embedding = explain_many(
+        model, images, ["chefer"], output_key="embedding", target=similarity, return_output=True
+    )
     assert embedding.shape == (3, 32) and maps["chefer"].shape == (3, 4, 4)
     # The default output_key finds the dict's logits; the tuple output needs an index.
     by_dict = explain(model, images, "grad_rollout", target=1)
@@ -158,8 +166,11 @@ def test_output_key_and_a_similarity_target(images):
 @pytest.mark.parametrize(
     "output_key, match",
     [
-        ("embeds", r"`output_key`='embeds' selects no tensor of the model's dict output; its keys are "
-                   r"\['embedding', 'logits', 'tokens'\]"),
+        (
+            "embeds",
+            r"`output_key`='embeds' selects no tensor of the model's dict output; its keys are "
+            r"\['embedding', 'logits', 'tokens'\]",
+        ),
         (2.0, r"`output_key` must be None \(the logits\), a str key or an int index, got 2.0"),
     ],
 )
@@ -178,8 +189,11 @@ def test_forward_only_methods_accept_any_output_unless_it_is_returned(images):
 
 
 def test_class_target_on_tokens_says_what_to_do(images):
-    with pytest.raises(ValueError, match=r"need a model returning logits of shape \(B, num_classes\), got "
-                                         r"\(3, 17, 32\); pass `output_key`.* or a callable `target`"):
+    with pytest.raises(
+        ValueError,
+        match=r"need a model returning logits of shape \(B, num_classes\), got "
+        r"\(3, 17, 32\); pass `output_key`.* or a callable `target`",
+    ):
         explain(_TwoHeads().eval(), images, "chefer", output_key="tokens")
 
 
@@ -219,6 +233,9 @@ def test_a_registered_method_with_an_option_joins_the_shared_pass(vit, images, m
     torch.testing.assert_close(maps["last_row"], 2 * explain(vit, images, "attention"))
     with pytest.raises(ValueError, match=r"`last_row_scale` must be > 0, got -1"):
         explain(vit, images, "last_row", last_row_scale=-1)
-    with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) \['bogus'\]; the methods' own options "
-                                        r"are \['last_row_scale', 'legrad_first_layer'\]"):
+    with pytest.raises(
+        TypeError,
+        match=r"unexpected keyword argument\(s\) \['bogus'\]; the methods' own options "
+        r"are \['last_row_scale', 'legrad_first_layer'\]",
+    ):
         explain(vit, images, "rollout", bogus=1)

@@ -11,9 +11,9 @@ import weakref
 
 import pytest
 import torch
+from conftest import tiny_vit
 from torch import nn
 
-from conftest import tiny_vit
 from lightning_rollout import explain
 
 METHODS = ("rollout", "grad_rollout", "chefer", "gradcam")
@@ -34,8 +34,15 @@ def _attention_shaped(batch: int, num_tokens: int) -> set:
 def _hf_vit() -> nn.Module:
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
-    config = transformers.ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                                    image_size=32, patch_size=8, num_labels=5)
+    config = transformers.ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=32,
+        patch_size=8,
+        num_labels=5,
+    )
     return transformers.ViTForImageClassification(config).eval()
 
 
@@ -43,8 +50,9 @@ def _torchvision_vit() -> nn.Module:
     from torchvision.models import VisionTransformer
 
     torch.manual_seed(0)
-    model = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64,
-                              num_classes=5)
+    model = VisionTransformer(
+        image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64, num_classes=5
+    )
     nn.init.normal_(model.heads.head.weight)  # torchvision zero-initialises the head
     return model.eval()
 

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from conftest import tiny_vit
 from torch import nn
 
-from conftest import tiny_vit
 from lightning_rollout import explain
 from lightning_rollout.metrics import (
     deletion_insertion_auc,

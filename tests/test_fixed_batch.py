@@ -5,9 +5,9 @@ from functools import partial
 import lightning.pytorch as pl
 import pytest
 import torch
+from lightning_helpers import make_module_class, make_trainer, read_events
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_helpers import make_module_class, make_trainer, read_events
 from lightning_rollout import AttentionRolloutCallback
 from lightning_rollout.monitor.keeper import FixedBatchKeeper
 
@@ -34,8 +34,9 @@ def test_a_class_sorted_validation_set_gives_a_batch_over_all_classes_and_the_sa
     plain = Sorted()
     _trainer(tmp_path / "plain", [], logger=False).fit(plain)
     pl.seed_everything(0)
-    spread, first = AttentionRolloutCallback(num_samples=6), AttentionRolloutCallback(
-        num_samples=6, sample_selection="first", tag_prefix="first"
+    spread, first = (
+        AttentionRolloutCallback(num_samples=6),
+        AttentionRolloutCallback(num_samples=6, sample_selection="first", tag_prefix="first"),
     )
     module = Sorted()
     trainer = _trainer(tmp_path, [spread, first])

@@ -29,8 +29,14 @@ def _folder(root, classes=("three", "one", "seven"), per_class=4, val_classes=No
 def _fit(root, num_classes, callbacks=(), **data):
     model = TimmClassifier(model_kwargs=TINY_VIT, num_classes=num_classes)
     trainer = pl.Trainer(
-        max_epochs=1, accelerator="cpu", logger=False, callbacks=list(callbacks), enable_progress_bar=False,
-        enable_model_summary=False, enable_checkpointing=False, limit_train_batches=1,
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        callbacks=list(callbacks),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        limit_train_batches=1,
     )
     trainer.fit(model, datamodule=ImageFolderDataModule(root, image_size=16, batch_size=4, **data))
     return trainer
@@ -59,8 +65,11 @@ def test_classes_are_read_from_the_folders_when_first_asked_before_setup(tmp_pat
 
 def test_a_missing_or_empty_train_folder_is_named_when_the_classes_are_asked(tmp_path):
     missing = ImageFolderDataModule(str(tmp_path / "nowhere"))
-    with pytest.raises(FileNotFoundError, match=r"`root`='.*nowhere' must hold a `train/` folder of class folders; "
-                                                r".*nowhere/train is missing"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"`root`='.*nowhere' must hold a `train/` folder of class folders; "
+        r".*nowhere/train is missing",
+    ):
         missing.num_classes
     with pytest.raises(FileNotFoundError, match=r"`root`='.*nowhere' must hold a `train/` folder"):
         missing.class_names
@@ -71,8 +80,11 @@ def test_a_missing_or_empty_train_folder_is_named_when_the_classes_are_asked(tmp
 
 def test_a_num_classes_that_does_not_match_the_folders_stops_before_training(tmp_path):
     root = _folder(tmp_path)
-    with pytest.raises(ValueError, match=r"the model has `num_classes`=10 but .* holds 3 class folders \(one, seven, "
-                                         r"three\); set the model's `num_classes` to 3"):
+    with pytest.raises(
+        ValueError,
+        match=r"the model has `num_classes`=10 but .* holds 3 class folders \(one, seven, "
+        r"three\); set the model's `num_classes` to 3",
+    ):
         _fit(root, 10)
 
 
@@ -105,6 +117,9 @@ def test_train_augmentation_from_the_config(tmp_path, augmentation):
 
 
 def test_bad_train_augmentation():
-    with pytest.raises(ValueError, match=r"`train_augmentation` must be one of \['crop_flip', 'flip', 'none'\], got "
-                                         r"'rotate'"):
+    with pytest.raises(
+        ValueError,
+        match=r"`train_augmentation` must be one of \['crop_flip', 'flip', 'none'\], got "
+        r"'rotate'",
+    ):
         ImageFolderDataModule("x", train_augmentation="rotate")

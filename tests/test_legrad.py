@@ -7,9 +7,9 @@ import weakref
 import pytest
 import timm
 import torch
+from conftest import tiny_vit
 from torch import nn
 
-from conftest import tiny_vit
 from lightning_rollout import explain, explain_many
 from lightning_rollout.core.hooks import forward_hooks, fused_attention_disabled
 from lightning_rollout.engine.api import check_model
@@ -90,9 +90,11 @@ def test_one_backward_of_the_summed_scores_would_be_wrong(images):
     model = tiny_vit()
     target = torch.tensor([0, 3, 1])
     captured, tokens = [], []
-    with fused_attention_disabled(model), forward_hooks(
-        [block.attn.attn_drop for block in model.blocks], lambda m, i, o: captured.append(o)
-    ), forward_hooks(list(model.blocks), lambda m, i, o: tokens.append(o)):
+    with (
+        fused_attention_disabled(model),
+        forward_hooks([block.attn.attn_drop for block in model.blocks], lambda m, i, o: captured.append(o)),
+        forward_hooks(list(model.blocks), lambda m, i, o: tokens.append(o)),
+    ):
         model(images.clone().requires_grad_(True))
     summed = sum(model.forward_head(model.norm(x))[torch.arange(3), target].sum() for x in tokens)
     gradients = torch.autograd.grad(summed, captured)
@@ -182,8 +184,9 @@ def test_torchvision_head_on_the_last_block_gives_the_logits():
     from torchvision.models.vision_transformer import VisionTransformer
 
     torch.manual_seed(0)
-    model = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32,
-                              mlp_dim=64, num_classes=5).eval()
+    model = VisionTransformer(
+        image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64, num_classes=5
+    ).eval()
     nn.init.normal_(model.heads.head.weight)  # zero at init: every gradient would be zero
     images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
     logits, head = _last_block_head(model, images)
@@ -204,8 +207,11 @@ def _hf_model(name: str) -> nn.Module:
     from test_models_hf import SIZES
 
     torch.manual_seed(0)
-    config = transformers.CLIPConfig(vision_config=dict(SIZES), text_config=dict(hidden_size=32, num_hidden_layers=1,
-                                     num_attention_heads=2, intermediate_size=64), num_labels=5)
+    config = transformers.CLIPConfig(
+        vision_config=dict(SIZES),
+        text_config=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64),
+        num_labels=5,
+    )
     return transformers.CLIPForImageClassification(config).eval()
 
 
@@ -256,7 +262,9 @@ def test_clip_image_embeddings_with_a_similarity_target_equal_the_recipe():
     eager.set_attn_implementation("eager")
     output = eager(images, output_attentions=True, output_hidden_states=True)
     tower = eager.vision_model
-    assert torch.equal(eager.visual_projection(tower.post_layernorm(output.hidden_states[-1][:, 0])), output.image_embeds)
+    assert torch.equal(
+        eager.visual_projection(tower.post_layernorm(output.hidden_states[-1][:, 0])), output.image_embeds
+    )
     total = 0
     for layer, attention in enumerate(output.attentions):
         embeds = eager.visual_projection(tower.post_layernorm(output.hidden_states[layer + 1][:, 0]))
@@ -278,8 +286,19 @@ def _course_vit():
 
 REFUSED = {
     # name: (build, words of the reason)
-    "cait": (lambda: timm.create_model("cait_xxs24_224", img_size=32, patch_size=8, depth=2, depth_token_only=1,
-                                       num_heads=2, embed_dim=32, num_classes=4), "patch blocks do not carry"),
+    "cait": (
+        lambda: timm.create_model(
+            "cait_xxs24_224",
+            img_size=32,
+            patch_size=8,
+            depth=2,
+            depth_token_only=1,
+            num_heads=2,
+            embed_dim=32,
+            num_classes=4,
+        ),
+        "patch blocks do not carry",
+    ),
     "nn.MultiheadAttention": (_course_vit, "part of its forward"),
     "hf_base_model_in_a_user_module": (lambda: _hf_model("clip"), "does not know the head of CLIPVisionModel"),
 }
@@ -300,14 +319,21 @@ def test_models_without_a_known_head_are_refused_at_setup_with_the_reason(name):
 def test_callback_logs_legrad_and_refuses_it_at_setup_for_a_model_without_a_known_head(tmp_path):
     import lightning.pytorch as pl
     from lightning.pytorch.loggers import TensorBoardLogger
-
     from lightning_helpers import make_module_class, read_events
+
     from lightning_rollout import AttentionRolloutCallback
 
     def trainer(callback, name):
-        return pl.Trainer(callbacks=[callback], max_epochs=1, accelerator="cpu", enable_progress_bar=False,
-                          enable_model_summary=False, enable_checkpointing=False, log_every_n_steps=1,
-                          logger=TensorBoardLogger(str(tmp_path), name=name))
+        return pl.Trainer(
+            callbacks=[callback],
+            max_epochs=1,
+            accelerator="cpu",
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            enable_checkpointing=False,
+            log_every_n_steps=1,
+            logger=TensorBoardLogger(str(tmp_path), name=name),
+        )
 
     pl.seed_everything(0)
     run = trainer(AttentionRolloutCallback(methods=["legrad"], num_samples=4, mean=[0.5] * 3, std=[0.5] * 3), "vit")
@@ -319,8 +345,16 @@ def test_callback_logs_legrad_and_refuses_it_at_setup_for_a_model_without_a_know
     class CaiTModule(make_module_class(pl.LightningModule)):
         def __init__(self):
             super().__init__()
-            self.model = timm.create_model("cait_xxs24_224", img_size=16, patch_size=4, depth=1, depth_token_only=1,
-                                           num_heads=2, embed_dim=16, num_classes=3)
+            self.model = timm.create_model(
+                "cait_xxs24_224",
+                img_size=16,
+                patch_size=4,
+                depth=1,
+                depth_token_only=1,
+                num_heads=2,
+                embed_dim=16,
+                num_classes=3,
+            )
 
     with pytest.raises(UnsupportedModelError, match="method 'legrad'.*patch blocks do not carry"):
         trainer(AttentionRolloutCallback(methods=["grad_rollout", "legrad"]), "cait").fit(CaiTModule())
@@ -349,8 +383,9 @@ def test_explain_many_with_every_method_equals_each_alone(family, images, monkey
 
 def test_callable_target_is_each_layers_score(images):
     model = tiny_vit()
-    torch.testing.assert_close(explain(model, images, "legrad", target=lambda logits: logits[:, 2]),
-                               explain(model, images, "legrad", target=2))
+    torch.testing.assert_close(
+        explain(model, images, "legrad", target=lambda logits: logits[:, 2]), explain(model, images, "legrad", target=2)
+    )
     # a score mixing classes, per layer as the naive reference takes it
     difference = explain(model, images, "legrad", target=lambda logits: logits[:, 1] - logits[:, 3])
     expected = naive_legrad(model, images, lambda logits: logits[:, 1] - logits[:, 3])

@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning_helpers import make_module_class, read_events
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_helpers import make_module_class, read_events
 from lightning_rollout import AttentionRolloutCallback
 
 skimage_data = pytest.importorskip("skimage.data")
@@ -68,9 +68,14 @@ def test_each_method_logs_under_a_megabyte_per_epoch_and_the_state_stops_growing
             states.append(len(pickle.dumps(callback.state_dict())))
 
     trainer = pl.Trainer(
-        max_epochs=13, accelerator="cpu", logger=TensorBoardLogger(str(tmp_path), name="tb"),
-        callbacks=[callback, StateBytes()], enable_progress_bar=False, enable_model_summary=False,
-        log_every_n_steps=1, enable_checkpointing=False,
+        max_epochs=13,
+        accelerator="cpu",
+        logger=TensorBoardLogger(str(tmp_path), name="tb"),
+        callbacks=[callback, StateBytes()],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+        enable_checkpointing=False,
     )
     trainer.fit(Photos())
 
@@ -78,8 +83,9 @@ def test_each_method_logs_under_a_megabyte_per_epoch_and_the_state_stops_growing
     steps = sorted({step for _, step in sizes})
     assert len(steps) == 14, "the untrained model, then 13 epochs"
     for method in methods:
-        per_epoch = [sizes[(f"attention/{method}/samples", s)] + sizes[(f"attention/{method}/filmstrip", s)]
-                     for s in steps]
+        per_epoch = [
+            sizes[(f"attention/{method}/samples", s)] + sizes[(f"attention/{method}/filmstrip", s)] for s in steps
+        ]
         assert max(per_epoch) <= BUDGET, per_epoch
         full = per_epoch[9:]  # 10 columns from the 10th logging step on: the cost stops growing
         assert max(full) <= 1.1 * min(full), per_epoch
@@ -98,8 +104,13 @@ def test_each_method_logs_under_a_megabyte_per_epoch_and_the_state_stops_growing
 def test_png_stays_available(tmp_path):
     callback = AttentionRolloutCallback(image_format="png", faithfulness_steps=0, num_samples=4)
     trainer = pl.Trainer(
-        max_epochs=1, accelerator="cpu", logger=TensorBoardLogger(str(tmp_path), name="tb"), callbacks=[callback],
-        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+        max_epochs=1,
+        accelerator="cpu",
+        logger=TensorBoardLogger(str(tmp_path), name="tb"),
+        callbacks=[callback],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
     )
     trainer.fit(Module())
     encoded = read_events(trainer.logger.log_dir).Images("attention/rollout/samples")[-1].encoded_image_string
@@ -109,9 +120,14 @@ def test_png_stays_available(tmp_path):
 def test_resume_shows_the_same_filmstrip(tmp_path):
     def run(max_epochs, callback, ckpt_path=None, name="a"):
         trainer = pl.Trainer(
-            max_epochs=max_epochs, accelerator="cpu", logger=TensorBoardLogger(str(tmp_path), name=name),
-            callbacks=[callback], enable_progress_bar=False, enable_model_summary=False,
-            enable_checkpointing=False, deterministic=True,
+            max_epochs=max_epochs,
+            accelerator="cpu",
+            logger=TensorBoardLogger(str(tmp_path), name=name),
+            callbacks=[callback],
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            enable_checkpointing=False,
+            deterministic=True,
         )
         pl.seed_everything(0)
         trainer.fit(Module(), ckpt_path=ckpt_path)
@@ -141,10 +157,10 @@ def test_resume_shows_the_same_filmstrip(tmp_path):
 
 def test_wandb_and_mlflow_sinks_keep_the_same_budget(tmp_path):
     """The largest pictures of a full filmstrip at 224 px, through the W&B and MLflow sinks' encoders."""
-    from lightning_rollout.rendering.images import fit_display_images, to_display_images
     from lightning_rollout.monitor import tasks
     from lightning_rollout.monitor.captions import captions
     from lightning_rollout.rendering.figures import render_filmstrips, render_samples
+    from lightning_rollout.rendering.images import fit_display_images, to_display_images
     from lightning_rollout.sinks import MLflowImageSink, WandbImageSink
 
     wandb = pytest.importorskip("wandb")
@@ -154,8 +170,10 @@ def test_wandb_and_mlflow_sinks_keep_the_same_budget(tmp_path):
     classes = torch.arange(8) % 4
     scores = torch.rand(8, 4, generator=generator).softmax(-1)
     labels = captions("multiclass", tasks.Panels(torch.arange(8), classes), classes, scores, None)
-    pictures = [render_samples(display, history[-1][1], labels, "jet", 0.5),
-                render_filmstrips(display, history, "jet", 0.5)]
+    pictures = [
+        render_samples(display, history[-1][1], labels, "jet", 0.5),
+        render_filmstrips(display, history, "jet", 0.5),
+    ]
 
     sizes = {"mlflow": 0, "wandb": 0}
 

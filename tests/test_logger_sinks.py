@@ -12,9 +12,9 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 from lightning.pytorch.loggers import CSVLogger
+from lightning_helpers import make_module_class
 from PIL import Image
 
-from lightning_helpers import make_module_class
 from lightning_rollout import AttentionRolloutCallback
 from lightning_rollout.sinks import MLflowImageSink, TensorBoardImageSink, WandbImageSink, sink_for_logger
 
@@ -146,7 +146,9 @@ def _check_wandb(save_dir):
     assert history["attention/rollout/filmstrip/captions"][-1][1] == ["input | init | e0 s4 | e1 s8"]
 
 
-_MLFLOW_IMAGE = re.compile(r"^images/(?P<key>.+)\+step\+(?P<step>\d+)\+timestamp\+\d+\+[0-9a-f-]+(?P<preview>\+compressed)?\.jpg$")
+_MLFLOW_IMAGE = re.compile(
+    r"^images/(?P<key>.+)\+step\+(?P<step>\d+)\+timestamp\+\d+\+[0-9a-f-]+(?P<preview>\+compressed)?\.jpg$"
+)
 
 
 def _check_mlflow(logger):

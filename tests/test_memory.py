@@ -21,12 +21,12 @@ from typing import Iterator, List, Optional, Set
 import lightning.pytorch as pl
 import pytest
 import torch
+from lightning_helpers import make_module_class
+from test_explain_memory import FAMILIES
 from torch import nn
 
-from lightning_helpers import make_module_class
 from lightning_rollout import AttentionRolloutCallback, explain_many
 from lightning_rollout.methods import METHODS
-from test_explain_memory import FAMILIES
 
 
 @pytest.fixture(autouse=True)
@@ -143,13 +143,20 @@ def test_callback_epochs_leave_memory_flat(tmp_path):
     probe = _EpochProbe(rollout)
     pl.seed_everything(0)
     trainer = pl.Trainer(
-        accelerator="cpu", max_epochs=epochs, limit_train_batches=1, callbacks=[probe, rollout],
-        logger=pl.loggers.TensorBoardLogger(tmp_path), enable_progress_bar=False, enable_model_summary=False,
-        enable_checkpointing=False, num_sanity_val_steps=1,
+        accelerator="cpu",
+        max_epochs=epochs,
+        limit_train_batches=1,
+        callbacks=[probe, rollout],
+        logger=pl.loggers.TensorBoardLogger(tmp_path),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=1,
     )
     trainer.fit(make_module_class(pl.LightningModule)())
     assert len(probe.alive) == epochs
     assert probe.alive == [0] * epochs, f"module outputs of the side pass alive after each epoch: {probe.alive}"
     grown = probe.bytes[-1] - probe.bytes[2]
-    assert grown == 0, f"live tensors besides the callback's state grew by {grown} bytes from epoch 3 to {epochs}: " + \
-        str(probe.bytes)
+    assert grown == 0, (
+        f"live tensors besides the callback's state grew by {grown} bytes from epoch 3 to {epochs}: " + str(probe.bytes)
+    )

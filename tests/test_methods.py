@@ -76,10 +76,7 @@ def test_gradcam_tokens_by_hand():
 
 def test_readouts_by_hand():
     # R for 4 tokens (1 prefix token, 3 patches); row i: what output token i draws from each input token.
-    relevance = torch.tensor([[[0.4, 0.2, 0.3, 0.1],
-                               [0.1, 0.5, 0.2, 0.2],
-                               [0.0, 0.3, 0.6, 0.1],
-                               [0.2, 0.2, 0.2, 0.4]]])
+    relevance = torch.tensor([[[0.4, 0.2, 0.3, 0.1], [0.1, 0.5, 0.2, 0.2], [0.0, 0.3, 0.6, 0.1], [0.2, 0.2, 0.2, 0.4]]])
     geometry = TokenGeometry(1, True, (1, 3))
     torch.testing.assert_close(token_readout(4).apply(relevance), relevance[:, 0])
     torch.testing.assert_close(token_readout(4, (0, 1)).apply(relevance), torch.tensor([[0.25, 0.35, 0.25, 0.15]]))
@@ -88,8 +85,9 @@ def test_readouts_by_hand():
     readout = patch_mean_readout(geometry)
     assert not readout.is_linear
     torch.testing.assert_close(readout.apply(relevance), pooled)
-    torch.testing.assert_close(patch_mean_readout(geometry, class_weight=0.5).apply(relevance),
-                               0.5 * relevance[:, 0] + 0.5 * pooled)
+    torch.testing.assert_close(
+        patch_mean_readout(geometry, class_weight=0.5).apply(relevance), 0.5 * relevance[:, 0] + 0.5 * pooled
+    )
 
 
 def test_tokens_to_grid_drops_prefix_and_keeps_row_major_order():

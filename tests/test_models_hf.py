@@ -42,12 +42,14 @@ def _build(name: str) -> nn.Module:
     if name == "clip":
         return CLIPClassifier().eval()
     if name == "swin":
-        config = t.SwinConfig(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 2], window_size=4,
-                              num_labels=5)
+        config = t.SwinConfig(
+            image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 2], window_size=4, num_labels=5
+        )
         return t.SwinForImageClassification(config).eval()
     if name == "swinv2":
-        config = t.Swinv2Config(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 2],
-                                window_size=4, num_labels=5)
+        config = t.Swinv2Config(
+            image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 2], window_size=4, num_labels=5
+        )
         return t.Swinv2ForImageClassification(config).eval()
     builders = {
         "vit": (t.ViTForImageClassification, t.ViTConfig, {}),
@@ -56,8 +58,11 @@ def _build(name: str) -> nn.Module:
         "beit": (t.BeitForImageClassification, t.BeitConfig, {"use_mean_pooling": True}),
         "beit_cls": (t.BeitForImageClassification, t.BeitConfig, {"use_mean_pooling": False}),
         "dinov2": (t.Dinov2ForImageClassification, t.Dinov2Config, {}),
-        "dinov2_reg": (t.Dinov2WithRegistersForImageClassification, t.Dinov2WithRegistersConfig,
-                       {"num_register_tokens": 4}),
+        "dinov2_reg": (
+            t.Dinov2WithRegistersForImageClassification,
+            t.Dinov2WithRegistersConfig,
+            {"num_register_tokens": 4},
+        ),
         "vit_msn": (t.ViTMSNForImageClassification, t.ViTMSNConfig, {}),
     }
     model_class, config_class, extra = builders[name]
@@ -135,7 +140,8 @@ def test_find_takes_the_outermost_hf_model_and_a_tower_inside_a_user_module():
 
 def test_find_leaves_a_wrapped_timm_model_to_the_timm_adapters():
     config = transformers.TimmWrapperConfig(
-        architecture="vit_tiny_patch16_224", num_labels=5,
+        architecture="vit_tiny_patch16_224",
+        num_labels=5,
         model_args=dict(img_size=32, patch_size=8, depth=2, embed_dim=32, num_heads=2),
     )
     wrapper = transformers.TimmWrapperForImageClassification(config)
@@ -156,8 +162,16 @@ def test_find_never_imports_transformers(monkeypatch):
 
 @pytest.mark.parametrize(
     "name, prefix, has_class_token",
-    [("vit", 1, True), ("deit", 2, True), ("deit_teacher", 2, True), ("beit", 1, True), ("dinov2", 1, True),
-     ("dinov2_reg", 5, True), ("clip", 1, True), ("swin", 0, False)],
+    [
+        ("vit", 1, True),
+        ("deit", 2, True),
+        ("deit_teacher", 2, True),
+        ("beit", 1, True),
+        ("dinov2", 1, True),
+        ("dinov2_reg", 5, True),
+        ("clip", 1, True),
+        ("swin", 0, False),
+    ],
 )
 def test_geometry_from_the_config(name, prefix, has_class_token):
     adapter = find_adapter(model_for(name))
@@ -225,12 +239,15 @@ def _qkv(heads: int, head_dim: int, dtype=torch.float32):
     return [x.view(2, 9, heads, head_dim).transpose(1, 2) for x in packed.split(heads * head_dim, dim=-1)]
 
 
-@pytest.mark.parametrize("head_dim, mask, dtype, exact", [
-    (16, False, torch.float32, True),  # power-of-two scale: bit-identical
-    (64, True, torch.float32, True),
-    (24, True, torch.float32, False),  # other scales: float rounding
-    (16, True, torch.bfloat16, True),  # the softmax in float32, the result in the queries' dtype
-])
+@pytest.mark.parametrize(
+    "head_dim, mask, dtype, exact",
+    [
+        (16, False, torch.float32, True),  # power-of-two scale: bit-identical
+        (64, True, torch.float32, True),
+        (24, True, torch.float32, False),  # other scales: float rounding
+        (16, True, torch.bfloat16, True),  # the softmax in float32, the result in the queries' dtype
+    ],
+)
 def test_attention_forward_equals_transformers_eager_attention(head_dim, mask, dtype, exact):
     from transformers.models.vit.modeling_vit import eager_attention_forward
 
@@ -329,9 +346,14 @@ def test_readout_follows_the_head(name, rows, pooled):
 # ----------------------------------------------------------------------------------------- Grad-CAM
 
 
-@pytest.mark.parametrize("name, norm", [("vit", "vit.layers.1.layernorm_before"),
-                                        ("dinov2", "dinov2.encoder.layer.1.norm1"),
-                                        ("clip", "backbone.encoder.layers.1.layer_norm1")])
+@pytest.mark.parametrize(
+    "name, norm",
+    [
+        ("vit", "vit.layers.1.layernorm_before"),
+        ("dinov2", "dinov2.encoder.layer.1.norm1"),
+        ("clip", "backbone.encoder.layers.1.layer_norm1"),
+    ],
+)
 def test_gradcam_reads_the_last_attention_input_norm(name, norm):
     model = model_for(name)
     adapter = find_adapter(model)
@@ -418,7 +440,7 @@ def reference_maps(run, image, geometry, readout, discard_ratio=0.9):
             first, weight = pooled
             off_diagonal = relevance - torch.diag(relevance.diagonal())
             row = row + weight * off_diagonal[first:].mean(0)
-        maps[method] = row[geometry.num_prefix_tokens:].reshape(geometry.grid_size)
+        maps[method] = row[geometry.num_prefix_tokens :].reshape(geometry.grid_size)
     return maps
 
 
@@ -437,9 +459,14 @@ def test_explain_equals_the_recipes_over_transformers_attentions(name):
         torch.testing.assert_close(maps, expected, rtol=1e-4, atol=1e-6, msg=lambda m: f"{method}: {m}")
 
 
-@pytest.mark.parametrize("name, norm", [("vit", "vit.layers.1.layernorm_before"),
-                                        ("dinov2_reg", "dinov2_with_registers.encoder.layer.1.norm1"),
-                                        ("swin", "swin.layernorm")])
+@pytest.mark.parametrize(
+    "name, norm",
+    [
+        ("vit", "vit.layers.1.layernorm_before"),
+        ("dinov2_reg", "dinov2_with_registers.encoder.layer.1.norm1"),
+        ("swin", "swin.layernorm"),
+    ],
+)
 def test_explain_gradcam_equals_the_recipe(name, norm):
     model = model_for(name)
     images = _images()
@@ -454,7 +481,7 @@ def test_explain_gradcam_equals_the_recipe(name, norm):
             logits, _ = run(image)
             (gradient,) = torch.autograd.grad(logits[0, int(logits.argmax())], kept[0])
         handle.remove()
-        tokens, gradient = kept[0][0, geometry.num_prefix_tokens:].detach(), gradient[0, geometry.num_prefix_tokens:]
+        tokens, gradient = kept[0][0, geometry.num_prefix_tokens :].detach(), gradient[0, geometry.num_prefix_tokens :]
         expected.append((tokens * gradient.mean(0)).sum(-1).clamp(min=0).reshape(geometry.grid_size))
     torch.testing.assert_close(maps, torch.stack(expected), rtol=1e-4, atol=1e-6)
 

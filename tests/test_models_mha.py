@@ -10,6 +10,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from reference import _discard, _normalised
 from torch import nn
 from torchvision.models import VisionTransformer
 
@@ -22,7 +23,6 @@ from lightning_rollout.models.mha import (
     fast_path_disabled,
     replayed_attention,
 )
-from reference import _discard, _normalised
 
 
 def patches(images: torch.Tensor, patch: int) -> torch.Tensor:
@@ -50,8 +50,16 @@ class CourseViT(nn.Module):
     """The Lightning course tutorial's shape: flattened patches into a Linear, its own class token, and
     ``nn.MultiheadAttention`` blocks (sequence-first unless ``batch_first``)."""
 
-    def __init__(self, batch_first: bool = False, dim: int = 32, heads: int = 2, depth: int = 2, patch: int = 8,
-                 num_patches: int = 16, num_classes: int = 5) -> None:
+    def __init__(
+        self,
+        batch_first: bool = False,
+        dim: int = 32,
+        heads: int = 2,
+        depth: int = 2,
+        patch: int = 8,
+        num_patches: int = 16,
+        num_classes: int = 5,
+    ) -> None:
         super().__init__()
         self.patch = patch
         self.batch_first = batch_first
@@ -76,8 +84,9 @@ def course_vit(batch_first: bool) -> CourseViT:
 
 def torchvision_vit() -> VisionTransformer:
     torch.manual_seed(0)
-    model = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64,
-                              num_classes=5)
+    model = VisionTransformer(
+        image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64, num_classes=5
+    )
     nn.init.normal_(model.heads.head.weight)  # torchvision zero-initialises the head: no gradient would flow
     return model.eval()
 
@@ -169,8 +178,9 @@ def test_replay_equals_the_module_weights_and_output(batch_first, options, case)
     with replayed_attention([("attn", module)], lambda name, attention, *layout: handed.append(attention)):
         output, weights = module(query, key, value, **kwargs)
         averaged = module(query, key, value, attn_mask=attn_mask, key_padding_mask=key_padding_mask)[1]
-        no_weights = module(query, key, value, need_weights=False, attn_mask=attn_mask,
-                            key_padding_mask=key_padding_mask)[1]
+        no_weights = module(
+            query, key, value, need_weights=False, attn_mask=attn_mask, key_padding_mask=key_padding_mask
+        )[1]
     assert "forward" not in module.__dict__
     torch.testing.assert_close(output, expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(weights, expected_weights, rtol=1e-5, atol=1e-6)
@@ -298,9 +308,14 @@ def test_readout():
     torch.testing.assert_close(pooled, torch.full((16,), 1 / 16))
 
 
-@pytest.mark.parametrize("name, norm", [("course_seq_first", "blocks.1.norm_attn"),
-                                        ("course_batch_first", "blocks.1.norm_attn"),
-                                        ("torchvision", "encoder.layers.encoder_layer_1.ln_1")])
+@pytest.mark.parametrize(
+    "name, norm",
+    [
+        ("course_seq_first", "blocks.1.norm_attn"),
+        ("course_batch_first", "blocks.1.norm_attn"),
+        ("torchvision", "encoder.layers.encoder_layer_1.ln_1"),
+    ],
+)
 def test_gradcam_reads_the_tokens_of_the_last_attention_batch_first(name, norm):
     model = MODELS[name]()
     images = _images()
@@ -341,8 +356,9 @@ def test_fast_path_is_off_for_the_side_pass_and_restored():
         with adapter.capture_attention(adapter.attention_layers(), lambda n, a, *layout: captured.append(a)):
             encoder(x)
         assert captured == []  # the fast path skipped the attention modules
-        with adapter.attention_settings(), adapter.capture_attention(
-            adapter.attention_layers(), lambda n, a, *layout: captured.append(a)
+        with (
+            adapter.attention_settings(),
+            adapter.capture_attention(adapter.attention_layers(), lambda n, a, *layout: captured.append(a)),
         ):
             assert not torch.backends.mha.get_fastpath_enabled()
             output = encoder(x)
@@ -438,8 +454,9 @@ def test_explain_equals_the_recipes_over_an_eager_twin(name):
         torch.testing.assert_close(maps, expected, rtol=1e-4, atol=1e-6, msg=lambda m: f"{method}: {m}")
 
 
-@pytest.mark.parametrize("name, norm", [("course_seq_first", "blocks.1.norm_attn"),
-                                        ("torchvision", "encoder.layers.encoder_layer_1.ln_1")])
+@pytest.mark.parametrize(
+    "name, norm", [("course_seq_first", "blocks.1.norm_attn"), ("torchvision", "encoder.layers.encoder_layer_1.ln_1")]
+)
 def test_explain_gradcam_equals_the_recipe(name, norm):
     model = MODELS[name]()
     images = _images()

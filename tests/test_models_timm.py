@@ -3,12 +3,12 @@
 import pytest
 import timm
 import torch
+from reference import _discard, _normalised
 
 from lightning_rollout import explain
 from lightning_rollout.methods import METHODS
 from lightning_rollout.models import ModelAdapter, UnsupportedModelError, find_adapter, register_adapter
 from lightning_rollout.models.registry import registered_adapters, unregister_adapter
-from reference import _discard, _normalised
 
 SMALL = dict(depth=2, num_heads=2, embed_dim=32)
 
@@ -20,8 +20,13 @@ GLOBAL_ATTENTION = {
     "beitv2_avg_pool": ("beitv2_base_patch16_224", dict(img_size=32, patch_size=8, **SMALL), (32, 32), 1, (4, 4)),
     "relpos": ("vit_relpos_small_patch16_224", dict(img_size=32, patch_size=8, **SMALL), (32, 32), 0, (4, 4)),
     "naflexvit": ("naflexvit_base_patch16_gap", dict(patch_size=8, **SMALL), (32, 40), 4, (4, 5)),
-    "cait": ("cait_xxs24_224", dict(img_size=32, patch_size=8, depth=2, depth_token_only=1, num_heads=2, embed_dim=32),
-             (32, 32), 1, (4, 4)),
+    "cait": (
+        "cait_xxs24_224",
+        dict(img_size=32, patch_size=8, depth=2, depth_token_only=1, num_heads=2, embed_dim=32),
+        (32, 32),
+        1,
+        (4, 4),
+    ),
 }
 
 
@@ -52,8 +57,13 @@ def test_global_attention_families_serve_every_method(case):
 
 SPATIAL = {
     # name: (model name, kwargs, input size, expected Grad-CAM grid, words of the refusal)
-    "swin": ("swin_tiny_patch4_window7_224", dict(img_size=64, window_size=4, embed_dim=16, depths=(1, 1, 1, 1),
-                                                  num_heads=(1, 1, 1, 1)), (64, 64), (2, 2), "shifted local windows"),
+    "swin": (
+        "swin_tiny_patch4_window7_224",
+        dict(img_size=64, window_size=4, embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1)),
+        (64, 64),
+        (2, 2),
+        "shifted local windows",
+    ),
     "xcit": ("xcit_nano_12_p16_224", dict(img_size=32, patch_size=8, depth=2), (32, 32), (4, 4), "across channels"),
     "maxvit": ("maxvit_nano_rw_256", dict(img_size=64), (64, 64), (2, 2), "window and dilated-grid"),
 }
@@ -74,8 +84,11 @@ def test_families_without_global_attention_give_gradcam_and_say_why_not_the_rest
 def _cait_reference(model, image, method, target):
     """CaiT by hand: patch attentions padded with the class token, class-attention rows over [class, patches]."""
     captured = []
-    handles = [m.register_forward_hook(lambda mod, i, o: captured.append(o))
-               for n, m in model.named_modules() if n.endswith("attn.attn_drop")]
+    handles = [
+        m.register_forward_hook(lambda mod, i, o: captured.append(o))
+        for n, m in model.named_modules()
+        if n.endswith("attn.attn_drop")
+    ]
     flags = {m: m.fused_attn for m in model.modules() if isinstance(getattr(m, "fused_attn", None), bool)}
     for module in flags:
         module.fused_attn = False
@@ -128,8 +141,10 @@ def test_map_pool_readout_weights_are_the_pooling_attention():
     images = _images((32, 32))
     pool = model.attn_pool
     seen = {}
-    handles = [pool.register_forward_pre_hook(lambda m, i: seen.setdefault("tokens", i[0])),
-               pool.proj.register_forward_pre_hook(lambda m, i: seen.setdefault("pooled", i[0]))]
+    handles = [
+        pool.register_forward_pre_hook(lambda m, i: seen.setdefault("tokens", i[0])),
+        pool.proj.register_forward_pre_hook(lambda m, i: seen.setdefault("pooled", i[0])),
+    ]
     try:
         with torch.no_grad(), adapter.capture_readout() as readout_of:
             model(images)
@@ -212,7 +227,12 @@ def test_coverage_script_rows():
     spec.loader.exec_module(coverage)
     rows = {case[0]: case for case in coverage.all_cases()}
     assert coverage.run_case(rows["timm deit (distilled)"]) == {
-        "rollout": "ok", "grad_rollout": "ok", "chefer": "ok", "gradcam": "ok", "legrad": "ok", "attention": "ok",
+        "rollout": "ok",
+        "grad_rollout": "ok",
+        "chefer": "ok",
+        "gradcam": "ok",
+        "legrad": "ok",
+        "attention": "ok",
         "adapter": "timm-vit",
     }
     xcit = coverage.run_case(rows["timm xcit"])

@@ -7,10 +7,10 @@ import lightning.pytorch as pl
 import pytest
 import timm
 import torch
+from lightning_helpers import RandomScenes, make_module_class, make_trainer, read_events
 from torch.utils.data import DataLoader, TensorDataset
 
 import lightning_rollout.monitor.side_pass as side_pass
-from lightning_helpers import RandomScenes, make_module_class, make_trainer, read_events
 from lightning_rollout import AttentionRolloutCallback, explain
 from lightning_rollout.monitor.scalars import faithfulness_scalars
 
@@ -163,6 +163,8 @@ def test_out_of_memory_retries_in_smaller_chunks(tmp_path, monkeypatch):
     torch.testing.assert_close(maps, explain(module, batch.images, "grad_rollout", target=batch.labels))
     # The chunks' AUCs, weighted by chunk size, are the whole batch's.
     with torch.no_grad():
-        whole = faithfulness_scalars(module.eval(), batch.images, maps, batch.labels, 4, callback.settings.faithfulness_baseline)
+        whole = faithfulness_scalars(
+            module.eval(), batch.images, maps, batch.labels, 4, callback.settings.faithfulness_baseline
+        )
     chunked = read_events(trainer.logger.log_dir).Scalars("attention/grad_rollout/deletion_auc")[-1].value
     assert chunked == pytest.approx(whole["deletion_auc"], abs=1e-5)

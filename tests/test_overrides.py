@@ -24,7 +24,8 @@ OVERRIDES = [
 
 def test_the_overridden_adapter_answers_the_whole_protocol():
     asked = {
-        name for name, member in inspect.getmembers(ModelAdapter)
+        name
+        for name, member in inspect.getmembers(ModelAdapter)
         if not name.startswith("_") and (inspect.isfunction(member) or isinstance(member, (classmethod, property)))
     }
     answered = set(vars(OverriddenAdapter))
@@ -69,8 +70,13 @@ def test_with_an_override_class_names_are_still_checked_against_the_classes():
 def test_hugging_face_models_give_their_class_count_from_the_config():
     transformers = pytest.importorskip("transformers")
     config = transformers.ViTConfig(
-        image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, num_labels=5,
+        image_size=32,
+        patch_size=8,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=5,
     )
     classifier = transformers.ViTForImageClassification(config)
     assert resolve_adapter(classifier).num_classes() == 5

@@ -43,7 +43,9 @@ def test_a_method_registered_after_import_is_refused_with_task_none(registered):
 
 def test_a_refusal_names_the_registered_methods_that_work(registered):
     model = timm.create_model("resnet18", num_classes=3).eval()
-    with pytest.raises(UnsupportedModelError, match=r"Use method 'gradcam' or 'gradient_norm': the methods \['rollout'\]"):
+    with pytest.raises(
+        UnsupportedModelError, match=r"Use method 'gradcam' or 'gradient_norm': the methods \['rollout'\]"
+    ):
         explain(model, torch.randn(1, 3, 64, 64), "rollout")
     assert explain(model, torch.randn(1, 3, 64, 64), "gradient_norm").shape == (1, 2, 2)
 

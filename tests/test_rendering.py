@@ -15,7 +15,6 @@ from lightning_rollout.rendering import (
     to_display_images,
 )
 
-
 _BLACK = np.zeros((1, 1, 3), dtype=np.uint8)
 
 

@@ -12,7 +12,11 @@ from lightning_rollout.metrics import saco
 def small_convnet() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Dropout(0.5), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
         nn.Linear(32, 5),
     ).eval()
 
@@ -207,8 +211,13 @@ def test_leaves_modes_rng_and_gradients_as_found():
 )
 def test_argument_errors_name_the_argument_value_and_what_is_allowed(change, message):
     arguments = dict(
-        images=torch.rand(2, 3, 8, 8), maps=torch.rand(2, 4, 4), target=None, groups=4, activation="softmax",
-        batch_size=None, output_key=None,
+        images=torch.rand(2, 3, 8, 8),
+        maps=torch.rand(2, 4, 4),
+        target=None,
+        groups=4,
+        activation="softmax",
+        batch_size=None,
+        output_key=None,
     )
     arguments.update(change)
     model, images, maps = small_convnet(), arguments.pop("images"), arguments.pop("maps")

@@ -8,8 +8,8 @@ import sys
 import lightning.pytorch as pl
 import pytest
 import torch
-
 from lightning_helpers import make_module_class, read_events
+
 from lightning_rollout import explain
 from lightning_rollout.core.distributed import is_sharded
 
@@ -23,8 +23,12 @@ def _run_script(out_dir, timeout=240):
     script = os.path.join(os.path.dirname(__file__), "sharded_run.py")
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     process = subprocess.Popen(
-        [sys.executable, script, str(out_dir)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env=env, start_new_session=True,
+        [sys.executable, script, str(out_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
     )
     try:
         output, _ = process.communicate(timeout=timeout)

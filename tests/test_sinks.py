@@ -44,9 +44,7 @@ def test_tensorboard_sink_round_trip(tmp_path):
     sink.log_image("chefer/overlays", _image(4, 8, seed=2), step=0)
     writer.close()
 
-    accumulator = event_accumulator.EventAccumulator(
-        str(tmp_path), size_guidance={event_accumulator.IMAGES: 0}
-    )
+    accumulator = event_accumulator.EventAccumulator(str(tmp_path), size_guidance={event_accumulator.IMAGES: 0})
     accumulator.Reload()
     assert sorted(accumulator.Tags()["images"]) == ["chefer/overlays", "rollout/overlays"]
     events = accumulator.Images("rollout/overlays")

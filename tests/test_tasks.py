@@ -58,7 +58,9 @@ def test_label_free_and_callable_panels():
     assert result.target(target, torch.device("cpu")) is target
     assert tasks.panels("none", "label", 3, None, None, 2).target("label", torch.device("cpu")) is None
     assert captions("none", result, None, None, torch.tensor([0.5, -1.25, 3.0])) == [
-        ["target: 0.5"], ["target: -1.25"], ["target: 3"]
+        ["target: 0.5"],
+        ["target: -1.25"],
+        ["target: 3"],
     ]
     assert captions("none", result, None, None, None) == [[], [], []]
 

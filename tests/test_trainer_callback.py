@@ -18,14 +18,17 @@ import torch
 pytest.importorskip("transformers")
 pytest.importorskip("accelerate", reason="transformers.Trainer needs accelerate (the test extras install it)")
 
-from transformers import TrainerCallback  # noqa: E402
-
 from lightning_helpers import read_events  # noqa: E402
-from lightning_rollout import AttentionRolloutTrainerCallback, explain  # noqa: E402
-from lightning_rollout import callbacks  # noqa: E402
-from lightning_rollout.callbacks import trainer as trainer_module  # noqa: E402
 from test_memory import OutputWatch, _tensors, live_tensor_bytes  # noqa: E402
 from trainer_helpers import DictScenes, TimmForTrainer, make_trainer, png_steps, tiny_hf_vit  # noqa: E402
+from transformers import TrainerCallback  # noqa: E402
+
+from lightning_rollout import (  # noqa: E402
+    AttentionRolloutTrainerCallback,
+    callbacks,  # noqa: E402
+    explain,
+)
+from lightning_rollout.callbacks import trainer as trainer_module  # noqa: E402
 
 METHODS = ["rollout", "grad_rollout", "chefer", "gradcam"]
 TESTS = pathlib.Path(__file__).parent
@@ -73,8 +76,13 @@ def test_tensorboard_images_in_the_runs_own_folder_beside_its_scalars(tmp_path):
 
 def test_wandb_offline_pictures_and_scalars_at_train_global_step(tmp_path, monkeypatch):
     wandb = pytest.importorskip("wandb")
-    for name, value in dict(WANDB_MODE="offline", WANDB_SILENT="true", WANDB_DIR=str(tmp_path),
-                            WANDB_CONFIG_DIR=str(tmp_path / "config"), WANDB_CACHE_DIR=str(tmp_path / "cache")).items():
+    for name, value in dict(
+        WANDB_MODE="offline",
+        WANDB_SILENT="true",
+        WANDB_DIR=str(tmp_path),
+        WANDB_CONFIG_DIR=str(tmp_path / "config"),
+        WANDB_CACHE_DIR=str(tmp_path / "cache"),
+    ).items():
         monkeypatch.setenv(name, value)
     from test_logger_sinks import _wandb_records
 
@@ -96,8 +104,10 @@ def test_wandb_offline_pictures_and_scalars_at_train_global_step(tmp_path, monke
                 else:
                     row[key] = value
             rows.append(row)
-    steps = {key: [row["train/global_step"] for row in rows if key in row] for key in
-             ("attention/rollout/samples", "attention/rollout/filmstrip", "attention/rollout/energy")}
+    steps = {
+        key: [row["train/global_step"] for row in rows if key in row]
+        for key in ("attention/rollout/samples", "attention/rollout/filmstrip", "attention/rollout/energy")
+    }
     assert steps == {key: [0, 2, 4] for key in steps}
     picture = next(row["attention/rollout/samples"] for row in rows if "attention/rollout/samples" in row)
     assert picture["_type"] == "images/separated" and picture["format"] == "jpg" and picture["captions"]
@@ -160,8 +170,15 @@ def test_many_evaluations_memory_flat_logs_and_state_bounded(tmp_path):
     gc.collect()
     gc.freeze()
     try:
-        trainer = make_trainer(tmp_path, [before, rollout, after], max_steps=12, eval_steps=1, save_strategy="steps",
-                               save_steps=4, logging_steps=4)
+        trainer = make_trainer(
+            tmp_path,
+            [before, rollout, after],
+            max_steps=12,
+            eval_steps=1,
+            save_strategy="steps",
+            save_steps=4,
+            logging_steps=4,
+        )
         trainer.train()
     finally:
         gc.unfreeze()
@@ -264,8 +281,14 @@ def test_batches_without_the_image_key_raise_at_step_0_and_warn_later(tmp_path):
 
 def test_keys_the_user_names_and_settings_read_back(tmp_path):
     callback = AttentionRolloutTrainerCallback(
-        methods=["rollout"], image_key="image", label_key="target", num_samples=2, head_fusion="max",
-        every_n_evaluations=2, class_names=["a", "b", "c"], sample_selection="first",
+        methods=["rollout"],
+        image_key="image",
+        label_key="target",
+        num_samples=2,
+        head_fusion="max",
+        every_n_evaluations=2,
+        class_names=["a", "b", "c"],
+        sample_selection="first",
     )
     assert (callback.num_samples, callback.head_fusion, callback.every_n_evaluations) == (2, "max", 2)
     assert callback.settings.class_names == ("a", "b", "c")
@@ -322,11 +345,18 @@ def test_bf16_autocast(tmp_path):
 def test_two_processes_main_logs_alone_and_sharded_models_run_on_every_rank(tmp_path):
     """`torchrun` of tests/trainer_multiprocess_run.py (gloo), in its own process group, killed on a hang."""
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
-    command = [torchrun, "--standalone", "--nproc_per_node", "2", str(TESTS / "trainer_multiprocess_run.py"),
-               str(tmp_path)]
+    command = [
+        torchrun,
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(TESTS / "trainer_multiprocess_run.py"),
+        str(tmp_path),
+    ]
     env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
+    )
     try:
         output, _ = process.communicate(timeout=280)
     except subprocess.TimeoutExpired:
@@ -365,8 +395,13 @@ def test_only_the_trainer_module_imports_transformers_and_the_name_is_lazy():
     importers, trainer_importers = [], []
     for path in root.rglob("*.py"):
         for node in ast.parse(path.read_text()).body:  # module level only: imports inside functions are lazy
-            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names = (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             if any(name.split(".")[0] == "transformers" for name in names):
                 importers.append(path.relative_to(root).as_posix())
             if "lightning_rollout.callbacks.trainer" in names:

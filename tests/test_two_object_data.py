@@ -3,8 +3,7 @@
 import numpy as np
 import torch
 
-from lightning_rollout.demo import TimmClassifier, TwoObjectScenes, TwoObjectScenesDataModule
-from lightning_rollout.demo import COLOURS
+from lightning_rollout.demo import COLOURS, TimmClassifier, TwoObjectScenes, TwoObjectScenesDataModule
 
 
 def _scenes(**kwargs):
@@ -75,7 +74,10 @@ def test_a_target_area_leaving_no_room_for_the_second_object_is_named_instead_of
     import pytest
 
     scenes = _scenes(size=40, image_size=64, target_area=(0.3, 0.5), split="train", seed=0, num_distractors=8)
-    with pytest.raises(ValueError, match=r"`target_area`=\(0.3, 0.5\) is too large for two objects in a 64x64 image: "
-                                         r"sample 38's first target leaves no room"):
+    with pytest.raises(
+        ValueError,
+        match=r"`target_area`=\(0.3, 0.5\) is too large for two objects in a 64x64 image: "
+        r"sample 38's first target leaves no room",
+    ):
         scenes.render(38)
     scenes.render(37)  # others still fit

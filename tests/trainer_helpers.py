@@ -35,8 +35,13 @@ def tiny_hf_vit(seed: int = 0) -> ViTForImageClassification:
     """A random-init 2-layer HF ViT on 32×32 inputs with 8×8 patches (SDPA attention, the default)."""
     torch.manual_seed(seed)
     config = ViTConfig(
-        image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, num_labels=NUM_CLASSES,
+        image_size=32,
+        patch_size=8,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=NUM_CLASSES,
     )
     return ViTForImageClassification(config)
 
@@ -48,7 +53,12 @@ class TimmForTrainer(nn.Module):
         super().__init__()
         torch.manual_seed(seed)
         self.vit = timm.create_model(
-            "vit_tiny_patch16_224", img_size=32, patch_size=8, depth=2, embed_dim=32, num_heads=2,
+            "vit_tiny_patch16_224",
+            img_size=32,
+            patch_size=8,
+            depth=2,
+            embed_dim=32,
+            num_heads=2,
             num_classes=NUM_CLASSES,
         )
 
@@ -63,17 +73,34 @@ class TimmForTrainer(nn.Module):
 def training_arguments(output_dir: str, **overrides: Any) -> TrainingArguments:
     """4 steps of 8 samples, an evaluation every 2 steps, no checkpoints, PNG output, CPU, seed 0."""
     options = dict(
-        output_dir=str(output_dir), report_to="none", max_steps=4, eval_strategy="steps", eval_steps=2,
-        per_device_train_batch_size=8, per_device_eval_batch_size=4, use_cpu=True, save_strategy="no",
-        disable_tqdm=True, logging_steps=2, seed=0, learning_rate=1e-3, remove_unused_columns=False,
+        output_dir=str(output_dir),
+        report_to="none",
+        max_steps=4,
+        eval_strategy="steps",
+        eval_steps=2,
+        per_device_train_batch_size=8,
+        per_device_eval_batch_size=4,
+        use_cpu=True,
+        save_strategy="no",
+        disable_tqdm=True,
+        logging_steps=2,
+        seed=0,
+        learning_rate=1e-3,
+        remove_unused_columns=False,
         dataloader_num_workers=0,
     )
     options.update(overrides)
     return TrainingArguments(**options)
 
 
-def make_trainer(output_dir: str, callbacks: List[Any], model: nn.Module = None, train_size: int = 32,
-                 eval_size: int = 12, **overrides: Any) -> Trainer:
+def make_trainer(
+    output_dir: str,
+    callbacks: List[Any],
+    model: nn.Module = None,
+    train_size: int = 32,
+    eval_size: int = 12,
+    **overrides: Any,
+) -> Trainer:
     """A Trainer over `DictScenes` (train seed 1, evaluation seed 2) with `training_arguments`."""
     return Trainer(
         model=tiny_hf_vit() if model is None else model,

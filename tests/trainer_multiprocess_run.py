@@ -21,6 +21,7 @@ TESTS = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [TESTS, os.path.dirname(TESTS)]  # this checkout's lightning_rollout, not an installed one
 
 from trainer_helpers import make_trainer, tiny_hf_vit  # noqa: E402
+
 from lightning_rollout import AttentionRolloutTrainerCallback  # noqa: E402
 from lightning_rollout.core.distributed import is_sharded  # noqa: E402
 
@@ -38,7 +39,10 @@ def ddp(out_dir):
     without.train()
     callback = AttentionRolloutTrainerCallback(methods=METHODS, num_samples=4)
     trainer = make_trainer(
-        os.path.join(out_dir, "with"), [callback], per_device_train_batch_size=4, report_to="tensorboard",
+        os.path.join(out_dir, "with"),
+        [callback],
+        per_device_train_batch_size=4,
+        report_to="tensorboard",
         eval_on_start=True,
     )
     trainer.train()

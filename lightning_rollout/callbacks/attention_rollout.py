@@ -17,8 +17,8 @@ from lightning_rollout.core.outputs import OutputKey
 from lightning_rollout.engine.options import ExplainOptions
 from lightning_rollout.monitor.batch import BatchKey, FixedBatch
 from lightning_rollout.monitor.history import FilmstripHistory
-from lightning_rollout.monitor.settings import MonitorSettings
 from lightning_rollout.monitor.notices import short_traceback
+from lightning_rollout.monitor.settings import MonitorSettings
 from lightning_rollout.monitor.step import MapLogger
 
 
@@ -345,4 +345,3 @@ class AttentionRolloutCallback(*callback_bases()):  # type: ignore[misc]  (one b
             keeper.stop()
             cause = str(error) if isinstance(error, ValueError) else short_traceback(error)
             self.maps.warn("unusable", f"logs nothing in this run: {cause}")
-

@@ -51,4 +51,6 @@ def runtime_of(trainer: Any, pl_module: nn.Module) -> Runtime:
     """What `trainer` lends the logging step: the module's device, the precision plugin, the rank."""
     device = pl_module.device if hasattr(pl_module, "device") else next(pl_module.parameters()).device
     precision = trainer.precision_plugin
-    return Runtime(device, precision.convert_input, precision.forward_context, trainer.is_global_zero, trainer.world_size)
+    return Runtime(
+        device, precision.convert_input, precision.forward_context, trainer.is_global_zero, trainer.world_size
+    )

@@ -138,7 +138,8 @@ class AttentionRolloutTrainerCallback(TrainerCallback):
             self._load(os.path.join(args.output_dir, f"checkpoint-{state.global_step}"), state.global_step)
         elif self._asked_initial_maps and not args.eval_on_start and state.is_world_process_zero:
             self.maps.warn(
-                "initial", "`log_initial_maps=True` needs `eval_on_start=True` in the TrainingArguments (the "
+                "initial",
+                "`log_initial_maps=True` needs `eval_on_start=True` in the TrainingArguments (the "
                 "untrained model's maps are those of the evaluation at step 0); they are not logged",
             )
 
@@ -236,7 +237,8 @@ class AttentionRolloutTrainerCallback(TrainerCallback):
         path = os.path.join(folder, self.state_file)
         if not os.path.isfile(path):
             self.maps.warn(
-                "no-state", f"training resumed at step {step} but {path} does not exist; the samples are chosen "
+                "no-state",
+                f"training resumed at step {step} but {path} does not exist; the samples are chosen "
                 "anew at the next evaluation and the filmstrip starts over",
             )
             return

@@ -59,8 +59,9 @@ def _check_model(model: nn.Module, args: argparse.Namespace) -> None:
         raise CLIError(f"--method {' '.join(args.method)}: {error}") from None
     num_classes = adapter.num_classes()
     if args.category is not None and isinstance(num_classes, int) and args.category >= num_classes > 0:
-        raise CLIError(f"--category {args.category} is out of range: the model has {num_classes} classes "
-                       f"(0 to {num_classes - 1})")
+        raise CLIError(
+            f"--category {args.category} is out of range: the model has {num_classes} classes (0 to {num_classes - 1})"
+        )
 
 
 def _warn_untrained(args: argparse.Namespace) -> None:
@@ -117,17 +118,25 @@ def run_explain(args: argparse.Namespace) -> None:
             with side_pass(model, device, needs_grad=False):
                 probabilities = model(images).float().softmax(dim=-1).cpu()
         except RuntimeError as error:  # e.g. an input size the model was not built for
-            raise CLIError(f"the model cannot take inputs of shape {tuple(images.shape)} (see --image-size): "
-                           f"{one_line(error)[:300]}") from None
+            raise CLIError(
+                f"the model cannot take inputs of shape {tuple(images.shape)} (see --image-size): "
+                f"{one_line(error)[:300]}"
+            ) from None
         num_classes = probabilities.shape[1]
         if args.category is not None and args.category >= num_classes:
-            raise CLIError(f"--category {args.category} is out of range: the model has {num_classes} classes "
-                           f"(0 to {num_classes - 1})")
+            raise CLIError(
+                f"--category {args.category} is out of range: the model has {num_classes} classes "
+                f"(0 to {num_classes - 1})"
+            )
         display = to_display_images(images.cpu(), list(config["mean"]), list(config["std"]))
         for method in args.method:
             try:
                 maps = explain(
-                    model, images, method, head_fusion=args.head_fusion, discard_ratio=args.discard_ratio,
+                    model,
+                    images,
+                    method,
+                    head_fusion=args.head_fusion,
+                    discard_ratio=args.discard_ratio,
                     target=args.category,
                 ).cpu()
             except ValueError as error:  # the model's forward does not give what the method needs

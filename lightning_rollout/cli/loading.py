@@ -133,7 +133,7 @@ def load_weights(model: nn.Module, state: Any, path: str) -> None:
         raise CLIError(f"--checkpoint {path!r} holds no state dict (a dict of tensors, or one under 'state_dict')")
     own = set(model.state_dict())
     if not own & set(state) and all(key.startswith("model.") for key in state):
-        state = {key[len("model."):]: value for key, value in state.items()}  # a LightningModule's `self.model`
+        state = {key[len("model.") :]: value for key, value in state.items()}  # a LightningModule's `self.model`
     try:
         model.load_state_dict(state)
     except RuntimeError as error:

@@ -98,10 +98,16 @@ def _methods_section() -> str:
     column = max(map(len, summaries)) + 4
     lines = ["methods (--method):"]
     for name, summary in summaries.items():
-        lines.append(textwrap.fill(
-            summary or "-", width, initial_indent=f"  {name}".ljust(column), subsequent_indent=" " * column,
-            break_long_words=False, break_on_hyphens=False,
-        ))
+        lines.append(
+            textwrap.fill(
+                summary or "-",
+                width,
+                initial_indent=f"  {name}".ljust(column),
+                subsequent_indent=" " * column,
+                break_long_words=False,
+                break_on_hyphens=False,
+            )
+        )
     return "\n".join(lines)
 
 
@@ -151,33 +157,50 @@ def _add_explain(ex: argparse.ArgumentParser) -> None:
         "(.pth/.pt/.bin/.safetensors; needs --model). Checkpoints are pickles: load only files you trust",
     )
     model.add_argument(
-        "--module-class", metavar="CLASS", help="import path of the checkpoint's LightningModule, "
-        "e.g. lightning_rollout.demo.TimmClassifier (built from the checkpoint's hyperparameters)"
+        "--module-class",
+        metavar="CLASS",
+        help="import path of the checkpoint's LightningModule, "
+        "e.g. lightning_rollout.demo.TimmClassifier (built from the checkpoint's hyperparameters)",
     )
     model.add_argument(
-        "--config", metavar="YAML", help="the LightningCLI config the checkpoint was trained with (its model "
-        "section builds the module; its AttentionRolloutCallback entry gives class names and mean/std)"
+        "--config",
+        metavar="YAML",
+        help="the LightningCLI config the checkpoint was trained with (its model "
+        "section builds the module; its AttentionRolloutCallback entry gives class names and mean/std)",
     )
     expl = ex.add_argument_group("explanation")
     expl.add_argument(
-        "--method", nargs="+", default=["rollout"], choices=method_names(), metavar="METHOD",
+        "--method",
+        nargs="+",
+        default=["rollout"],
+        choices=method_names(),
+        metavar="METHOD",
         help="one or several of the methods listed below (default: rollout)",
     )
     expl.add_argument(
-        "--head-fusion", default="mean", choices=list(HEAD_FUSIONS),
+        "--head-fusion",
+        default="mean",
+        choices=list(HEAD_FUSIONS),
         help=f"how rollout fuses the heads: {', '.join(HEAD_FUSIONS)} (default: mean)",
     )
     expl.add_argument(
-        "--discard-ratio", type=_ratio, default=0.9, metavar="R",
+        "--discard-ratio",
+        type=_ratio,
+        default=0.9,
+        metavar="R",
         help="share of the weakest attention entries dropped, rollout and grad_rollout (default: 0.9)",
     )
     expl.add_argument(
-        "--category", type=_non_negative_int, metavar="INDEX",
+        "--category",
+        type=_non_negative_int,
+        metavar="INDEX",
         help="class index the gradient methods explain (default: each image's prediction)",
     )
     pre = ex.add_argument_group("input and output")
     pre.add_argument(
-        "--image-size", type=_positive_int, metavar="PX",
+        "--image-size",
+        type=_positive_int,
+        metavar="PX",
         help="input size; with --model it also sets the model's img_size (default: the model's own)",
     )
     pre.add_argument("--crop-pct", type=float, metavar="F", help="centre-crop share (default: the model's data config)")
@@ -205,7 +228,10 @@ def _add_replay(rp: argparse.ArgumentParser) -> None:
         "--log-dir", default="logs/replay", metavar="DIR", help="TensorBoard log dir (default: logs/replay)"
     )
     rp.add_argument(
-        "--method", nargs="+", choices=method_names(), metavar="METHOD",
+        "--method",
+        nargs="+",
+        choices=method_names(),
+        metavar="METHOD",
         help="methods (listed below) when the config has no AttentionRolloutCallback entry (default: rollout)",
     )
     rp.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")

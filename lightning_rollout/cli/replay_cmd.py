@@ -53,8 +53,11 @@ def _settings(config: Dict[str, Any], args: argparse.Namespace) -> MonitorSettin
     if not entry:
         return AttentionRolloutCallback(methods=args.method or ["rollout"]).settings
     if args.method:
-        print(f"lightning-rollout replay: warning: --method is ignored: --config {args.config} has an "
-              "AttentionRolloutCallback entry, whose methods are replayed", file=sys.stderr)
+        print(
+            f"lightning-rollout replay: warning: --method is ignored: --config {args.config} has an "
+            "AttentionRolloutCallback entry, whose methods are replayed",
+            file=sys.stderr,
+        )
     return build_section(entry, "AttentionRolloutCallback", AttentionRolloutCallback, args.config).settings
 
 
@@ -154,8 +157,9 @@ def run_replay(args: argparse.Namespace) -> None:
     try:
         maps.setup(model, getattr(datamodule, "class_names", None))
     except ValueError as error:  # the settings' checks against the model
-        raise CLIError(f"--config {args.config!r}: the AttentionRolloutCallback does not fit the model: {error}") \
-            from None
+        raise CLIError(
+            f"--config {args.config!r}: the AttentionRolloutCallback does not fit the model: {error}"
+        ) from None
     try:
         runtime = replay_runtime(trainer.get("precision"), device, model.to(device))
     except (ValueError, RuntimeError) as error:  # Lightning's plugins refuse a precision the device lacks
@@ -166,8 +170,7 @@ def run_replay(args: argparse.Namespace) -> None:
             raise ValueError("the validation loader gave no samples (see `limit_val_batches`)")
         maps.check_first_batch(runtime, model)
     except (ValueError, RuntimeError) as error:  # the batches against the callback's keys, target, transform
-        raise CLIError(f"--config {args.config!r}: the validation batches do not fit the callback: {error}") \
-            from None
+        raise CLIError(f"--config {args.config!r}: the validation batches do not fit the callback: {error}") from None
 
     writer = SummaryWriter(args.log_dir)
     sinks = [TensorBoardImageSink(writer, maps.settings.image_format)]
@@ -192,5 +195,8 @@ def run_replay(args: argparse.Namespace) -> None:
             print(f"{path}: step {step} {'logged' if logged else 'not logged (see the warning)'}", file=sys.stderr)
     finally:
         writer.close()
-    print(f"wrote {len(checkpoints)} checkpoints' maps to {args.log_dir}; to see them:\n"
-          f"    tensorboard --logdir {args.log_dir} --samples_per_plugin images=100", file=sys.stderr)
+    print(
+        f"wrote {len(checkpoints)} checkpoints' maps to {args.log_dir}; to see them:\n"
+        f"    tensorboard --logdir {args.log_dir} --samples_per_plugin images=100",
+        file=sys.stderr,
+    )

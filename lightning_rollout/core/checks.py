@@ -22,7 +22,8 @@ def check_images(images: Any) -> None:
     if not isinstance(images, Tensor) or images.dim() != 4 or not images.is_floating_point():
         got = (
             f"a {images.dim()}-D {images.dtype} tensor of shape {tuple(images.shape)}"
-            if isinstance(images, Tensor) else type(images).__name__
+            if isinstance(images, Tensor)
+            else type(images).__name__
         )
         raise ValueError(f"`images` must be a float tensor of shape (B, C, H, W), got {got}")
 

@@ -14,6 +14,7 @@ from typing import Callable, Dict, Iterator, List, Sequence, Tuple
 import torch
 from torch import nn
 
+
 def find_modules(model: nn.Module, pattern: str) -> List[Tuple[str, nn.Module]]:
     """Returns ``(name, module)`` for every submodule whose qualified name matches ``pattern``.
 

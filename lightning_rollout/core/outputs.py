@@ -20,9 +20,7 @@ OutputKey = Union[None, str, int]
 def check_output_key(output_key: OutputKey) -> None:
     """Raises unless ``output_key`` is ``None``, a str or an int."""
     if output_key is not None and (isinstance(output_key, bool) or not isinstance(output_key, (str, int))):
-        raise ValueError(
-            f"`output_key` must be None (the logits), a str key or an int index, got {output_key!r}"
-        )
+        raise ValueError(f"`output_key` must be None (the logits), a str key or an int index, got {output_key!r}")
 
 
 def _keys(output: Any) -> Optional[list]:

@@ -64,7 +64,9 @@ class ExplainOptions:
                     f"`{argument}` must be None (the model's adapter decides) or a non-empty str, got {pattern!r}"
                 )
         if not isinstance(self.method_options, Mapping):
-            raise ValueError(f"`method_options` must be a mapping of option names to values, got {self.method_options!r}")
+            raise ValueError(
+                f"`method_options` must be a mapping of option names to values, got {self.method_options!r}"
+            )
         check_method_options(self.method_options)
         if self.grid_size is not None:
             object.__setattr__(self, "grid_size", (int(self.grid_size[0]), int(self.grid_size[1])))

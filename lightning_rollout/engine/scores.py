@@ -45,6 +45,7 @@ def target_score(target: Target, output: Tensor, batch_size: int) -> Callable[[T
             or the callable returns something else than differentiable float scores ``(B,)``.
     """
     if callable(target) and not isinstance(target, Tensor):
+
         def score(value: Tensor) -> Tensor:
             scores = target(value)
             check_scores(scores, batch_size, value.requires_grad)
@@ -65,7 +66,8 @@ def check_scores(scores: object, batch_size: int, needs_graph: bool) -> None:
     """Raises unless a callable target's `scores` are float `(batch_size,)`, on the graph when `needs_graph`."""
     if not isinstance(scores, Tensor) or tuple(scores.shape) != (batch_size,) or not scores.is_floating_point():
         got = (
-            f"a {scores.dtype} tensor of shape {tuple(scores.shape)}" if isinstance(scores, Tensor)
+            f"a {scores.dtype} tensor of shape {tuple(scores.shape)}"
+            if isinstance(scores, Tensor)
             else type(scores).__name__
         )
         raise ValueError(

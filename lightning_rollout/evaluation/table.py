@@ -26,9 +26,9 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from lightning_rollout.monitor.batch import FixedBatch, take_samples
 from lightning_rollout.engine.api import explain_with
 from lightning_rollout.engine.options import ExplainOptions
+from lightning_rollout.methods import METHODS, method_names
 from lightning_rollout.metrics import (
     deletion_insertion_auc,
     energy_in_mask,
@@ -36,8 +36,8 @@ from lightning_rollout.metrics import (
     randomized_copy,
     rank_correlation,
 )
-from lightning_rollout.methods import METHODS, method_names
 from lightning_rollout.metrics.faithfulness import check_baseline
+from lightning_rollout.monitor.batch import FixedBatch, take_samples
 
 __all__ = ["COLUMNS", "FLOORS", "evaluate", "format_markdown", "main", "save_table"]
 
@@ -122,23 +122,29 @@ def evaluate(
         for floor in FLOORS:
             maps[floor] = _floor_maps(floor, chunk.shape[0], grid, generator).to(chunk.device)
         for name, name_maps in maps.items():
-            deletion, insertion = deletion_insertion_auc(model, chunk, name_maps, target, steps=steps, baseline=baseline)
+            deletion, insertion = deletion_insertion_auc(
+                model, chunk, name_maps, target, steps=steps, baseline=baseline
+            )
             add(name, "deletion_auc", deletion)
             add(name, "insertion_auc", insertion)
             if chunk_masks is not None:
                 add(name, "energy", energy_in_mask(name_maps, chunk_masks))
                 add(name, "pointing_game", pointing_game(name_maps, chunk_masks))
     count = images.shape[0]
-    return [{"name": name, **{key: (sums[name][key] / count if key in sums[name] else None) for key in COLUMNS}}
-            for name in sums]
+    return [
+        {"name": name, **{key: (sums[name][key] / count if key in sums[name] else None) for key in COLUMNS}}
+        for name in sums
+    ]
 
 
 def format_markdown(rows: Sequence[Dict[str, Any]]) -> str:
     """The rows as a Markdown table; missing values show as ``—``."""
     lines = ["| method | " + " | ".join(_HEADERS[key] for key in COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
     for row in rows:
-        cells = ["—" if row[key] is None or (isinstance(row[key], float) and math.isnan(row[key])) else f"{row[key]:.3f}"
-                 for key in COLUMNS]
+        cells = [
+            "—" if row[key] is None or (isinstance(row[key], float) and math.isnan(row[key])) else f"{row[key]:.3f}"
+            for key in COLUMNS
+        ]
         lines.append(f"| {row['name']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -187,7 +193,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--num_samples", type=int, default=256, help="first N validation samples (default 256)")
     parser.add_argument("--steps", type=int, default=16, help="deletion/insertion steps (default 16)")
     parser.add_argument(
-        "--baseline", default=None,
+        "--baseline",
+        default=None,
         help="'blur', 'mean' or a number (default: the config's callback's faithfulness_baseline, else 'mean')",
     )
     parser.add_argument("--methods", nargs="+", default=None, help="default: the config's callback methods, or all")
@@ -211,9 +218,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
     """The command: model and data from ``--config``, weights from ``--ckpt_path``, table to stdout and files."""
-    from lightning_rollout.data.linking import LinkedLightningCLI
-
     from lightning_rollout.callbacks.attention_rollout import AttentionRolloutCallback
+    from lightning_rollout.data.linking import LinkedLightningCLI
 
     args = parse_args(argv)
     cli = LinkedLightningCLI(
@@ -234,16 +240,29 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
         methods = args.methods
     samples = _load_samples(datamodule, args.num_samples, callback)
     rows = evaluate(
-        model, samples.images, samples.labels, samples.masks, methods=methods, steps=args.steps,
-        baseline=args.baseline, seed=args.seed, options=options,
+        model,
+        samples.images,
+        samples.labels,
+        samples.masks,
+        methods=methods,
+        steps=args.steps,
+        baseline=args.baseline,
+        seed=args.seed,
+        options=options,
     )
     table = format_markdown(rows)
     out_dir = args.out_dir or os.path.join(os.path.dirname(os.path.abspath(args.ckpt_path)), "evaluation")
-    meta = dict(config=args.config, ckpt_path=args.ckpt_path, num_samples=len(samples), steps=args.steps,
-                baseline=args.baseline, seed=args.seed, target="label" if samples.labels is not None else "prediction",
-                **{k: v for k, v in vars(options).items() if v is not None and k != "method_options"})
+    meta = dict(
+        config=args.config,
+        ckpt_path=args.ckpt_path,
+        num_samples=len(samples),
+        steps=args.steps,
+        baseline=args.baseline,
+        seed=args.seed,
+        target="label" if samples.labels is not None else "prediction",
+        **{k: v for k, v in vars(options).items() if v is not None and k != "method_options"},
+    )
     paths = save_table(rows, out_dir, meta)
     print(f"{len(samples)} validation samples, {args.steps} steps, baseline {args.baseline!r}\n\n{table}")
     print("Saved " + ", ".join(paths.values()))
     return rows
-

@@ -6,6 +6,7 @@ A new method is one module: the math as pure functions, a :class:`Method` subcla
 :func:`register_method`. See :mod:`lightning_rollout.methods.base` for the protocol.
 """
 
+from lightning_rollout.methods.attention import attention_per_head_scores, attention_scores
 from lightning_rollout.methods.base import (
     LiveForward,
     Method,
@@ -17,13 +18,12 @@ from lightning_rollout.methods.base import (
     register_method,
     unregister_method,
 )
-from lightning_rollout.methods.core import HEAD_FUSIONS
-from lightning_rollout.methods.rollout import rollout_layer
-from lightning_rollout.methods.grad_rollout import grad_rollout_layer
 from lightning_rollout.methods.chefer import chefer_layer
+from lightning_rollout.methods.core import HEAD_FUSIONS
+from lightning_rollout.methods.grad_rollout import grad_rollout_layer
 from lightning_rollout.methods.gradcam import gradcam_tokens
 from lightning_rollout.methods.legrad import legrad_layer
-from lightning_rollout.methods.attention import attention_per_head_scores, attention_scores
+from lightning_rollout.methods.rollout import rollout_layer
 
 METHODS = tuple(method_names())
 """The built-in methods' names. Checks read the registry (:func:`method_names`, :func:`method_class`) at call

@@ -192,9 +192,7 @@ def check_method_options(options: Mapping[str, Any]) -> Dict[str, Any]:
     declared = {name: default for method in _METHODS.values() for name, default in method.options.items()}
     unknown = [name for name in options if name not in declared]
     if unknown:
-        raise TypeError(
-            f"unexpected keyword argument(s) {unknown}; the methods' own options are {sorted(declared)}"
-        )
+        raise TypeError(f"unexpected keyword argument(s) {unknown}; the methods' own options are {sorted(declared)}")
     merged = {**declared, **options}
     for method in _METHODS.values():
         if method.options:
@@ -220,4 +218,3 @@ def grid_of(context: PassContext, token_scores: Tensor) -> Tensor:
     """``(B, N)`` token scores → ``(B, grid_h, grid_w)`` patch scores (prefix tokens dropped)."""
     geometry = context.geometry
     return tokens_to_grid(token_scores, geometry.num_prefix_tokens, geometry.grid_size)
-

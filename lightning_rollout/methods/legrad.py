@@ -45,9 +45,7 @@ def check_first_layer(first_layer: int, num_layers: Optional[int] = None) -> Non
         ValueError: naming ``legrad_first_layer``, the value and what is allowed.
     """
     if isinstance(first_layer, bool) or not isinstance(first_layer, int):
-        raise ValueError(
-            f"`legrad_first_layer` must be an int (0: every layer; -2: the last two), got {first_layer!r}"
-        )
+        raise ValueError(f"`legrad_first_layer` must be an int (0: every layer; -2: the last two), got {first_layer!r}")
     if num_layers is not None and not -num_layers <= first_layer < num_layers:
         raise ValueError(
             f"`legrad_first_layer` must be in [{-num_layers}, {num_layers}) for a model with {num_layers} "

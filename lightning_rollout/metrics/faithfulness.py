@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_rollout.core.hooks import eval_mode, preserved_rng
 from lightning_rollout.core.checks import check_images, check_int, check_target
+from lightning_rollout.core.hooks import eval_mode, preserved_rng
 from lightning_rollout.core.outputs import OutputKey, Target, select_output
 
 __all__ = ["ACTIVATIONS", "BASELINES", "check_baseline", "deletion_insertion_auc", "perturbation_curves", "pixel_ranks"]
@@ -230,7 +230,14 @@ def deletion_insertion_auc(
         deletion, insertion = deletion_insertion_auc(model, images, maps, labels, steps=16)
     """
     deletion, insertion = perturbation_curves(
-        model, images, maps, target, steps=steps, baseline=baseline, batch_size=batch_size, activation=activation,
+        model,
+        images,
+        maps,
+        target,
+        steps=steps,
+        baseline=baseline,
+        batch_size=batch_size,
+        activation=activation,
         output_key=output_key,
     )
     return torch.trapezoid(deletion, dx=1.0 / steps), torch.trapezoid(insertion, dx=1.0 / steps)

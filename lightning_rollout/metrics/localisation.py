@@ -53,9 +53,7 @@ def _as_map(maps: Tensor) -> Tensor:
 def _check_same_batch(maps: Tensor, masks: Tensor) -> None:
     """Check that maps and masks describe the same number of samples."""
     if maps.shape[0] != masks.shape[0]:
-        raise ValueError(
-            f"`maps` and `masks` must have the same batch size, got {maps.shape[0]} and {masks.shape[0]}."
-        )
+        raise ValueError(f"`maps` and `masks` must have the same batch size, got {maps.shape[0]} and {masks.shape[0]}.")
 
 
 def _cell_mass(maps: Tensor) -> Tensor:
@@ -165,9 +163,7 @@ def normalized_entropy(maps: Tensor) -> Tensor:
     maps = _as_map(maps)
     cells = maps.shape[1] * maps.shape[2]
     if cells < 2:
-        raise ValueError(
-            f"`maps` needs at least 2 cells for a normalised entropy, got grid {tuple(maps.shape[1:])}."
-        )
+        raise ValueError(f"`maps` needs at least 2 cells for a normalised entropy, got grid {tuple(maps.shape[1:])}.")
     flat = maps.flatten(1)
     total = flat.sum(dim=1, keepdim=True)
     probs = flat / total.clamp_min(torch.finfo(torch.float32).tiny)

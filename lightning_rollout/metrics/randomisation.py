@@ -77,7 +77,12 @@ def rank_correlation(maps_a: Tensor, maps_b: Tensor) -> Tensor:
     Raises:
         ValueError: if the shapes differ or are not 3-D.
     """
-    if not isinstance(maps_a, Tensor) or not isinstance(maps_b, Tensor) or maps_a.shape != maps_b.shape or maps_a.dim() != 3:
+    if (
+        not isinstance(maps_a, Tensor)
+        or not isinstance(maps_b, Tensor)
+        or maps_a.shape != maps_b.shape
+        or maps_a.dim() != 3
+    ):
         shapes = [tuple(m.shape) if isinstance(m, Tensor) else type(m).__name__ for m in (maps_a, maps_b)]
         raise ValueError(f"`maps_a` and `maps_b` must be tensors of the same shape (B, gh, gw), got {shapes}")
     ranks_a = _average_ranks(maps_a.detach().flatten(1).float())

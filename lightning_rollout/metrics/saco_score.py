@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_rollout.core.hooks import eval_mode, preserved_rng
 from lightning_rollout.core.checks import check_int
+from lightning_rollout.core.hooks import eval_mode, preserved_rng
 from lightning_rollout.core.outputs import OutputKey, Target
 from lightning_rollout.metrics.faithfulness import ACTIVATIONS, check_perturbation_inputs, class_logits
 
@@ -133,9 +133,7 @@ def saco(
     check_perturbation_inputs(images, maps, target)
     batch, _, height, width = images.shape
     if maps.shape[1] > height or maps.shape[2] > width:
-        raise ValueError(
-            f"`maps` must not be larger than the images ({height}, {width}), got {tuple(maps.shape[1:])}"
-        )
+        raise ValueError(f"`maps` must not be larger than the images ({height}, {width}), got {tuple(maps.shape[1:])}")
     check_int("groups", groups, 2)
     if groups > height * width:
         raise ValueError(f"`groups` must be at most the number of pixels H * W = {height * width}, got {groups}")
@@ -151,7 +149,9 @@ def saco(
     probability = torch.empty(batch, groups, device=images.device)
     with preserved_rng(images.device), eval_mode(model):
         if target is None:
-            target = torch.cat([class_logits(model(part), output_key).argmax(dim=-1) for part in images.split(chunk_size)])
+            target = torch.cat(
+                [class_logits(model(part), output_key).argmax(dim=-1) for part in images.split(chunk_size)]
+            )
         target = torch.as_tensor(target, device=images.device).long().expand(batch)
         for chunk in jobs.split(chunk_size):
             sample, group = chunk.unbind(dim=1)

@@ -23,8 +23,8 @@ from typing import Callable, ClassVar, ContextManager, Iterator, List, Optional,
 
 from torch import Tensor, nn
 
-from lightning_rollout.core.hooks import forward_hooks
 from lightning_rollout.core.geometry import TokenGeometry
+from lightning_rollout.core.hooks import forward_hooks
 from lightning_rollout.models.readout import Readout, patch_mean_readout, token_readout
 
 Layout = Callable[[Tensor, float], Tensor]
@@ -56,8 +56,11 @@ def enclosing_blocks(model: nn.Module, layers: List[Tuple[str, nn.Module]]) -> L
     for name, _ in layers:
         parts = name.split(".")
         block = next(
-            (".".join(parts[:i]) for i in range(len(parts) - 1, 0, -1)
-             if isinstance(modules.get(".".join(parts[: i - 1])), (nn.ModuleList, nn.Sequential))),
+            (
+                ".".join(parts[:i])
+                for i in range(len(parts) - 1, 0, -1)
+                if isinstance(modules.get(".".join(parts[: i - 1])), (nn.ModuleList, nn.Sequential))
+            ),
             None,
         )
         if block is None or (blocks and blocks[-1][0] == block):

@@ -28,10 +28,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_rollout.core.geometry import TokenGeometry
-from lightning_rollout.models.registry import register_adapter
 from lightning_rollout.models.base import AttentionSink, ModelAdapter, UnsupportedModelError
-from lightning_rollout.models.readout import Readout, token_readout
 from lightning_rollout.models.layer_input import layer_input
+from lightning_rollout.models.readout import Readout, token_readout
+from lightning_rollout.models.registry import register_adapter
 
 
 def _additive_mask(mask: Optional[Tensor], dtype: torch.dtype) -> Optional[Tensor]:
@@ -56,9 +56,9 @@ def _projections(
     Self-attention with one packed projection (``nn.MultiheadAttention``'s own case for ``x, x, x``) takes
     one product over ``in_proj_weight``, as the module does.
     """
-    if self_attention and module._qkv_same_embed_dim:
+    if self_attention and module._qkv_same_embed_dim:  # noqa: SLF001  (nn.MultiheadAttention exposes the packed-weights flag only privately)
         return F.linear(query, module.in_proj_weight, module.in_proj_bias).chunk(3, dim=-1)
-    if module._qkv_same_embed_dim:
+    if module._qkv_same_embed_dim:  # noqa: SLF001  (nn.MultiheadAttention exposes the packed-weights flag only privately)
         weights = module.in_proj_weight.chunk(3)
     else:
         weights = (module.q_proj_weight, module.k_proj_weight, module.v_proj_weight)
@@ -123,8 +123,12 @@ def _replay_forward(
     q, k, v = (_split_heads(x, heads, batch_first) for x in (q, k, v))
     extra_keys = []
     if module.bias_k is not None:
-        extra_keys.append((module.bias_k.view(heads, 1, head_dim).repeat(batch, 1, 1),
-                           module.bias_v.view(heads, 1, head_dim).repeat(batch, 1, 1)))
+        extra_keys.append(
+            (
+                module.bias_k.view(heads, 1, head_dim).repeat(batch, 1, 1),
+                module.bias_v.view(heads, 1, head_dim).repeat(batch, 1, 1),
+            )
+        )
     if module.add_zero_attn:
         extra_keys.append((k.new_zeros(batch * heads, 1, head_dim), v.new_zeros(batch * heads, 1, head_dim)))
     for extra_k, extra_v in extra_keys:

@@ -12,11 +12,11 @@ from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 from torch import Tensor, nn
 
+from lightning_rollout.core.geometry import TokenGeometry, check_grid_size, check_overrides
 from lightning_rollout.core.hooks import fused_attention_disabled, require_modules
-from lightning_rollout.core.geometry import TokenGeometry, check_overrides, check_grid_size
-from lightning_rollout.models.registry import find_adapter
 from lightning_rollout.models.base import AttentionSink, ModelAdapter, enclosing_blocks
 from lightning_rollout.models.readout import Readout
+from lightning_rollout.models.registry import find_adapter
 
 
 class OverriddenAdapter(ModelAdapter):

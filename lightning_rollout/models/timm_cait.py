@@ -18,11 +18,11 @@ from typing import Callable, Iterator, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from lightning_rollout.core.hooks import forward_hooks, fused_attention_disabled
 from lightning_rollout.core.geometry import TokenGeometry
-from lightning_rollout.models.registry import register_adapter
+from lightning_rollout.core.hooks import forward_hooks, fused_attention_disabled
 from lightning_rollout.models.base import AttentionSink, ModelAdapter, UnsupportedModelError
 from lightning_rollout.models.readout import Readout, token_readout
+from lightning_rollout.models.registry import register_adapter
 from lightning_rollout.models.timm_vit import timm_input_channels
 
 

@@ -12,8 +12,8 @@ from typing import Dict, List, Optional, Tuple
 from torch import Tensor, nn
 
 from lightning_rollout.core.geometry import TokenGeometry
-from lightning_rollout.models.registry import register_adapter
 from lightning_rollout.models.base import ModelAdapter, UnsupportedModelError
+from lightning_rollout.models.registry import register_adapter
 from lightning_rollout.models.timm_vit import timm_input_channels
 
 _WHY_NOT: Dict[str, str] = {

@@ -22,11 +22,11 @@ from typing import Callable, Iterator, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from lightning_rollout.core.hooks import fused_attention_disabled
 from lightning_rollout.core.geometry import TokenGeometry
-from lightning_rollout.models.registry import register_adapter
+from lightning_rollout.core.hooks import fused_attention_disabled
 from lightning_rollout.models.base import ModelAdapter, UnsupportedModelError
 from lightning_rollout.models.readout import Readout, patch_mean_readout, token_readout
+from lightning_rollout.models.registry import register_adapter
 
 
 def _global_attention_classes() -> Tuple[type, ...]:

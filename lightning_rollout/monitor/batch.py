@@ -60,14 +60,17 @@ class FixedBatch:
 
     def extend(self, other: "FixedBatch", limit: int) -> "FixedBatch":
         """Appends ``other``'s samples, keeping at most ``limit``."""
+
         def cat(a: Optional[Tensor], b: Optional[Tensor]) -> Optional[Tensor]:
             return None if a is None or b is None else torch.cat([a, b])[:limit]
 
-        return FixedBatch(torch.cat([self.images, other.images])[:limit], cat(self.labels, other.labels),
-                          cat(self.masks, other.masks))
+        return FixedBatch(
+            torch.cat([self.images, other.images])[:limit], cat(self.labels, other.labels), cat(self.masks, other.masks)
+        )
 
     def select(self, index: Union[slice, Tensor]) -> "FixedBatch":
         """The samples at ``index`` (a slice or a LongTensor of positions)."""
+
         def pick(value: Optional[Tensor]) -> Optional[Tensor]:
             return None if value is None else value[index]
 

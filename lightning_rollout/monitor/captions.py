@@ -22,6 +22,7 @@ def captions(
     explained class with its score, then the sample's true labels (when known). ``none``: nothing about
     classes. With a callable target, its score on the sample (``target: 0.42``) comes last.
     """
+
     def name(index: int) -> str:
         return class_names[index] if class_names is not None and index < len(class_names) else str(index)
 

@@ -15,8 +15,15 @@ from typing import Any, Dict, Hashable, List, Optional
 import torch
 from torch import Tensor
 
-from lightning_rollout.monitor.batch import BatchKey, FixedBatch, count_samples, is_class_indices, pick_labels, take_samples
 from lightning_rollout.core.distributed import broadcast_from_rank_zero
+from lightning_rollout.monitor.batch import (
+    BatchKey,
+    FixedBatch,
+    count_samples,
+    is_class_indices,
+    pick_labels,
+    take_samples,
+)
 from lightning_rollout.monitor.notices import Warn
 
 SAMPLE_SELECTIONS = ("per_class", "first")
@@ -80,8 +87,7 @@ class FixedBatchKeeper:
         labels = pick_labels(batch, self.label_key)
         if self.needs_labels and labels is None:
             raise ValueError(
-                "`target`='label' but the validation batch has no labels; set `label_key` or use "
-                "`target`='prediction'"
+                "`target`='label' but the validation batch has no labels; set `label_key` or use `target`='prediction'"
             )
         if self.batch is None:
             self.loader_batch_size = size
@@ -185,7 +191,8 @@ class FixedBatchKeeper:
         if self.batch is not None and len(self.batch) > 1 and classes != [None] and len(classes) == 1:
             how = (
                 "the first validation epoch" + (", on rank 0," if world_size > 1 else "")
-                if self.sample_selection == "per_class" else "the first samples (`sample_selection`='first')"
+                if self.sample_selection == "per_class"
+                else "the first samples (`sample_selection`='first')"
             )
             self.warn(
                 "one-class",
@@ -210,4 +217,3 @@ class FixedBatchKeeper:
         batch = state_dict.get("batch")
         self.batch = None if batch is None else FixedBatch(batch["images"], batch.get("labels"), batch.get("masks"))
         self.frozen = self.batch is not None
-

@@ -40,7 +40,13 @@ def faithfulness_scalars(
     with ``steps``, ``baseline``, ``activation`` and ``output_key`` as in
     :func:`~lightning_rollout.metrics.deletion_insertion_auc`."""
     deletion, insertion = deletion_insertion_auc(
-        model, images, maps.to(images.device), target, steps=steps, baseline=baseline, activation=activation,
+        model,
+        images,
+        maps.to(images.device),
+        target,
+        steps=steps,
+        baseline=baseline,
+        activation=activation,
         output_key=output_key,
     )
     return {"deletion_auc": float(deletion.mean()), "insertion_auc": float(insertion.mean())}

@@ -100,8 +100,7 @@ class MonitorSettings:
             raise ValueError(f"`tag_prefix` must be a non-empty str, got {self.tag_prefix!r}")
         if self.input_transform is not None and not callable(self.input_transform):
             raise ValueError(
-                "`input_transform` must be None or a callable (images -> model input), got "
-                f"{self.input_transform!r}"
+                f"`input_transform` must be None or a callable (images -> model input), got {self.input_transform!r}"
             )
         for name in ("methods", "mean", "std", "class_names"):
             value = getattr(self, name)

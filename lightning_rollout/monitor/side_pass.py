@@ -99,8 +99,14 @@ def explain_panels(
             with side_pass(model, images.device, needs_grad=False):
                 faithfulness = {
                     method: faithfulness_scalars(
-                        model, images, method_maps, scored, settings.faithfulness_steps,
-                        settings.faithfulness_baseline, activation, output_key,
+                        model,
+                        images,
+                        method_maps,
+                        scored,
+                        settings.faithfulness_steps,
+                        settings.faithfulness_baseline,
+                        activation,
+                        output_key,
                     )
                     for method, method_maps in maps.items()
                 }
@@ -123,7 +129,10 @@ def explain_samples(
         try:
             parts = [
                 explain_panels(
-                    settings, runtime, model, inputs[start : start + size],
+                    settings,
+                    runtime,
+                    model,
+                    inputs[start : start + size],
                     None if labels is None else labels[start : start + size],
                 )
                 for start in range(0, count, size)

@@ -18,11 +18,11 @@ from lightning_rollout.monitor.captions import captions
 from lightning_rollout.monitor.history import FilmstripHistory
 from lightning_rollout.monitor.inputs import model_input, resolve_display_stats
 from lightning_rollout.monitor.keeper import FixedBatchKeeper
+from lightning_rollout.monitor.notices import WarnOnce, short_traceback
 from lightning_rollout.monitor.scalars import all_finite, discrimination, map_scalars
 from lightning_rollout.monitor.settings import MonitorSettings
 from lightning_rollout.monitor.side_pass import Runtime, SidePass, explain_samples
 from lightning_rollout.monitor.tasks import check_labels, panel_masks
-from lightning_rollout.monitor.notices import WarnOnce, short_traceback
 from lightning_rollout.rendering.figures import constant_maps, render_filmstrips, render_heads, render_samples
 from lightning_rollout.rendering.images import fit_display_images, to_display_images
 from lightning_rollout.sinks.base import ImageSink
@@ -43,8 +43,13 @@ class MapLogger:
         self.settings = settings
         self.warn = WarnOnce(name)
         self.keeper = FixedBatchKeeper(
-            settings.num_samples, settings.image_key, settings.label_key, settings.mask_key, settings.needs_labels,
-            settings.sample_selection, self.warn,
+            settings.num_samples,
+            settings.image_key,
+            settings.label_key,
+            settings.mask_key,
+            settings.needs_labels,
+            settings.sample_selection,
+            self.warn,
         )
         self.history = FilmstripHistory(settings.methods, settings.filmstrip_columns)
         self.display_stats = (settings.mean, settings.std)
@@ -172,9 +177,7 @@ class MapLogger:
             heads = render_heads(display, result.heads, settings.colormap, settings.alpha)
             for sink in sinks:
                 sink.log_image(f"{root}/attention/heads", heads, step, caption="input | one overlay per head")
-        lines = captions(
-            settings.task, panels, batch.labels, result.scores, result.target_scores, self.class_names
-        )
+        lines = captions(settings.task, panels, batch.labels, result.scores, result.target_scores, self.class_names)
         samples_caption = " | ".join(f"{i}: " + ", ".join(panel) for i, panel in enumerate(lines))
         masks = panel_masks(batch.masks, panels)
         scalars: Dict[str, float] = {}
@@ -211,4 +214,3 @@ class MapLogger:
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         self.keeper.load_state_dict(state_dict)
         self.history.load_state_dict(state_dict)
-

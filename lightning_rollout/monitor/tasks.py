@@ -20,8 +20,8 @@ import torch
 from torch import Tensor
 
 from lightning_rollout.core.checks import check_int
-from lightning_rollout.monitor.batch import BatchKey, is_class_indices
 from lightning_rollout.methods import method_class
+from lightning_rollout.monitor.batch import BatchKey, is_class_indices
 from lightning_rollout.targets import positive_labels
 
 TASKS = ("multiclass", "multilabel", "none")

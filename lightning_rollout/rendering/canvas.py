@@ -7,8 +7,19 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["BACKGROUND", "GAP", "TEXT_COLOR", "check_lines", "check_positive_int", "check_rgb", "check_size",
-           "filled", "paste_max", "upscale", "upscale_factor"]
+__all__ = [
+    "BACKGROUND",
+    "GAP",
+    "TEXT_COLOR",
+    "check_lines",
+    "check_positive_int",
+    "check_rgb",
+    "check_size",
+    "filled",
+    "paste_max",
+    "upscale",
+    "upscale_factor",
+]
 
 BACKGROUND = (24, 24, 24)
 """RGB colour of caption strips, gaps and padding."""
@@ -78,5 +89,3 @@ def paste_max(canvas: np.ndarray, patch: np.ndarray, top: int, left: int) -> Non
     if y0 < y1 and x0 < x1:
         target = canvas[y0:y1, x0:x1]
         np.maximum(target, patch[y0 - top : y1 - top, x0 - left : x1 - left], out=target)
-
-

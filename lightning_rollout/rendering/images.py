@@ -24,15 +24,11 @@ def _channel_stats(name: str, values: Sequence[float], channels: int) -> Tensor:
     """Per-channel statistics as a (C or 1, 1, 1) float32 tensor ready to broadcast over (B, C, H, W)."""
     stats = torch.as_tensor(values, dtype=torch.float32)
     if stats.ndim != 1 or len(stats) not in (1, channels):
-        raise ValueError(
-            f"`{name}` must hold 1 or {channels} values (one per channel), got {tuple(values)!r}."
-        )
+        raise ValueError(f"`{name}` must hold 1 or {channels} values (one per channel), got {tuple(values)!r}.")
     return stats.view(-1, 1, 1)
 
 
-def to_display_images(
-    images: Tensor, mean: Sequence[float] | None, std: Sequence[float] | None
-) -> np.ndarray:
+def to_display_images(images: Tensor, mean: Sequence[float] | None, std: Sequence[float] | None) -> np.ndarray:
     """Undo input normalisation and convert a batch to displayable RGB images.
 
     Computes ``x * std + mean`` per channel, clips to ``[0, 1]`` and scales to ``0..255``. A ``None`` mean
@@ -114,8 +110,7 @@ def colorize_maps(maps: Tensor, size: tuple[int, int], colormap: str) -> np.ndar
     check_size("size", size)
     if not isinstance(colormap, str) or colormap not in matplotlib.colormaps:
         raise ValueError(
-            f"`colormap` must be a name in matplotlib.colormaps (e.g. 'jet', 'inferno', 'viridis'), "
-            f"got {colormap!r}."
+            f"`colormap` must be a name in matplotlib.colormaps (e.g. 'jet', 'inferno', 'viridis'), got {colormap!r}."
         )
     flat = maps.detach().to("cpu", torch.float32).flatten(1)
     low = flat.amin(dim=1, keepdim=True)

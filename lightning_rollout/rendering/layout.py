@@ -82,9 +82,7 @@ def render_filmstrip(frames: Sequence[np.ndarray], labels: Sequence[str], min_si
     for index, frame in enumerate(frames):
         check_rgb(f"frames[{index}]", frame)
         if frame.shape != frames[0].shape:
-            raise ValueError(
-                f"`frames` must share one shape {frames[0].shape}, frames[{index}] has {frame.shape}."
-            )
+            raise ValueError(f"`frames` must share one shape {frames[0].shape}, frames[{index}] has {frame.shape}.")
     check_positive_int("min_size", min_size)
     factor = upscale_factor(frames[0], min_size)
     width = frames[0].shape[1] * factor

@@ -102,7 +102,7 @@ def eager_attention(root: nn.Module) -> Iterator[None]:
     try:
         register_attention()
         root.set_attn_implementation(ATTENTION_IMPLEMENTATION)
-        if root.config._attn_implementation != ATTENTION_IMPLEMENTATION:
+        if root.config._attn_implementation != ATTENTION_IMPLEMENTATION:  # noqa: SLF001  (transformers keeps the active implementation only there)
             raise UnsupportedModelError(
                 f"{type(root).__name__} cannot switch to an eager attention implementation, so its "
                 "attention weights are never materialised"
@@ -110,4 +110,4 @@ def eager_attention(root: nn.Module) -> Iterator[None]:
         yield
     finally:
         for config, implementation in saved:
-            config._attn_implementation_internal = implementation
+            config._attn_implementation_internal = implementation  # noqa: SLF001  (restores the config's own field, as set_attn_implementation does)
