@@ -22,7 +22,8 @@ from lightning_rollout.monitor.settings import MonitorSettings
 from lightning_rollout.monitor.step import MapLogger
 
 
-class AttentionRolloutCallback(*callback_bases()):  # type: ignore[misc]  (one base per installed Lightning namespace)
+# One base per installed Lightning namespace (computed, so mypy cannot check it).
+class AttentionRolloutCallback(*callback_bases()):  # type: ignore[misc]
     """Logs explanation maps of a fixed validation batch to TensorBoard every ``every_n_epochs``.
 
     The first ``num_samples`` validation samples (taken from batches Lightning already loads, so the
