@@ -13,6 +13,7 @@ from conftest import tiny_vit
 from lightning_rollout import explain, explain_many
 from lightning_rollout.core.hooks import forward_hooks, fused_attention_disabled
 from lightning_rollout.engine.api import check_model
+from lightning_rollout.engine.options import ExplainOptions
 from lightning_rollout.methods import legrad_layer
 from lightning_rollout.models import UnsupportedModelError, find_adapter
 
@@ -289,8 +290,8 @@ def test_models_without_a_known_head_are_refused_at_setup_with_the_reason(name):
     build, why = REFUSED[name]
     model = build()
     with pytest.raises(UnsupportedModelError, match=rf"method 'legrad'.*{why}"):
-        check_model(model, ["legrad"], num_prefix_tokens=1, grid_size=(4, 4))
-    check_model(model, ["grad_rollout"], num_prefix_tokens=1, grid_size=(4, 4))
+        check_model(model, ["legrad"], ExplainOptions(num_prefix_tokens=1, grid_size=(4, 4)))
+    check_model(model, ["grad_rollout"], ExplainOptions(num_prefix_tokens=1, grid_size=(4, 4)))
 
 
 # ---------------------------------------------------------------------------------------- callback
