@@ -16,7 +16,7 @@ from lightning_rollout.methods.base import (
     method_summaries,
     register_method,
 )
-from lightning_rollout.methods.core import HEAD_FUSIONS
+from lightning_rollout.methods.core import HEAD_FUSIONS, upsample_maps
 from lightning_rollout.methods.rollout import rollout_layer
 from lightning_rollout.methods.grad_rollout import grad_rollout_layer
 from lightning_rollout.methods.chefer import chefer_layer
@@ -46,4 +46,5 @@ __all__ = [
     "method_summaries",
     "register_method",
     "rollout_layer",
+    "upsample_maps",
 ]
