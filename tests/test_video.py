@@ -338,3 +338,9 @@ def test_timesformer_joint_attention_gradcam_reorders_space_first_tokens_and_spa
     torch.testing.assert_close(maps, scores.reshape(2, 4, 4, 4).permute(0, 3, 1, 2), rtol=1e-4, atol=1e-6)
     with pytest.raises(UnsupportedModelError, match="pass `gradcam_layer`"):
         check_model(build("timesformer", attention_type="space_only"), ["gradcam"])
+
+
+def test_nothing_outlives_a_pass_of_every_method():
+    model = model_for("vivit")
+    explain_many(model, clips(), METHODS, target=torch.tensor([0, 1]))
+    assert not _attention_storages(1, 2, 33) and not _attention_storages(2, 2, 33)
