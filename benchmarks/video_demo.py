@@ -41,7 +41,8 @@ def cpu_seconds() -> float:
 
 
 def scores(model: torch.nn.Module, clips: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor) -> Dict[str, tuple]:
-    """``{method: (energy, pointing, time-blind energy, time-blind pointing)}`` over frames and clips."""
+    """``{method: (energy, pointing, time-blind energy, time-blind pointing, energy per frame)}``, means over
+    frames and clips (the last over clips only)."""
     maps = explain_many(model.eval(), clips, METHODS, target=labels, chunk_size=len(clips))
     result = {}
     for method, method_maps in maps.items():
@@ -49,7 +50,8 @@ def scores(model: torch.nn.Module, clips: torch.Tensor, labels: torch.Tensor, ma
         blind = method_maps.mean(dim=1, keepdim=True).expand_as(method_maps)
         flat = localisation_over_frames(blind, masks, tubelet=2)
         result[method] = (float(over["energy"].mean()), float(over["pointing_game"].mean()),
-                          float(flat["energy"].mean()), float(flat["pointing_game"].mean()))
+                          float(flat["energy"].mean()), float(flat["pointing_game"].mean()),
+                          over["energy"].mean(dim=0).tolist())
     return result
 
 
@@ -97,9 +99,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     ]
     for method in METHODS:
         e0, p0 = before[method][:2]
-        e1, p1, eb, pb = trained[method]
+        e1, p1, eb, pb, _ = trained[method]
         lines.append(f"| {method} | {e0:.3f} → **{e1:.3f}** | {e1 / area:.1f}× | {p0:.2f} → **{p1:.2f}** | "
                      f"{eb:.3f} / {pb:.2f} |")
+    frames = len(trained[METHODS[0]][4])
+    lines += ["", "Energy of each frame's map (trained), mean over the clips:", "",
+              "| method | " + " | ".join(f"frame {t}" for t in range(frames)) + " |", "|---|" + "---|" * frames]
+    for method in METHODS:
+        lines.append(f"| {method} | " + " | ".join(f"{value:.3f}" for value in trained[method][4]) + " |")
     emit(lines, args.out)
     return 0
 
