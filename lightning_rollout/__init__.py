@@ -14,11 +14,13 @@ _PUBLIC = {
     "AttentionRolloutTrainerCallback": "lightning_rollout.callbacks.trainer",
     "ModelAdapter": "lightning_rollout.models.base",
     "TokenGeometry": "lightning_rollout.core.geometry",
+    "VideoInput": "lightning_rollout.core.geometry",
     "attention_per_head": "lightning_rollout.engine.api",
     "explain": "lightning_rollout.engine.api",
     "explain_many": "lightning_rollout.engine.api",
     "register_adapter": "lightning_rollout.models.registry",
     "resolve_geometry": "lightning_rollout.models.overrides",
+    "upsample_maps": "lightning_rollout.methods.core",
 }
 """Each public name and the module that defines it."""
 

@@ -41,6 +41,12 @@ class AttentionRolloutCallback(*callback_bases()):  # type: ignore[misc]
       is better): the faithfulness of the maps by perturbation (RISE; see
       :func:`~lightning_rollout.metrics.deletion_insertion_auc`), masks or not.
 
+    Video models (Hugging Face VideoMAE, ViViT, TimeSformer; batches of clips ``(B, T, C, H, W)`` with
+    optional per-frame masks ``(B, T, H, W)``): ``samples`` is a strip of frames per sample with their
+    overlays, the filmstrip shows the map averaged over time on the clip's mean frame, ``energy`` and
+    ``pointing_game`` score every frame's map against that frame's mask (also per frame:
+    ``.../frames/energy_<t>``), and no deletion/insertion AUCs are computed (see ``docs/guide/video.md``).
+
     Works with ``Trainer`` of ``lightning.pytorch`` and of ``pytorch_lightning``, in ``fit``, ``validate``
     and ``test``, under DDP (rank 0 computes and logs), with sharded models (FSDP, DeepSpeed ZeRO-3: every
     rank joins the side pass on rank 0's batch, rank 0 logs) and with ``torch.compile``-d models (the side
@@ -70,8 +76,8 @@ class AttentionRolloutCallback(*callback_bases()):  # type: ignore[misc]
             model; in LightningCLI YAML a dotted import path such as ``my_package.transforms.to_input``.
             ``None``: the images are the model's input and must be float.
         label_key: where the labels sit; ``None``: index 1 or key ``label`` (optional).
-        mask_key: where object masks ``(B, H, W)`` (or per class ``(B, C, H, W)``) sit; ``None``: index 2 or key
-            ``mask`` (optional).
+        mask_key: where object masks ``(B, H, W)`` (or per class ``(B, C, H, W)``; per frame ``(B, T, H, W)`` for
+            clips) sit; ``None``: index 2 or key ``mask`` (optional).
         mean: per-channel mean used to normalise the model's input, for display (1 value or one per input
             channel); ``None``: the timm model's data config when it fits the model's channels, else no
             un-normalisation.

@@ -15,10 +15,10 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Type,
 
 from torch import Tensor, nn
 
-from lightning_rollout.core.checks import check_images, check_target
+from lightning_rollout.core.checks import check_clips, check_images, check_target
 from lightning_rollout.core.outputs import OutputKey, Target
+from lightning_rollout.engine.chunks import check_output_size, chunked_pass
 from lightning_rollout.engine.options import ExplainOptions
-from lightning_rollout.engine.run import attention_layers, maps_of, run_pass
 from lightning_rollout.methods import Method, method_class, method_names
 from lightning_rollout.methods.attention import Attention
 from lightning_rollout.models.base import ModelAdapter
@@ -48,6 +48,8 @@ def explain_many(
     num_prefix_tokens: Optional[int] = None,
     grid_size: Optional[Sequence[int]] = None,
     return_output: bool = False,
+    chunk_size: Optional[int] = None,
+    output_size: Optional[str] = None,
     **method_options: Any,
 ) -> Union[Dict[str, Tensor], Tuple[Dict[str, Tensor], Tensor]]:
     """Computes the maps of several methods from one side pass: one forward and, when a gradient method is
@@ -86,8 +88,9 @@ def explain_many(
         num_prefix_tokens=num_prefix_tokens,
         grid_size=None if grid_size is None else tuple(grid_size),
         method_options=method_options,
+        chunk_size=chunk_size,
     )
-    maps, output, _ = explain_with(model, images, classes, options, target, return_output)
+    maps, output, _ = explain_with(model, images, classes, options, target, return_output, output_size=output_size)
     return (maps, output) if return_output else maps
 
 
@@ -95,11 +98,12 @@ class PassResult(NamedTuple):
     """What `explain_with` gives: every method's maps and, when asked, more of the same pass."""
 
     maps: Dict[str, Tensor]
-    """`{method: (B, grid_h, grid_w)}` float32 maps, in the order asked."""
+    """`{method: (B, grid_h, grid_w)}` float32 maps (video: `(B, T', grid_h, grid_w)`), in the order asked."""
     output: Optional[Tensor]
     """The selected model output of the same forward, detached (with `return_output`), else `None`."""
     heads: Optional[Tensor]
-    """`(B, heads, grid_h, grid_w)` per-head maps of method `"attention"` (with `per_head`), else `None`."""
+    """`(B, heads, grid_h, grid_w)` (video: `(B, heads, T', grid_h, grid_w)`) per-head maps of method
+    `"attention"` (with `per_head`), else `None`."""
 
 
 def explain_with(
@@ -110,12 +114,14 @@ def explain_with(
     target: Target = None,
     return_output: bool = False,
     per_head: bool = False,
+    output_size: Optional[str] = None,
 ) -> PassResult:
     """`explain_many` with the settings as one `ExplainOptions` bundle (as the callbacks hold them).
 
     Args:
         per_head: also give method `"attention"`'s per-head maps (`attention_per_head`) from the same
             forward; `"attention"` must be among `methods`.
+        output_size: as `explain`.
 
     Raises:
         ValueError: as `explain_many`, and for `per_head` without `"attention"`.
@@ -123,11 +129,15 @@ def explain_with(
     classes = [method_class(m) if isinstance(m, str) else m for m in methods]
     if per_head and Attention not in classes:
         raise ValueError(f"`per_head`=True needs 'attention' in `methods`, got {[c.name for c in classes]}")
-    check_images(images)
+    check_images(images, video=None)
     check_target(target, images.shape[0], callable_ok=True)
-    fed, output = run_pass(model, images, classes, options.resolve_adapter(model), options, target, return_output)
-    heads = next(method for method in fed if isinstance(method, Attention)).per_head_maps() if per_head else None
-    return PassResult(maps_of(fed, images.device), output, heads)
+    check_output_size(output_size)
+    adapter = options.resolve_adapter(model)
+    check_clips(images, adapter.video_input(), type(adapter.root).__name__)
+    maps, output, heads = chunked_pass(
+        model, images, classes, adapter, options, target, return_output, per_head, output_size
+    )
+    return PassResult(maps, output, heads)
 
 
 def explain(
@@ -143,6 +153,8 @@ def explain(
     gradcam_layer: Optional[str] = None,
     num_prefix_tokens: Optional[int] = None,
     grid_size: Optional[Sequence[int]] = None,
+    chunk_size: Optional[int] = None,
+    output_size: Optional[str] = None,
     **method_options: Any,
 ) -> Tensor:
     """Computes explanation maps of a batch in one hooked side pass.
@@ -160,7 +172,8 @@ def explain(
             (:mod:`lightning_rollout.models`) says where its attention comes from, its token geometry
             and what its head reads; other models work with ``attention_pattern``,
             ``num_prefix_tokens`` and ``grid_size`` given, or with an adapter of their own.
-        images: ``(B, C, H, W)`` float batch on the model's device.
+        images: ``(B, C, H, W)`` float batch on the model's device; for a video model (VideoMAE, ViViT,
+            TimeSformer) a batch of clips ``(B, T, C, H, W)``.
         method: ``"rollout"`` (Abnar & Zuidema 2020), ``"grad_rollout"`` (class-specific gradient
             rollout), ``"chefer"`` (Chefer et al., ICCV 2021), ``"gradcam"`` (Grad-CAM on the token
             grid, or on the last feature map of hierarchical models) or ``"legrad"`` (Bousselham et al.,
@@ -185,21 +198,27 @@ def explain(
             pattern; the last matching module's ``(B, N, C)`` or ``(B, C, h, w)`` output is Grad-CAM's
             activation.
         num_prefix_tokens: override of the number of leading non-patch tokens.
-        grid_size: override of the patch grid ``(grid_h, grid_w)``.
+        grid_size: override of the patch grid ``(grid_h, grid_w)`` (of each temporal slice, for video).
+        chunk_size: samples per side pass, the maps joined (bounds memory); ``None``: the whole batch of
+            images, video clips one at a time.
+        output_size: ``None`` or ``"tokens"``: maps on the token grid; ``"input"``: at the input's
+            resolution, ``(B, H, W)`` (video: ``(B, T, H, W)``): bilinear in space, nearest in time (frame
+            ``t`` takes the temporal slice of its tubelet, ``t // tubelet``).
         **method_options: options of individual methods (:attr:`~lightning_rollout.methods.Method.options`):
             ``legrad_first_layer``, the first attention layer ``"legrad"`` sums: ``0`` every layer (the
             paper, the default), ``-2`` the last two (the authors' released code); negative values count
             from the end.
 
     Returns:
-        ``(B, grid_h, grid_w)`` float32, non-negative maps on ``images.device``; the scale is the
-        method's own (not normalised).
+        ``(B, grid_h, grid_w)`` float32, non-negative maps on ``images.device`` (video: ``(B, T', grid_h,
+        grid_w)``, ``T'`` the model's temporal token count); the scale is the method's own (not normalised).
 
     Raises:
         ValueError: on a bad argument, a model whose attention layers, Grad-CAM layer or geometry cannot
             be found, or a forward that captured nothing.
         lightning_rollout.models.UnsupportedModelError: an attention method on a model without global
-            token attention (Swin, MaxViT, XCiT, ...); its message points to ``"gradcam"``.
+            token attention (Swin, MaxViT, XCiT, TimeSformer's divided space-time attention, ...); its message
+            points to ``"gradcam"``.
 
     Example::
 
@@ -218,6 +237,8 @@ def explain(
         gradcam_layer=gradcam_layer,
         num_prefix_tokens=num_prefix_tokens,
         grid_size=grid_size,
+        chunk_size=chunk_size,
+        output_size=output_size,
         **method_options,
     )[method]
 

@@ -9,6 +9,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 from torch import nn
 
+from lightning_rollout.core.checks import check_int
 from lightning_rollout.core.geometry import check_overrides
 from lightning_rollout.core.outputs import OutputKey, check_output_key
 from lightning_rollout.methods import HEAD_FUSIONS, check_method_options
@@ -34,6 +35,9 @@ class ExplainOptions:
         grid_size: override of the patch grid `(grid_h, grid_w)`.
         method_options: options of individual methods (e.g. `{"legrad_first_layer": -2}`); read back with
             every registered method's defaults filled in by `resolved_method_options`.
+        chunk_size: samples per side pass (the maps of the chunks are joined); `None`: the whole batch of
+            images at once, video clips one at a time (one VideoMAE-B clip's attention is 1.4 GB over its
+            12 layers, all kept for a gradient method's backward).
 
     Raises:
         ValueError: naming the argument, its value and what is allowed.
@@ -48,8 +52,11 @@ class ExplainOptions:
     num_prefix_tokens: Optional[int] = None
     grid_size: Optional[Tuple[int, int]] = None
     method_options: Mapping[str, Any] = field(default_factory=dict)
+    chunk_size: Optional[int] = None
 
     def __post_init__(self) -> None:
+        if self.chunk_size is not None:
+            check_int("chunk_size", self.chunk_size, 1)
         if self.head_fusion not in HEAD_FUSIONS:
             raise ValueError(f"`head_fusion` must be one of {list(HEAD_FUSIONS)}, got {self.head_fusion!r}")
         ratio = self.discard_ratio
@@ -89,3 +96,7 @@ class ExplainOptions:
         return resolve_adapter(
             model, self.attention_pattern, self.gradcam_layer, self.num_prefix_tokens, self.grid_size
         )
+
+    def chunk_for(self, video: bool) -> Optional[int]:
+        """Samples per side pass for a batch of images (`video=False`) or clips; `None`: the whole batch."""
+        return self.chunk_size if self.chunk_size is not None or not video else 1

@@ -47,9 +47,13 @@ def _check_attention(name: str, attention: Tensor, context: PassContext) -> None
 class _SidePass:
     """The hooks of one side pass: hands each captured tensor to the methods that asked for it."""
 
-    def __init__(self, context: PassContext, methods: List[Method], device: torch.device) -> None:
+    def __init__(self, context: PassContext, methods: List[Method], device: torch.device, keep_live: bool) -> None:
         self.context = context
         self.device = device
+        # A forward-only pass drops each layer's attention once the methods have folded it: never all layers'
+        # per-head N×N at once. With autograd on, the graph holds them anyway (the backward needs them).
+        self.keep_live = keep_live
+        self.num_layers = 0
         self.attention_methods = [m for m in methods if m.uses_attention]
         self.backward_methods = [m for m in self.attention_methods if m.shared_backward]
         self.gradcam_methods = [m for m in methods if m.uses_gradcam]
@@ -63,9 +67,11 @@ class _SidePass:
     def on_attention(self, name: str, attention: Tensor, layout: Optional[Layout] = None) -> None:
         laid_out = attention.detach() if layout is None else layout(attention.detach(), 1.0)
         _check_attention(name, laid_out, self.context)
-        layer = len(self.live.attentions)
-        self.live.attentions.append(attention)
-        self.live.layouts.append(layout)
+        layer = self.num_layers
+        self.num_layers += 1
+        if self.keep_live:
+            self.live.attentions.append(attention)
+            self.live.layouts.append(layout)
         with float32(self.device):
             for method in self.attention_methods:
                 method.forward_attention(layer, laid_out)
@@ -93,7 +99,7 @@ class _SidePass:
 
     def check_backward(self) -> None:
         if self.next_layer != -1:
-            total = len(self.live.attentions)
+            total = self.num_layers
             raise RuntimeError(
                 f"only {total - 1 - self.next_layer} of {total} attention layers received a gradient from the "
                 "target score"
@@ -108,40 +114,10 @@ class _SidePass:
         self.activation = self.activation_layout = None
 
 
-def _refusal(error: UnsupportedModelError, method_classes: Sequence[Type[Method]]) -> UnsupportedModelError:
-    """The adapter's reason, then the methods asked for that read the attention and the registered ones that do
-    not (from the method registry, so a method registered later is named too)."""
-    needing = [m.name for m in method_classes if m.uses_attention]
-    others = [name for name in method_names() if not method_class(name).uses_attention]
-    advice = f"Use method {' or '.join(repr(n) for n in others)}" if others else "No registered method works without it"
-    return UnsupportedModelError(f"{error}. {advice}: the methods {needing} read the attention layers")
-
-
-def attention_layers(adapter: ModelAdapter, method_classes: Sequence[Type[Method]]) -> List[Tuple[str, nn.Module]]:
-    """The adapter's attention layers.
-
-    Raises:
-        UnsupportedModelError: the model has none: the adapter's reason and the methods that work instead.
-    """
-    try:
-        return adapter.attention_layers()
-    except UnsupportedModelError as error:
-        raise _refusal(error, method_classes) from None
-
-
-@contextmanager
-def attention_settings(adapter: ModelAdapter, method_classes: Sequence[Type[Method]]) -> Iterator[None]:
-    """The adapter's attention settings (fused kernels off, eager attention) for the pass, restored after it.
-
-    Raises:
-        UnsupportedModelError: the model cannot expose its attention: the reason and the methods that work.
-    """
-    with ExitStack() as stack:
-        try:
-            stack.enter_context(adapter.attention_settings())
-        except UnsupportedModelError as error:
-            raise _refusal(error, method_classes) from None
-        yield
+def input_size(images: Tensor) -> Tuple[int, ...]:
+    """What an adapter's geometry takes: ``(H, W)`` of images ``(B, C, H, W)``, ``(T, H, W)`` of clips
+    ``(B, T, C, H, W)``."""
+    return tuple(images.shape[-2:]) if images.dim() == 4 else (images.shape[1], *images.shape[-2:])
 
 
 def run_pass(
@@ -165,7 +141,7 @@ def run_pass(
     Raises:
         ValueError: a forward that captured nothing, a bad target for this output, a bad layer output.
     """
-    geometry = adapter.geometry(tuple(images.shape[-2:]))
+    geometry = adapter.geometry(input_size(images))
     context = PassContext(
         model, adapter, geometry, options.head_fusion, options.discard_ratio, options.resolved_method_options()
     )
@@ -173,8 +149,8 @@ def run_pass(
     uses_attention = any(m.uses_attention for m in methods)
     uses_gradcam = any(m.uses_gradcam for m in methods)
     needs_grad = any(m.needs_grad for m in methods)
-    layers = attention_layers(adapter, method_classes) if uses_attention else []
-    hooks = _SidePass(context, methods, images.device)
+    layers = adapter.attention_layers() if uses_attention else []
+    hooks = _SidePass(context, methods, images.device, keep_live=needs_grad)
     try:
         settings = attention_settings(adapter, method_classes) if uses_attention else nullcontext()
         with side_pass(model, images.device, needs_grad), settings:
@@ -192,7 +168,7 @@ def run_pass(
                 if needs_grad or need_output:
                     output = select_output(output, options.output_key)
             if uses_attention:
-                if not hooks.live.attentions:
+                if not hooks.num_layers:
                     pattern = getattr(adapter, "attention_pattern", None)
                     raise ValueError(
                         f"the attention layers of {type(adapter.root).__name__} ({adapter.family} adapter"
@@ -243,6 +219,6 @@ def _backward(
 
 
 def maps_of(methods: List[Method], device: torch.device) -> Dict[str, Tensor]:
-    """``{name: (B, grid_h, grid_w) float32 maps}`` of fed methods."""
+    """``{name: (B, grid_h, grid_w) float32 maps}`` of fed methods (video: ``(B, T', grid_h, grid_w)``)."""
     with float32(device):
         return {method.name: method.maps().float() for method in methods}

@@ -52,9 +52,10 @@ class Attention(Method):
         return grid_of(self.context, attention_scores(self.last, self.context.readout, self.context.head_fusion))
 
     def per_head_maps(self) -> Tensor:
-        """``(B, heads, grid_h, grid_w)`` float32: each head's map, before fusion."""
+        """``(B, heads, grid_h, grid_w)`` float32 (video: ``(B, heads, T', grid_h, grid_w)``): each head's map,
+        before fusion."""
         scores = attention_per_head_scores(self.last, self.context.readout)
         batch, heads, num_tokens = scores.shape
         return grid_of(self.context, scores.reshape(batch * heads, num_tokens)).reshape(
-            batch, heads, *self.context.geometry.grid_size
+            batch, heads, *self.context.geometry.map_shape
         )

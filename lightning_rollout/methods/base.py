@@ -131,7 +131,7 @@ class Method:
         """Grad-CAM's laid-out activation (detached) and its gradient."""
 
     def maps(self) -> Tensor:
-        """The ``(B, grid_h, grid_w)`` float32 maps of this pass."""
+        """The ``(B, grid_h, grid_w)`` float32 maps of this pass (``(B, T', grid_h, grid_w)`` for video)."""
         raise NotImplementedError
 
 
@@ -209,12 +209,16 @@ def check_tokens(num_tokens: int, name: str, geometry: TokenGeometry, verb: str 
     if num_tokens != geometry.num_tokens:
         raise ValueError(
             f"module {name!r} {verb} N={num_tokens} tokens, but the geometry gives "
-            f"num_prefix_tokens={geometry.num_prefix_tokens} + grid_size={geometry.grid_size} = "
+            f"num_prefix_tokens={geometry.num_prefix_tokens} + "
+            + ("" if geometry.temporal_size is None else f"temporal_size={geometry.temporal_size} × ")
+            + f"grid_size={geometry.grid_size} = "
             f"{geometry.num_tokens}; pass the right `num_prefix_tokens` / `grid_size`"
         )
 
 
 def grid_of(context: PassContext, token_scores: Tensor) -> Tensor:
-    """``(B, N)`` token scores → ``(B, grid_h, grid_w)`` patch scores (prefix tokens dropped)."""
+    """``(B, N)`` token scores → ``(B, grid_h, grid_w)`` patch scores, or ``(B, T', grid_h, grid_w)`` for a video
+    model (prefix tokens dropped)."""
     geometry = context.geometry
-    return tokens_to_grid(token_scores, geometry.num_prefix_tokens, geometry.grid_size)
+    return tokens_to_grid(token_scores, geometry.num_prefix_tokens, geometry.map_shape)
+

@@ -4,9 +4,10 @@ Every function here takes and returns float tensors with a leading batch dimensi
 state, so each can be checked by hand on a small matrix.
 """
 
-from typing import Tuple
+from typing import Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 HEAD_FUSIONS = ("mean", "max", "min")
@@ -84,16 +85,46 @@ def add_identity_and_normalize(fused: Tensor) -> Tensor:
     return mixed.div_(mixed.sum(dim=-1, keepdim=True))
 
 
-def tokens_to_grid(token_scores: Tensor, num_prefix_tokens: int, grid_size: Tuple[int, int]) -> Tensor:
+def tokens_to_grid(token_scores: Tensor, num_prefix_tokens: int, grid_size: Sequence[int]) -> Tensor:
     """Drops the prefix-token columns and lays the patch-token scores out on the token grid.
 
     Args:
         token_scores: ``(B, N)`` scores of every token, prefix tokens first.
         num_prefix_tokens: how many leading tokens are not patches.
-        grid_size: ``(grid_h, grid_w)`` with ``grid_h * grid_w == N - num_prefix_tokens``.
+        grid_size: ``(grid_h, grid_w)``, or ``(T', grid_h, grid_w)`` for video tokens ordered time first
+            (:class:`~lightning_rollout.core.geometry.TokenGeometry`); the product is ``N - num_prefix_tokens``.
 
     Returns:
-        ``(B, grid_h, grid_w)`` tensor.
+        ``(B, *grid_size)`` tensor.
     """
     patches = token_scores[:, num_prefix_tokens:]
-    return patches.reshape(patches.shape[0], grid_size[0], grid_size[1])
+    return patches.reshape(patches.shape[0], *grid_size)
+
+
+def upsample_maps(maps: Tensor, size: Sequence[int], tubelet: int = 1) -> Tensor:
+    """Token-grid maps at input resolution: bilinear in space, nearest in time.
+
+    Args:
+        maps: ``(B, h, w)`` image maps, or ``(B, T', h, w)`` video maps.
+        size: ``(H, W)``, or ``(T, H, W)`` for video maps.
+        tubelet: input frames per temporal slice (video). Frame ``t`` takes slice ``t // tubelet`` (the
+            tubelet it lies in); trailing frames no whole tubelet covers (``T`` not a multiple) take the last.
+
+    Returns:
+        ``(B, H, W)`` or ``(B, T, H, W)`` float32 maps (bilinear, ``align_corners=False``: each cell's value
+        sits at its centre, as the patch it scores).
+
+    Raises:
+        ValueError: when ``size`` does not match the maps' form.
+    """
+    if maps.dim() - 1 != len(size) or maps.dim() not in (3, 4):
+        raise ValueError(
+            f"`size` must be (H, W) for (B, h, w) maps or (T, H, W) for (B, T', h, w) maps, got {tuple(size)} for "
+            f"maps of shape {tuple(maps.shape)}"
+        )
+    maps = maps.float()
+    if maps.dim() == 3:
+        return F.interpolate(maps[:, None], size=tuple(size[-2:]), mode="bilinear", align_corners=False)[:, 0]
+    frames = (torch.arange(size[0], device=maps.device) // tubelet).clamp(max=maps.shape[1] - 1)
+    spatial = F.interpolate(maps, size=tuple(size[-2:]), mode="bilinear", align_corners=False)
+    return spatial[:, frames]

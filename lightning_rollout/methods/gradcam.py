@@ -46,21 +46,21 @@ class GradCAM(Method):
         self.result: Optional[Tensor] = None
 
     def gradcam(self, layer_name: str, activation: Tensor, gradient: Tensor) -> None:
-        if activation.dim() == 4:
-            height, width = activation.shape[-2:]
+        if activation.dim() in (4, 5):  # a feature map (B, C, h, w) or, for video, (B, C, t, h, w)
+            cells = activation.shape[2:]
             tokens = activation.flatten(2).transpose(1, 2)
             scores = gradcam_tokens(tokens, gradient.flatten(2).transpose(1, 2), 0)
-            self.result = scores.reshape(-1, height, width)
+            self.result = scores.reshape(-1, *cells)
             return
         if activation.dim() != 3:
             raise ValueError(
-                f"the Grad-CAM layer {layer_name!r} must output tokens (B, N, C) or a feature map (B, C, h, w), "
-                f"got shape {tuple(activation.shape)}"
+                f"the Grad-CAM layer {layer_name!r} must output tokens (B, N, C) or a feature map (B, C, h, w) "
+                f"(video: (B, C, t, h, w)), got shape {tuple(activation.shape)}"
             )
         geometry = self.context.geometry
         check_tokens(activation.shape[1], layer_name, geometry)
         scores = gradcam_tokens(activation, gradient, geometry.num_prefix_tokens)
-        self.result = scores.reshape(-1, *geometry.grid_size)
+        self.result = scores.reshape(-1, *geometry.map_shape)
 
     def maps(self) -> Tensor:
         return self.result

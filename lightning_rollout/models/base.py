@@ -4,7 +4,8 @@ An adapter answers, for one model it was built on:
 
 - where the post-softmax, per-head attention ``(B, heads, N, N)`` of every global self-attention layer
   comes from, captured **on the gradient path** (:meth:`ModelAdapter.capture_attention`);
-- the token geometry (:meth:`ModelAdapter.geometry`);
+- the token geometry (:meth:`ModelAdapter.geometry`) and, for a video model, the clips it takes
+  (:meth:`ModelAdapter.video_input`);
 - what the side pass switches and restores so that the attention exists at all
   (:meth:`ModelAdapter.attention_settings`: fused kernels, SDPA);
 - Grad-CAM's layer and how its output becomes a ``(B, N, C)`` token or ``(B, C, h, w)`` map
@@ -23,8 +24,8 @@ from typing import Callable, ClassVar, ContextManager, Iterator, List, Optional,
 
 from torch import Tensor, nn
 
-from lightning_rollout.core.geometry import TokenGeometry
 from lightning_rollout.core.hooks import forward_hooks
+from lightning_rollout.core.geometry import TokenGeometry, VideoInput
 from lightning_rollout.models.readout import Readout, patch_mean_readout, token_readout
 
 Layout = Callable[[Tensor, float], Tensor]
@@ -94,13 +95,19 @@ class ModelAdapter:
 
     # ------------------------------------------------------------------------------------- geometry
 
-    def geometry(self, image_size: Optional[Tuple[int, int]]) -> TokenGeometry:
-        """Token geometry for inputs of ``image_size`` ``(H, W)`` (``None``: the model's default size).
+    def geometry(self, image_size: Optional[Tuple[int, ...]]) -> TokenGeometry:
+        """Token geometry for inputs of ``image_size`` ``(H, W)``, or ``(T, H, W)`` for a video model
+        (``None``: the model's default size).
 
         Raises:
             ValueError: when the geometry cannot be read from the model.
         """
         raise NotImplementedError
+
+    def video_input(self) -> Optional[VideoInput]:
+        """What clips a video model takes (tubelet, clip length); ``None`` (the default): the model takes
+        images ``(B, C, H, W)``."""
+        return None
 
     # ------------------------------------------------------------------------------------ attention
 

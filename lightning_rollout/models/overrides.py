@@ -8,12 +8,15 @@ post-softmax attention ``(B, heads, N, N)``, and the geometry comes from ``num_p
 """
 
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 from torch import Tensor, nn
 
 from lightning_rollout.core.geometry import TokenGeometry, check_grid_size, check_overrides
 from lightning_rollout.core.hooks import fused_attention_disabled, require_modules
+from lightning_rollout.core.geometry import TokenGeometry, VideoInput, check_overrides, check_grid_size
+from lightning_rollout.models.registry import find_adapter
 from lightning_rollout.models.base import AttentionSink, ModelAdapter, enclosing_blocks
 from lightning_rollout.models.readout import Readout
 from lightning_rollout.models.registry import find_adapter
@@ -59,9 +62,13 @@ class OverriddenAdapter(ModelAdapter):
     def find(cls, model: nn.Module) -> Optional[nn.Module]:
         return None
 
-    def geometry(self, image_size: Optional[Tuple[int, int]]) -> TokenGeometry:
+    def geometry(self, image_size: Optional[Tuple[int, ...]]) -> TokenGeometry:
         if self.num_prefix_tokens is not None and self.grid_size is not None:
-            return TokenGeometry(self.num_prefix_tokens, self.num_prefix_tokens > 0, self.grid_size)
+            given = TokenGeometry(self.num_prefix_tokens, self.num_prefix_tokens > 0, self.grid_size)
+            if self.found is None or self.found.video_input() is None:
+                return given
+            found = self.found.geometry(image_size)  # a video model: its temporal slices, the given grid
+            return replace(given, temporal_size=found.temporal_size, tubelet=found.tubelet)
         if self.found is None:
             raise ValueError(
                 f"cannot read the token geometry of {type(self.model).__name__}: no model adapter knows it "
@@ -78,8 +85,14 @@ class OverriddenAdapter(ModelAdapter):
                 "`num_prefix_tokens` and `grid_size`"
             ) from None
         if self.num_prefix_tokens is None:
-            return TokenGeometry(found.num_prefix_tokens, found.has_class_token, self.grid_size or found.grid_size)
-        return TokenGeometry(self.num_prefix_tokens, self.num_prefix_tokens > 0, self.grid_size or found.grid_size)
+            return replace(found, grid_size=self.grid_size or found.grid_size)
+        return replace(
+            found, num_prefix_tokens=self.num_prefix_tokens, has_class_token=self.num_prefix_tokens > 0,
+            grid_size=self.grid_size or found.grid_size,
+        )
+
+    def video_input(self) -> Optional[VideoInput]:
+        return None if self.found is None else self.found.video_input()
 
     def attention_layers(self) -> List[Tuple[str, nn.Module]]:
         if self.attention_pattern is not None:

@@ -46,9 +46,10 @@ class FixedBatch:
     """The samples explained every epoch, kept on the CPU.
 
     Attributes:
-        images: ``(B, C, H, W)`` as the model receives them (normalised).
+        images: ``(B, C, H, W)`` as the model receives them (normalised); clips ``(B, T, C, H, W)`` for video.
         labels: ``(B,)`` class indices, or ``None`` when the batch has none.
-        masks: ``(B, H, W)`` object masks, or ``None``.
+        masks: ``(B, H, W)`` object masks (per class ``(B, C, H, W)``; per frame ``(B, T, H, W)`` for clips), or
+            ``None``.
     """
 
     images: Tensor
@@ -119,10 +120,18 @@ def take_samples(
     images = _pick(batch, image_key, "image", required=True)
     labels = _pick(batch, label_key, "label", required=label_key is not None)
     masks = _pick(batch, mask_key, "mask", required=mask_key is not None)
-    if images.dim() != 4:
-        raise ValueError(f"images must be (B, C, H, W), got shape {tuple(images.shape)} at `image_key`={image_key!r}")
-    if masks is not None and masks.dim() == 4 and masks.shape[1] == 1:
-        masks = masks[:, 0]
+    if images.dim() not in (4, 5):
+        raise ValueError(
+            f"images must be (B, C, H, W) (clips: (B, T, C, H, W)), got shape {tuple(images.shape)} at "
+            f"`image_key`={image_key!r}"
+        )
+    if masks is not None and masks.dim() == images.dim() and masks.shape[-3] == 1:
+        masks = masks.squeeze(-3)  # (B, 1, H, W), or (B, T, 1, H, W) for clips
+    if masks is not None and images.dim() == 5 and (masks.dim() != 4 or masks.shape[1] != images.shape[1]):
+        raise ValueError(
+            f"the masks of clips {tuple(images.shape)} must be per frame (B, T, H, W), got shape "
+            f"{tuple(masks.shape)} at `mask_key`={mask_key!r}"
+        )
     for name, value in (("label", labels), ("mask", masks)):
         if value is not None and value.shape[0] != images.shape[0]:
             raise ValueError(f"the batch has {images.shape[0]} images but {value.shape[0]} {name}s")

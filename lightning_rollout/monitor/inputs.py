@@ -67,19 +67,19 @@ def model_input(images: Tensor, input_transform: Optional[Callable], stats: Stat
     """The model's input for the kept images: ``input_transform(images)`` or the images themselves.
 
     Raises:
-        ValueError: naming ``input_transform``, when the result is not a float ``(B, C, H, W)`` tensor
-            or its channels do not fit the display statistics.
+        ValueError: naming ``input_transform``, when the result is not a float ``(B, C, H, W)`` tensor (clips:
+            ``(B, T, C, H, W)``) or its channels do not fit the display statistics.
     """
     inputs = images if input_transform is None else input_transform(images)
     source = "the validation images" if input_transform is None else "`input_transform`'s output"
-    if not isinstance(inputs, Tensor) or inputs.dim() != 4 or not inputs.is_floating_point():
+    if not isinstance(inputs, Tensor) or inputs.dim() not in (4, 5) or not inputs.is_floating_point():
         got = f"a {inputs.dim()}-D {inputs.dtype} tensor" if isinstance(inputs, Tensor) else type(inputs).__name__
         raise ValueError(
             f"{source} must be the model's float input (B, C, H, W), got {got}; pass `input_transform`, a "
             "callable mapping the batch's images to the model's input (in LightningCLI YAML a dotted import "
             "path, e.g. `my_package.transforms.to_float`)"
         )
-    channels = inputs.shape[1]
+    channels = inputs.shape[-3]
     for argument, value in zip(("mean", "std"), stats):
         if value is not None and len(value) not in (1, channels):
             raise ValueError(

@@ -10,6 +10,7 @@ from lightning_rollout.metrics import (
     class_discrimination,
     deletion_insertion_auc,
     energy_in_mask,
+    localisation_over_frames,
     normalized_entropy,
     pointing_game,
 )
@@ -23,6 +24,22 @@ def map_scalars(maps: Tensor, masks: Optional[Tensor]) -> Dict[str, float]:
         masks = masks.to(maps.device)
         scalars["energy"] = float(energy_in_mask(maps, masks).mean())
         scalars["pointing_game"] = float(pointing_game(maps, masks).mean())
+    return scalars
+
+
+def video_scalars(maps: Tensor, masks: Optional[Tensor], tubelet: int) -> Dict[str, float]:
+    """Video maps ``(P, T', h, w)``: ``entropy`` over all the clip's cells; with per-frame masks ``(P, T, H, W)``
+    ``energy`` and ``pointing_game`` of every input frame's map against that frame's mask
+    (:func:`~lightning_rollout.metrics.localisation_over_frames`), averaged over frames and panels, and per
+    frame ``frames/energy_<t>`` and ``frames/pointing_game_<t>`` (averaged over panels)."""
+    scalars = {"entropy": float(normalized_entropy(maps.flatten(1, 2)).mean())}
+    if masks is None:
+        return scalars
+    scores = localisation_over_frames(maps, masks.to(maps.device), tubelet)
+    for name in ("energy", "pointing_game"):
+        scalars[name] = float(scores[name].mean())
+        for frame, value in enumerate(scores[name].mean(dim=0).tolist()):
+            scalars[f"frames/{name}_{frame:02d}"] = value
     return scalars
 
 

@@ -50,7 +50,7 @@ class SidePass(NamedTuple):
     panels: Panels
     """Which sample each map shows and which class it explains (see `lightning_rollout.monitor.tasks`)."""
     maps: Dict[str, Tensor]
-    """`{method: (P, h, w)}`, one map per panel."""
+    """`{method: (P, h, w)}` (video: `(P, T', h, w)`), one map per panel."""
     scores: Optional[Tensor]
     """`(P, num_classes)` class scores per panel (softmax or sigmoid by task); `None` for `"none"`."""
     target_scores: Optional[Tensor]
@@ -58,7 +58,8 @@ class SidePass(NamedTuple):
     faithfulness: Dict[str, Dict[str, float]]
     """`{method: {"deletion_auc": ..., "insertion_auc": ...}}`; empty when off or a map is not finite."""
     heads: Optional[Tensor]
-    """`(P, heads, h, w)` method `"attention"`'s per-head maps, with `attention_heads`; else `None`."""
+    """`(P, heads, h, w)` (video: `(P, heads, T', h, w)`) method `"attention"`'s per-head maps, with
+    `attention_heads`; else `None`."""
 
 
 def explain_panels(
@@ -92,8 +93,9 @@ def explain_panels(
         panels = panels.with_predictions(scores)
         target_scores = tasks.target_scores(target, result.output) if callable(target) else None
         faithfulness: Dict[str, Dict[str, float]] = {}
-        # Deletion and insertion read a class's probability: there is none to read without class panels.
-        scored = None if panels.classes is None else panels.classes.to(images.device)
+        # Deletion and insertion read a class's probability: there is none to read without class panels. They
+        # perturb images: clips are not scored (yet).
+        scored = None if panels.classes is None or images.dim() == 5 else panels.classes.to(images.device)
         if settings.faithfulness_steps and scored is not None and all(all_finite(m) for m in maps.values()):
             activation = "sigmoid" if task == "multilabel" else "softmax"
             with side_pass(model, images.device, needs_grad=False):

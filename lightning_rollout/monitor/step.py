@@ -8,6 +8,7 @@ that logs scalars.
 
 from typing import Any, Callable, Dict, Optional, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -18,13 +19,19 @@ from lightning_rollout.monitor.captions import captions
 from lightning_rollout.monitor.history import FilmstripHistory
 from lightning_rollout.monitor.inputs import model_input, resolve_display_stats
 from lightning_rollout.monitor.keeper import FixedBatchKeeper
-from lightning_rollout.monitor.notices import WarnOnce, short_traceback
-from lightning_rollout.monitor.scalars import all_finite, discrimination, map_scalars
+from lightning_rollout.monitor.scalars import all_finite, discrimination, map_scalars, video_scalars
 from lightning_rollout.monitor.settings import MonitorSettings
 from lightning_rollout.monitor.side_pass import Runtime, SidePass, explain_samples
 from lightning_rollout.monitor.tasks import check_labels, panel_masks
 from lightning_rollout.rendering.figures import constant_maps, render_filmstrips, render_heads, render_samples
 from lightning_rollout.rendering.images import fit_display_images, to_display_images
+from lightning_rollout.rendering.video import (
+    fit_display_clips,
+    mean_frames,
+    overlay_frames,
+    render_clip_strips,
+    to_display_clips,
+)
 from lightning_rollout.sinks.base import ImageSink
 
 LogScalars = Callable[[Dict[str, float], int], None]
@@ -55,6 +62,7 @@ class MapLogger:
         self.display_stats = (settings.mean, settings.std)
         self.class_names: Optional[Sequence[str]] = settings.class_names
         self.num_classes: Optional[int] = None
+        self.tubelet: Optional[int] = None  # a video model's frames per temporal slice (set by `setup`)
 
     def setup(self, model: nn.Module, class_names: Optional[Sequence[str]] = None) -> ModelAdapter:
         """Checks `model` before anything runs (attention layers, Grad-CAM layer, token geometry, the display
@@ -70,6 +78,8 @@ class MapLogger:
             settings.mean, settings.std, adapter.data_config(), adapter.input_channels(), self.warn
         )
         self.num_classes = self.keeper.num_classes = adapter.num_classes()
+        video = adapter.video_input()
+        self.tubelet = None if video is None else video.tubelet
         names = settings.class_names
         if names is not None and isinstance(self.num_classes, int) and self.num_classes > 0:
             if len(names) != self.num_classes:
@@ -98,16 +108,18 @@ class MapLogger:
             return
         sample = batch.select(slice(0, 1))
         result = explain_samples(settings, runtime, model, inputs[:1].to(runtime.device), sample.labels)
+        video = inputs.dim() == 5
         for method, maps in result.maps.items():
-            if maps.shape[1] * maps.shape[2] < 2:
-                height, width = inputs.shape[2:]
+            if maps.shape[-2] * maps.shape[-1] < 2:
+                height, width = inputs.shape[-2:]
                 where = "`gradcam_layer`'s feature map" if method == "gradcam" else "the patch grid"
                 raise ValueError(
-                    f"the {method} maps of this model's {height}x{width} input are a {maps.shape[1]}x"
-                    f"{maps.shape[2]} grid ({where}); the pictures and scalars need at least 2 cells: use larger "
+                    f"the {method} maps of this model's {height}x{width} input are a {maps.shape[-2]}x"
+                    f"{maps.shape[-1]} grid ({where}); the pictures and scalars need at least 2 cells: use larger "
                     "inputs, smaller patches" + (" or an earlier `gradcam_layer`" if method == "gradcam" else "")
                 )
-            map_scalars(maps, panel_masks(sample.masks, result.panels))
+            masks = panel_masks(sample.masks, result.panels, video)
+            video_scalars(maps, masks, self._tubelet(inputs, maps)) if video else map_scalars(maps, masks)
         captions(settings.task, result.panels, sample.labels, result.scores, result.target_scores, self.class_names)
 
     def log(
@@ -171,15 +183,22 @@ class MapLogger:
     ) -> None:
         """Pictures to `sinks` and scalars to `log_scalars`; appends a filmstrip column when `label` is given."""
         settings, batch, panels = self.settings, self.keeper.batch, result.panels
-        sample_display = to_display_images(inputs.detach().float().cpu(), *self.display_stats)
-        display = fit_display_images(sample_display, settings.max_cell_size)[panels.samples.numpy()]
+        video = inputs.dim() == 5
+        if video:  # the strips show frames; the filmstrip and the heads each clip's mean frame
+            clips = to_display_clips(inputs.detach().float().cpu(), *self.display_stats)
+            clips = fit_display_clips(clips, settings.max_cell_size)[panels.samples.numpy()]
+            display = mean_frames(clips)
+        else:
+            sample_display = to_display_images(inputs.detach().float().cpu(), *self.display_stats)
+            display = fit_display_images(sample_display, settings.max_cell_size)[panels.samples.numpy()]
         if result.heads is not None:
-            heads = render_heads(display, result.heads, settings.colormap, settings.alpha)
+            pooled_heads = result.heads.mean(dim=2) if video else result.heads  # video: mean over time
+            heads = render_heads(display, pooled_heads, settings.colormap, settings.alpha)
             for sink in sinks:
                 sink.log_image(f"{root}/attention/heads", heads, step, caption="input | one overlay per head")
         lines = captions(settings.task, panels, batch.labels, result.scores, result.target_scores, self.class_names)
         samples_caption = " | ".join(f"{i}: " + ", ".join(panel) for i, panel in enumerate(lines))
-        masks = panel_masks(batch.masks, panels)
+        masks = panel_masks(batch.masks, panels, video)
         scalars: Dict[str, float] = {}
         if masks is not None:
             scalars[f"{root}/mask_area"] = float(masks.float().mean())
@@ -192,21 +211,43 @@ class MapLogger:
                     f"cause: {method_class(method).constant_map_cause}. The pictures say 'constant map' instead "
                     "of an overlay",
                 )
-            samples = render_samples(display, maps, lines, settings.colormap, settings.alpha)
+            if video:
+                tubelet = self._tubelet(inputs, maps)
+                samples = render_clip_strips(clips, maps, tubelet, lines, settings.colormap, settings.alpha)
+                self._log_videos(sinks, f"{tag}/video", clips, maps, tubelet, step)
+            else:
+                samples = render_samples(display, maps, lines, settings.colormap, settings.alpha)
             for sink in sinks:
                 sink.log_image(f"{tag}/samples", samples, step, caption=samples_caption)
-            if label is not None:
-                columns = [(c.label, c.maps) for c in self.history.add_column(method, label, maps)]
+            if label is not None:  # video: the map pooled over time (its mean) over the mean frame
+                kept = maps.mean(dim=1) if video else maps
+                columns = [(c.label, c.maps) for c in self.history.add_column(method, label, kept)]
                 filmstrip = render_filmstrips(display, columns, settings.colormap, settings.alpha)
                 caption = "input | " + " | ".join(name for name, _ in columns)
                 for sink in sinks:
                     sink.log_image(f"{tag}/filmstrip", filmstrip, step, caption=caption)
-            scalars.update({f"{tag}/{name}": value for name, value in map_scalars(maps, masks).items()})
-            share = discrimination(maps, batch.masks, batch.labels, panels)
+            numbers = video_scalars(maps, masks, self._tubelet(inputs, maps)) if video else map_scalars(maps, masks)
+            scalars.update({f"{tag}/{name}": value for name, value in numbers.items()})
+            share = None if video else discrimination(maps, batch.masks, batch.labels, panels)
             if share is not None:
                 scalars[f"{tag}/class_discrimination"] = share
             scalars.update({f"{tag}/{name}": value for name, value in result.faithfulness.get(method, {}).items()})
         log_scalars(scalars, step)
+
+    def _tubelet(self, inputs: torch.Tensor, maps: torch.Tensor) -> int:
+        """Frames per temporal slice: the adapter's (from `setup`), else the clip length over the slices."""
+        return self.tubelet or max(1, inputs.shape[1] // maps.shape[1])
+
+    def _log_videos(self, sinks: Sequence[ImageSink], tag: str, clips, maps: torch.Tensor, tubelet: int, step: int):
+        """Every frame with its overlay, the samples side by side, to the sinks that take a video."""
+        takers = [sink for sink in sinks if callable(getattr(sink, "log_video", None)) and sink.can_log_video()]
+        if not takers:
+            return
+        frames = [overlay_frames(clip, clip_maps, tubelet, self.settings.colormap, self.settings.alpha)
+                  for clip, clip_maps in zip(clips, maps)]
+        tiled = np.concatenate(frames, axis=2)  # (T, H, P·W, 3)
+        for sink in takers:
+            sink.log_video(tag, tiled, step)
 
     def state_dict(self) -> Dict[str, Any]:
         return {**self.keeper.state_dict(), **self.history.state_dict()}

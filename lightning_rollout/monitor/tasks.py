@@ -144,12 +144,13 @@ def panels(
     return Panels(torch.arange(batch_size).repeat_interleave(top.shape[1]), top.flatten())
 
 
-def panel_masks(masks: Optional[Tensor], panels: Panels) -> Optional[Tensor]:
+def panel_masks(masks: Optional[Tensor], panels: Panels, video: bool = False) -> Optional[Tensor]:
     """Each panel's object mask ``(P, H, W)``: its class's mask when the masks are per class ``(B, C, H, W)``
-    and the panel explains a class; the sample's mask when they are ``(B, H, W)``; else ``None``."""
+    and the panel explains a class; the sample's mask when they are ``(B, H, W)``; else ``None``. ``video``:
+    the masks are per frame ``(B, T, H, W)``, and each panel gets its sample's ``(P, T, H, W)``."""
     if masks is None:
         return None
-    if masks.dim() == 3:
+    if masks.dim() == 3 or video:
         return masks[panels.samples]
     if panels.classes is None:
         return None

@@ -23,12 +23,15 @@ def constant_maps(maps: Tensor) -> Tensor:
     return spread <= 1e-6 * flat.abs().amax(dim=1)
 
 
-def overlays(display_images: np.ndarray, maps: Tensor, colormap: str, alpha: float) -> np.ndarray:
+def overlays(
+    display_images: np.ndarray, maps: Tensor, colormap: str, alpha: float, shared_scale: bool = False
+) -> np.ndarray:
     """Blends colour-mapped ``maps`` (upsampled to the image size) over ``(B, H, W, 3)`` uint8 images.
 
-    A constant map (:func:`constant_maps`) gets no colour: its overlay is the input itself.
+    A constant map (:func:`constant_maps`) gets no colour: its overlay is the input itself. ``shared_scale``:
+    one colour scale for all ``B`` maps (the frames of a clip), else one per map.
     """
-    heat = colorize_maps(maps, display_images.shape[1:3], colormap)
+    heat = colorize_maps(maps, display_images.shape[1:3], colormap, shared_scale)
     blended = blend(display_images, heat, alpha)
     flat = constant_maps(maps).cpu().numpy()
     blended[flat] = display_images[flat]

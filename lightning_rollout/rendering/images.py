@@ -85,7 +85,7 @@ def fit_display_images(images: np.ndarray, max_size: int) -> np.ndarray:
     return np.ascontiguousarray(resized.permute(0, 2, 3, 1).numpy())
 
 
-def colorize_maps(maps: Tensor, size: tuple[int, int], colormap: str) -> np.ndarray:
+def colorize_maps(maps: Tensor, size: tuple[int, int], colormap: str, shared_scale: bool = False) -> np.ndarray:
     """Scale each map to ``[0, 1]``, upsample it to the image size and colour it.
 
     Each map is min-max scaled on its own (a constant map becomes all zeros), resized bilinearly
@@ -95,6 +95,8 @@ def colorize_maps(maps: Tensor, size: tuple[int, int], colormap: str) -> np.ndar
         maps: Tensor of shape ``(B, gh, gw)``, on any device.
         size: Output ``(H, W)``.
         colormap: A name in ``matplotlib.colormaps``, e.g. ``"jet"`` or ``"inferno"``.
+        shared_scale: one min-max over all ``B`` maps instead (the frames of one clip: a frame the model
+            looks at less shows less colour).
 
     Returns:
         float32 array of shape ``(B, H, W, 3)`` with values in ``[0, 1]``.
@@ -113,8 +115,9 @@ def colorize_maps(maps: Tensor, size: tuple[int, int], colormap: str) -> np.ndar
             f"`colormap` must be a name in matplotlib.colormaps (e.g. 'jet', 'inferno', 'viridis'), got {colormap!r}."
         )
     flat = maps.detach().to("cpu", torch.float32).flatten(1)
-    low = flat.amin(dim=1, keepdim=True)
-    span = flat.amax(dim=1, keepdim=True) - low
+    pooled = flat.flatten()[None] if shared_scale else flat
+    low = pooled.amin(dim=1, keepdim=True)
+    span = pooled.amax(dim=1, keepdim=True) - low
     scaled = torch.where(span > 0, (flat - low) / span.clamp_min(torch.finfo(torch.float32).tiny), 0.0)
     grid = scaled.view(-1, 1, maps.shape[1], maps.shape[2])
     resized = F.interpolate(grid, size=tuple(size), mode="bilinear", align_corners=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any, Optional
 
 import numpy as np
@@ -60,4 +61,23 @@ class TensorBoardImageSink:
         encoded = encode_image(image, self.image_format)
         picture = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=encoded)
         summary = Summary(value=[Summary.Value(tag=tag, image=picture)])
-        self.writer._get_file_writer().add_summary(summary, int(step))  # noqa: SLF001  (SummaryWriter exposes its file writer only privately)
+        self.writer._get_file_writer().add_summary(summary, int(step))
+
+    def can_log_video(self) -> bool:
+        """Whether :meth:`log_video` works: the writer has ``add_video`` and ``moviepy`` (which TensorBoard's
+        ``add_video`` needs to encode the GIF) is installed."""
+        return callable(getattr(self.writer, "add_video", None)) and importlib.util.find_spec("moviepy") is not None
+
+    def log_video(self, tag: str, frames: np.ndarray, step: int, fps: int = 4) -> None:
+        """Write ``frames`` (uint8 ``(T, H, W, 3)``) as a TensorBoard video (an animated GIF) at ``step``.
+
+        Raises:
+            ValueError: If ``frames`` is not uint8 ``(T, H, W, 3)``, or as :meth:`log_image` for ``tag``/``step``.
+        """
+        if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[3] != 3:
+            raise ValueError(f"`frames` must be uint8 of shape (T, H, W, 3), got {getattr(frames, 'shape', frames)!r}.")
+        check_image_args(tag, frames[0], step)
+        import torch
+
+        video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)[None]
+        self.writer.add_video(tag, video, global_step=int(step), fps=fps)

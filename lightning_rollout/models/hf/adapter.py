@@ -1,4 +1,5 @@
-"""The adapter of Hugging Face ``transformers`` vision models (5.x): ViT, DeiT, BEiT, DINOv2, CLIP vision, Swin (Grad-CAM).
+"""The adapter of Hugging Face ``transformers`` vision models (5.x): ViT, DeiT, BEiT, DINOv2, CLIP vision, Swin (Grad-CAM),
+and the video models VideoMAE, ViViT and TimeSformer (Grad-CAM; :mod:`~lightning_rollout.models.hf.video`).
 
 ``transformers`` is optional: nothing here imports it at import time. :meth:`HFAdapter.find` looks at
 ``sys.modules`` only; a user holding a Hugging Face model has imported it already.
@@ -32,6 +33,9 @@
   ``layernorm_before``, ``norm1``, ``layer_norm1``); Swin: the output of the final ``layernorm``.
 - Swin (also SwinV2, Donut-Swin, MaskFormer-Swin) has no global token attention: the attention methods
   refuse with the reason; Grad-CAM works for Swin and SwinV2.
+- Video (:mod:`~lightning_rollout.models.hf.video`): clips ``(B, T, C, H, W)``; the geometry adds the temporal
+  token count ``T // tubelet``. VideoMAE and ViViT serve every method; TimeSformer's divided attention
+  refuses the attention methods with the reason, and Grad-CAM reads its last spatial attention's tokens.
 
 Other Hugging Face models whose attention modules return ``(output, attn_weights)`` work with the
 ``num_prefix_tokens`` and ``grid_size`` arguments.
@@ -42,10 +46,11 @@ from typing import Callable, List, Optional, Tuple
 
 from torch import Tensor, nn
 
-from lightning_rollout.core.geometry import TokenGeometry
+from lightning_rollout.core.geometry import TokenGeometry, VideoInput
 from lightning_rollout.models.base import AttentionSink, ModelAdapter, UnsupportedModelError
 from lightning_rollout.models.hf.attention import eager_attention
 from lightning_rollout.models.hf.families import GLOBAL_ATTENTION, SWIN, TIMM_INSIDE, WHY_NOT, family_of
+from lightning_rollout.models.hf.video import VIDEO, timesformer_tokens, video_geometry, video_input
 from lightning_rollout.models.layer_input import layer_input
 from lightning_rollout.models.readout import Readout
 from lightning_rollout.models.registry import register_adapter
@@ -100,8 +105,10 @@ class HFAdapter(ModelAdapter):
 
     # ------------------------------------------------------------------------------------- geometry
 
-    def geometry(self, image_size: Optional[Tuple[int, int]]) -> TokenGeometry:
+    def geometry(self, image_size: Optional[Tuple[int, ...]]) -> TokenGeometry:
         config = _vision_config(self.root.config)
+        if self.model_type in VIDEO:
+            return video_geometry(self.model_type, config, image_size)
         if image_size is None:
             image_size = _pair(config.image_size)
         patch = _pair(config.patch_size)
@@ -119,14 +126,19 @@ class HFAdapter(ModelAdapter):
         prefix = 1 + (self.model_type == "deit") + int(getattr(config, "num_register_tokens", 0) or 0)
         return TokenGeometry(prefix, True, (height // patch[0], width // patch[1]))
 
+    def video_input(self) -> Optional[VideoInput]:
+        return video_input(self.model_type, self.root.config) if self.model_type in VIDEO else None
+
     # ------------------------------------------------------------------------------------ attention
 
     def attention_layers(self) -> List[Tuple[str, nn.Module]]:
         name = type(self.root).__name__
         if self.model_type in WHY_NOT:
             raise UnsupportedModelError(
-                f"{name} has no global token attention: {WHY_NOT[self.model_type]}"
-                + ("; Grad-CAM reads its last stage's tokens" if self.model_type in SWIN else "")
+                f"{name} has no global token attention for the attention methods (rollout, grad_rollout, "
+                f"chefer, legrad, attention): {WHY_NOT[self.model_type]}. Use method 'gradcam'"
+                + (", which reads its last stage's tokens" if self.model_type in SWIN else "")
+                + (", which reads the tokens of its last block's spatial attention" if self._timesformer else "")
             )
         classes = _attention_classes(self.root)
         # A vision-text model (CLIP) also has text attention layers: only the vision tower's count.
@@ -170,6 +182,9 @@ class HFAdapter(ModelAdapter):
             prefix = self.root.base_model_prefix
             base = getattr(self.root, prefix, self.root)
             return (f"{prefix}.layernorm" if base is not self.root else "layernorm"), base.layernorm
+        if self._timesformer:
+            name = [n for n, m in self.root.named_modules() if type(m).__name__ == "TimesformerLayer"][-1]
+            return f"{name}.attention", self.root.get_submodule(f"{name}.attention")
         if self.model_type in WHY_NOT:
             raise UnsupportedModelError(
                 f"{type(self.root).__name__} has no built-in Grad-CAM layer: pass `gradcam_layer` (a module "
@@ -181,7 +196,17 @@ class HFAdapter(ModelAdapter):
         if self.model_type in SWIN:
             return super().capture_gradcam(sink)
         name, module = self.gradcam_layer()
+        if self._timesformer:  # its tokens, laid out time first (`gradcam_layout`)
+            return layer_input(name, module, lambda n, tokens: sink(n, tokens, self.gradcam_layout), _hidden_states)
         return layer_input(name, module, sink, _hidden_states, sequence_first=False)
+
+    def gradcam_layout(self, activation: Tensor, fill: float) -> Tensor:
+        return timesformer_tokens(self.root.config, activation, fill) if self._timesformer else activation
+
+    @property
+    def _timesformer(self) -> bool:
+        """A TimeSformer whose attention is divided or joint (``space_only`` runs frames as the batch)."""
+        return self.model_type == "timesformer" and self.root.config.attention_type != "space_only"
 
     # -------------------------------------------------------------------------------------- display
 
@@ -190,8 +215,9 @@ class HFAdapter(ModelAdapter):
         return channels if isinstance(channels, int) else None
 
     def num_classes(self) -> Optional[int]:
-        """`config.num_labels` of a model with a classification head (a bare encoder has no classes)."""
-        if "ForImageClassification" not in type(self.root).__name__:
+        """`config.num_labels` of a model with an image or video classification head (a bare encoder has no
+        classes)."""
+        if not any(kind in type(self.root).__name__ for kind in ("ForImageClassification", "ForVideoClassification")):
             return None
         labels = getattr(self.root.config, "num_labels", None)
         return labels if isinstance(labels, int) else None

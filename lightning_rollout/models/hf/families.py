@@ -1,4 +1,4 @@
-"""Each Hugging Face vision family in one table: what its head reads (the read-out of relevance maps) and the
+"""Each Hugging Face vision (and video) family in one table: what its head reads (the read-out of relevance maps) and the
 head itself applied to a block's tokens (LeGrad), keyed by the model class.
 
 A class not in the table reads the class token and has no head to apply (a bare encoder such as `ViTModel`).
@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_rollout.core.geometry import TokenGeometry
+from lightning_rollout.models.hf.video import DIVIDED_ATTENTION
 from lightning_rollout.models.readout import Readout, patch_mean_readout, token_readout
 
 ReadoutRule = Callable[[TokenGeometry, Any], Optional[Readout]]
@@ -28,8 +29,11 @@ TIMM_INSIDE = {"timm_wrapper", "timm_backbone"}
 """Hugging Face wrappers around a timm model: left to the timm adapters, which find the model inside."""
 
 WHY_NOT: Dict[str, str] = {
-    model_type: "it attends within shifted local windows, and its token grid shrinks between stages"
-    for model_type in ("swin", "swinv2", "donut-swin", "maskformer-swin")
+    **{
+        model_type: "it attends within shifted local windows, and its token grid shrinks between stages"
+        for model_type in ("swin", "swinv2", "donut-swin", "maskformer-swin")
+    },
+    "timesformer": DIVIDED_ATTENTION,
 }
 """Families without a global token attention, and why."""
 
@@ -84,6 +88,20 @@ def _dinov2_head(model: nn.Module) -> Callable[[Tensor], Tensor]:
     return head
 
 
+def _videomae_readout(geometry: TokenGeometry, config: Any) -> Optional[Readout]:
+    # No class token: `fc_norm(mean of the tokens)`, or (without mean pooling) the normed token 0, a patch.
+    return patch_mean_readout(geometry) if config.use_mean_pooling else token_readout(geometry.num_tokens)
+
+
+def _videomae_head(model: nn.Module) -> Callable[[Tensor], Tensor]:
+    def head(tokens: Tensor) -> Tensor:
+        if model.fc_norm is not None:
+            return model.classifier(model.fc_norm(tokens.mean(dim=1)))
+        return model.classifier(_base(model).layernorm(tokens)[:, 0])
+
+    return head
+
+
 def _clip_classifier_head(model: nn.Module) -> Callable[[Tensor], Tensor]:
     return lambda tokens: model.classifier(tokens[:, 1:].mean(dim=1))
 
@@ -109,6 +127,9 @@ FAMILIES: Dict[str, Family] = {
     ),
     "CLIPForImageClassification": Family(_patch_mean, _clip_classifier_head),
     "CLIPVisionModelWithProjection": Family(_class_token, _clip_projection_head),
+    "VideoMAEForVideoClassification": Family(_videomae_readout, _videomae_head),
+    "VivitForVideoClassification": Family(_class_token, _normed_class_token_head),
+    "TimesformerForVideoClassification": Family(_class_token, _normed_class_token_head),
 }
 """Model class name → how it reads its tokens (see the module docstring)."""
 
