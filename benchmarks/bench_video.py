@@ -43,18 +43,34 @@ os.environ.setdefault("KINETO_LOG_LEVEL", "5")
 
 import torch  # noqa: E402
 import transformers  # noqa: E402
-
 from _report import emit  # noqa: E402
 from bench_engine import peak_bytes  # noqa: E402
+
 from lightning_rollout import explain, explain_many  # noqa: E402
 
 METHODS = ("rollout", "grad_rollout", "chefer", "gradcam", "legrad", "attention")
 GRADIENT = {"grad_rollout", "chefer", "gradcam", "legrad"}
 MIB = 2.0**20
-VIDEOMAE_B = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
-                  image_size=224, patch_size=16, num_frames=16, tubelet_size=2)
-QUICK = dict(hidden_size=192, num_hidden_layers=4, num_attention_heads=3, intermediate_size=768, image_size=64,
-             patch_size=16, num_frames=8, tubelet_size=2)
+VIDEOMAE_B = dict(
+    hidden_size=768,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    intermediate_size=3072,
+    image_size=224,
+    patch_size=16,
+    num_frames=16,
+    tubelet_size=2,
+)
+QUICK = dict(
+    hidden_size=192,
+    num_hidden_layers=4,
+    num_attention_heads=3,
+    intermediate_size=768,
+    image_size=64,
+    patch_size=16,
+    num_frames=8,
+    tubelet_size=2,
+)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -97,8 +113,10 @@ def cases_for(model: torch.nn.Module, clips: torch.Tensor, target: torch.Tensor)
         "forward+backward (eager)": forward_backward("eager"),
     }
     for method in METHODS:
-        cases[method] = (lambda m=method: explain(model, clips, m, target=target))
-    cases["explain_many (all six, one pass per clip)"] = lambda: explain_many(model, clips, list(METHODS), target=target)
+        cases[method] = lambda m=method: explain(model, clips, m, target=target)
+    cases["explain_many (all six, one pass per clip)"] = lambda: explain_many(
+        model, clips, list(METHODS), target=target
+    )
     cases["grad_rollout, whole batch (chunk_size=B)"] = lambda: explain(
         model, clips, "grad_rollout", target=target, chunk_size=clips.shape[0]
     )
@@ -120,9 +138,12 @@ def run_rounds(cases: Dict[str, Callable[[], object]], repeats: int) -> Dict[str
             wall, cpu = time.perf_counter(), cpu_seconds()
             cases[name]()
             times[name].append((time.perf_counter() - wall, cpu_seconds() - cpu))
-        print(f"  round {round_index + 1}/{repeats}: " + ", ".join(
-            f"{n} {times[n][-1][0]:.1f} s wall / {times[n][-1][1]:.1f} s cpu" for n in names
-        ), file=sys.stderr, flush=True)
+        print(
+            f"  round {round_index + 1}/{repeats}: "
+            + ", ".join(f"{n} {times[n][-1][0]:.1f} s wall / {times[n][-1][1]:.1f} s cpu" for n in names),
+            file=sys.stderr,
+            flush=True,
+        )
     return times
 
 
@@ -180,9 +201,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         else:
             memory = "– | – | –"
         lines.append(f"| {name} | {wall:.2f} | {wall_ratio} | {cpu:.2f} | {cpu_ratio} | {memory} |")
-    lines += ["", f"Floors: gradient methods and explain_many against forward+backward (sdpa), the others against "
-              f"forward (sdpa). Load average at the end {', '.join(f'{v:.1f}' for v in os.getloadavg())}. Total run "
-              f"time {time.time() - started:.0f} s."]
+    lines += [
+        "",
+        f"Floors: gradient methods and explain_many against forward+backward (sdpa), the others against "
+        f"forward (sdpa). Load average at the end {', '.join(f'{v:.1f}' for v in os.getloadavg())}. Total run "
+        f"time {time.time() - started:.0f} s.",
+    ]
     emit(lines, args.out)
     return 0
 

@@ -25,9 +25,9 @@ from typing import Dict, List, Optional
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
+from _report import emit  # noqa: E402
 from lightning.pytorch.cli import LightningCLI  # noqa: E402
 
-from _report import emit  # noqa: E402
 from lightning_rollout import explain_many  # noqa: E402
 from lightning_rollout.metrics import localisation_over_frames  # noqa: E402
 
@@ -49,9 +49,13 @@ def scores(model: torch.nn.Module, clips: torch.Tensor, labels: torch.Tensor, ma
         over = localisation_over_frames(method_maps, masks, tubelet=2)
         blind = method_maps.mean(dim=1, keepdim=True).expand_as(method_maps)
         flat = localisation_over_frames(blind, masks, tubelet=2)
-        result[method] = (float(over["energy"].mean()), float(over["pointing_game"].mean()),
-                          float(flat["energy"].mean()), float(flat["pointing_game"].mean()),
-                          over["energy"].mean(dim=0).tolist())
+        result[method] = (
+            float(over["energy"].mean()),
+            float(over["pointing_game"].mean()),
+            float(flat["energy"].mean()),
+            float(flat["pointing_game"].mean()),
+            over["energy"].mean(dim=0).tolist(),
+        )
     return result
 
 
@@ -61,8 +65,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--clips", type=int, default=64, help="validation clips scored")
     parser.add_argument("--out", default=None)
     args, cli_args = parser.parse_known_args(argv)  # the rest goes to LightningCLI, e.g. --trainer.max_epochs=2
-    cli = LightningCLI(args=["--config", args.config, *cli_args], run=False, auto_configure_optimizers=False,
-                       save_config_kwargs={"overwrite": True})
+    cli = LightningCLI(
+        args=["--config", args.config, *cli_args],
+        run=False,
+        auto_configure_optimizers=False,
+        save_config_kwargs={"overwrite": True},
+    )
     untrained = copy.deepcopy(cli.model)
     cpu, wall = cpu_seconds(), time.perf_counter()
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
@@ -77,7 +85,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     with torch.no_grad():
         accuracy = float((model(clips).argmax(dim=-1) == labels).float().mean())
     n = args.clips
-    trained, before = scores(model, clips[:n], labels[:n], masks[:n]), scores(untrained, clips[:n], labels[:n], masks[:n])
+    trained, before = (
+        scores(model, clips[:n], labels[:n], masks[:n]),
+        scores(untrained, clips[:n], labels[:n], masks[:n]),
+    )
     area = float(masks[:n].mean())
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
     lines = [
@@ -100,11 +111,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     for method in METHODS:
         e0, p0 = before[method][:2]
         e1, p1, eb, pb, _ = trained[method]
-        lines.append(f"| {method} | {e0:.3f} → **{e1:.3f}** | {e1 / area:.1f}× | {p0:.2f} → **{p1:.2f}** | "
-                     f"{eb:.3f} / {pb:.2f} |")
+        lines.append(
+            f"| {method} | {e0:.3f} → **{e1:.3f}** | {e1 / area:.1f}× | {p0:.2f} → **{p1:.2f}** | {eb:.3f} / {pb:.2f} |"
+        )
     frames = len(trained[METHODS[0]][4])
-    lines += ["", "Energy of each frame's map (trained), mean over the clips:", "",
-              "| method | " + " | ".join(f"frame {t}" for t in range(frames)) + " |", "|---|" + "---|" * frames]
+    lines += [
+        "",
+        "Energy of each frame's map (trained), mean over the clips:",
+        "",
+        "| method | " + " | ".join(f"frame {t}" for t in range(frames)) + " |",
+        "|---|" + "---|" * frames,
+    ]
     for method in METHODS:
         lines.append(f"| {method} | " + " | ".join(f"{value:.3f}" for value in trained[method][4]) + " |")
     emit(lines, args.out)

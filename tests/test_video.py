@@ -22,8 +22,15 @@ from lightning_rollout.engine.api import check_model  # noqa: E402
 from lightning_rollout.methods.core import tokens_to_grid, upsample_maps  # noqa: E402
 from lightning_rollout.models import UnsupportedModelError, find_adapter  # noqa: E402
 
-SIZES = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32,
-             num_frames=4, num_labels=3)
+SIZES = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=64,
+    image_size=32,
+    num_frames=4,
+    num_labels=3,
+)
 METHODS = ["rollout", "grad_rollout", "chefer", "gradcam", "legrad", "attention"]
 
 
@@ -144,11 +151,14 @@ def test_explain_many_equals_explain_and_chunks_change_nothing():
         torch.testing.assert_close(together[method], explain(model, batch, method, chunk_size=2), rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("name, geometry, video", [
-    ("videomae", TokenGeometry(0, False, (4, 4), 2, 2), VideoInput(2, 4)),
-    ("vivit", TokenGeometry(1, True, (4, 4), 2, 2), VideoInput(2, 4)),
-    ("timesformer", TokenGeometry(1, True, (4, 4), 4, 1), VideoInput(1, 4)),
-])
+@pytest.mark.parametrize(
+    "name, geometry, video",
+    [
+        ("videomae", TokenGeometry(0, False, (4, 4), 2, 2), VideoInput(2, 4)),
+        ("vivit", TokenGeometry(1, True, (4, 4), 2, 2), VideoInput(2, 4)),
+        ("timesformer", TokenGeometry(1, True, (4, 4), 4, 1), VideoInput(1, 4)),
+    ],
+)
 def test_geometry_and_clips_from_the_config(name, geometry, video):
     adapter = find_adapter(model_for(name))
     assert adapter.geometry(None) == geometry == adapter.geometry((4, 32, 32))
@@ -297,8 +307,11 @@ def _attention_storages(batch: int, heads: int, num_tokens: int) -> set:
     gc.collect()
     found = set()
     for obj in gc.get_objects():
-        if issubclass(type(obj), torch.Tensor) and obj.dim() == 4 and tuple(obj.shape) == (batch, heads, num_tokens,
-                                                                                          num_tokens):
+        if (
+            issubclass(type(obj), torch.Tensor)
+            and obj.dim() == 4
+            and tuple(obj.shape) == (batch, heads, num_tokens, num_tokens)
+        ):
             found.add(obj.untyped_storage().data_ptr())
     return found
 

@@ -43,9 +43,17 @@ class VideoModule(pl.LightningModule):
     def __init__(self, flat_validation: bool = False):
         super().__init__()
         torch.manual_seed(0)
-        config = transformers.VideoMAEConfig(image_size=32, patch_size=8, num_frames=4, tubelet_size=2, hidden_size=32,
-                                             num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                                             num_labels=3)
+        config = transformers.VideoMAEConfig(
+            image_size=32,
+            patch_size=8,
+            num_frames=4,
+            tubelet_size=2,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            num_labels=3,
+        )
         self.model = transformers.VideoMAEForVideoClassification(config)
         self.flat_validation = flat_validation
 
@@ -69,11 +77,18 @@ class VideoModule(pl.LightningModule):
 
 
 def _fit(tmp_path, module, **callback_kwargs):
-    callback = AttentionRolloutCallback(methods=["rollout", "grad_rollout"], num_samples=2, faithfulness_steps=0,
-                                        **callback_kwargs)
+    callback = AttentionRolloutCallback(
+        methods=["rollout", "grad_rollout"], num_samples=2, faithfulness_steps=0, **callback_kwargs
+    )
     trainer = pl.Trainer(
-        max_epochs=2, accelerator="cpu", logger=pl.loggers.TensorBoardLogger(str(tmp_path)), callbacks=[callback],
-        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=1,
+        max_epochs=2,
+        accelerator="cpu",
+        logger=pl.loggers.TensorBoardLogger(str(tmp_path)),
+        callbacks=[callback],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=1,
     )
     trainer.fit(module)
     return callback
@@ -86,8 +101,12 @@ def test_callback_logs_frame_strips_pooled_filmstrips_and_per_frame_scalars(tmp_
     for method in ("rollout", "grad_rollout"):
         assert {f"attention/{method}/samples", f"attention/{method}/filmstrip"} <= images
         scalars = set(events.Tags()["scalars"])
-        assert {f"attention/{method}/energy", f"attention/{method}/pointing_game",
-                f"attention/{method}/frames/energy_00", f"attention/{method}/frames/pointing_game_03"} <= scalars
+        assert {
+            f"attention/{method}/energy",
+            f"attention/{method}/pointing_game",
+            f"attention/{method}/frames/energy_00",
+            f"attention/{method}/frames/pointing_game_03",
+        } <= scalars
         columns = callback.history.columns(method)
         assert [c.label for c in columns] == ["init", "e0 s2", "e1 s4"]
         assert columns[0].maps.shape == (2, 4, 4)  # the map pooled over time (mean of the T'=2 slices)

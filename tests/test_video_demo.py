@@ -13,8 +13,9 @@ pytest.importorskip("transformers")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import train_demo  # noqa: E402
 from lightning_helpers import read_events  # noqa: E402
+
+import train_demo  # noqa: E402
 from lightning_rollout.demo.clips import DIRECTIONS, MovingTargetClips, MovingTargetClipsDataModule  # noqa: E402
 
 
@@ -57,10 +58,18 @@ def test_batches_and_bad_arguments():
 
 def test_short_video_demo_run_logs_strips_filmstrips_and_per_frame_scalars(tmp_path):
     config = os.path.join(ROOT, "configs", "video_demo.yaml")
-    cli = train_demo.main([
-        "fit", "--config", config, f"--trainer.default_root_dir={tmp_path}", "--trainer.max_epochs=1",
-        "--data.init_args.num_train=32", "--data.init_args.num_val=8", "--data.init_args.batch_size=8",
-    ])
+    cli = train_demo.main(
+        [
+            "fit",
+            "--config",
+            config,
+            f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.max_epochs=1",
+            "--data.init_args.num_train=32",
+            "--data.init_args.num_val=8",
+            "--data.init_args.batch_size=8",
+        ]
+    )
     events = read_events(cli.trainer.logger.log_dir)
     for method in ("rollout", "grad_rollout", "chefer", "gradcam"):
         assert [e.step for e in events.Images(f"attention/{method}/samples")] == [0, 4]

@@ -187,8 +187,17 @@ class MovingTargetClipsDataModule(LightningDataModule):
             raise ValueError(f"need `batch_size` >= 1 and `num_workers` >= 0, got {batch_size} and {num_workers}")
         self.save_hyperparameters()
         self.batch_size, self.num_workers = batch_size, num_workers
-        args: dict[str, Any] = dict(num_frames=num_frames, image_size=image_size, square=square, speed=speed,
-                                    num_distractors=num_distractors, noise=noise, seed=seed, mean=mean, std=std)
+        args: dict[str, Any] = dict(
+            num_frames=num_frames,
+            image_size=image_size,
+            square=square,
+            speed=speed,
+            num_distractors=num_distractors,
+            noise=noise,
+            seed=seed,
+            mean=mean,
+            std=std,
+        )
         self.train_set = MovingTargetClips(num_train, "train", **args)
         self.val_set = MovingTargetClips(num_val, "val", **args)
 

@@ -60,9 +60,15 @@ class VideoMAEClassifier(LightningModule):
         import transformers
 
         config = transformers.VideoMAEConfig(
-            num_labels=num_classes, num_frames=num_frames, image_size=image_size, patch_size=patch_size,
-            tubelet_size=tubelet_size, hidden_size=hidden_size, num_hidden_layers=num_hidden_layers,
-            num_attention_heads=num_attention_heads, intermediate_size=intermediate_size,
+            num_labels=num_classes,
+            num_frames=num_frames,
+            image_size=image_size,
+            patch_size=patch_size,
+            tubelet_size=tubelet_size,
+            hidden_size=hidden_size,
+            num_hidden_layers=num_hidden_layers,
+            num_attention_heads=num_attention_heads,
+            intermediate_size=intermediate_size,
         )
         self.model = transformers.VideoMAEForVideoClassification(config)
 

@@ -19,6 +19,7 @@ from lightning_rollout.core.checks import check_clips, check_images, check_targe
 from lightning_rollout.core.outputs import OutputKey, Target
 from lightning_rollout.engine.chunks import check_output_size, chunked_pass
 from lightning_rollout.engine.options import ExplainOptions
+from lightning_rollout.engine.run import attention_layers
 from lightning_rollout.methods import Method, method_class, method_names
 from lightning_rollout.methods.attention import Attention
 from lightning_rollout.models.base import ModelAdapter

@@ -120,6 +120,42 @@ def input_size(images: Tensor) -> Tuple[int, ...]:
     return tuple(images.shape[-2:]) if images.dim() == 4 else (images.shape[1], *images.shape[-2:])
 
 
+def _refusal(error: UnsupportedModelError, method_classes: Sequence[Type[Method]]) -> UnsupportedModelError:
+    """The adapter's reason, then the methods asked for that read the attention and the registered ones that do
+    not (from the method registry, so a method registered later is named too)."""
+    needing = [m.name for m in method_classes if m.uses_attention]
+    others = [name for name in method_names() if not method_class(name).uses_attention]
+    advice = f"Use method {' or '.join(repr(n) for n in others)}" if others else "No registered method works without it"
+    return UnsupportedModelError(f"{error}. {advice}: the methods {needing} read the attention layers")
+
+
+def attention_layers(adapter: ModelAdapter, method_classes: Sequence[Type[Method]]) -> List[Tuple[str, nn.Module]]:
+    """The adapter's attention layers.
+
+    Raises:
+        UnsupportedModelError: the model has none: the adapter's reason and the methods that work instead.
+    """
+    try:
+        return adapter.attention_layers()
+    except UnsupportedModelError as error:
+        raise _refusal(error, method_classes) from None
+
+
+@contextmanager
+def attention_settings(adapter: ModelAdapter, method_classes: Sequence[Type[Method]]) -> Iterator[None]:
+    """The adapter's attention settings (fused kernels off, eager attention) for the pass, restored after it.
+
+    Raises:
+        UnsupportedModelError: the model cannot expose its attention: the reason and the methods that work.
+    """
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(adapter.attention_settings())
+        except UnsupportedModelError as error:
+            raise _refusal(error, method_classes) from None
+        yield
+
+
 def run_pass(
     model: nn.Module,
     images: Tensor,
@@ -145,7 +181,7 @@ def run_pass(
     context = PassContext(
         model, adapter, geometry, options.head_fusion, options.discard_ratio, options.resolved_method_options()
     )
-    methods = [method_class(context) for method_class in method_classes]
+    methods = [cls(context) for cls in method_classes]
     uses_attention = any(m.uses_attention for m in methods)
     uses_gradcam = any(m.uses_gradcam for m in methods)
     needs_grad = any(m.needs_grad for m in methods)

@@ -18,11 +18,8 @@ from lightning_rollout.methods.base import (
     register_method,
     unregister_method,
 )
-from lightning_rollout.methods.core import HEAD_FUSIONS, upsample_maps
-from lightning_rollout.methods.rollout import rollout_layer
-from lightning_rollout.methods.grad_rollout import grad_rollout_layer
 from lightning_rollout.methods.chefer import chefer_layer
-from lightning_rollout.methods.core import HEAD_FUSIONS
+from lightning_rollout.methods.core import HEAD_FUSIONS, upsample_maps
 from lightning_rollout.methods.grad_rollout import grad_rollout_layer
 from lightning_rollout.methods.gradcam import gradcam_tokens
 from lightning_rollout.methods.legrad import legrad_layer
@@ -50,5 +47,6 @@ __all__ = [
     "method_summaries",
     "register_method",
     "rollout_layer",
+    "unregister_method",
     "upsample_maps",
 ]

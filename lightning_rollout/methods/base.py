@@ -221,4 +221,3 @@ def grid_of(context: PassContext, token_scores: Tensor) -> Tensor:
     model (prefix tokens dropped)."""
     geometry = context.geometry
     return tokens_to_grid(token_scores, geometry.num_prefix_tokens, geometry.map_shape)
-

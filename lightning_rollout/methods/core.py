@@ -4,7 +4,7 @@ Every function here takes and returns float tensors with a leading batch dimensi
 state, so each can be checked by hand on a small matrix.
 """
 
-from typing import Sequence, Tuple
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -24,8 +24,8 @@ from typing import Callable, ClassVar, ContextManager, Iterator, List, Optional,
 
 from torch import Tensor, nn
 
-from lightning_rollout.core.hooks import forward_hooks
 from lightning_rollout.core.geometry import TokenGeometry, VideoInput
+from lightning_rollout.core.hooks import forward_hooks
 from lightning_rollout.models.readout import Readout, patch_mean_readout, token_readout
 
 Layout = Callable[[Tensor, float], Tensor]

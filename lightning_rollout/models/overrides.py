@@ -13,10 +13,8 @@ from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 from torch import Tensor, nn
 
-from lightning_rollout.core.geometry import TokenGeometry, check_grid_size, check_overrides
+from lightning_rollout.core.geometry import TokenGeometry, VideoInput, check_grid_size, check_overrides
 from lightning_rollout.core.hooks import fused_attention_disabled, require_modules
-from lightning_rollout.core.geometry import TokenGeometry, VideoInput, check_overrides, check_grid_size
-from lightning_rollout.models.registry import find_adapter
 from lightning_rollout.models.base import AttentionSink, ModelAdapter, enclosing_blocks
 from lightning_rollout.models.readout import Readout
 from lightning_rollout.models.registry import find_adapter
@@ -87,7 +85,9 @@ class OverriddenAdapter(ModelAdapter):
         if self.num_prefix_tokens is None:
             return replace(found, grid_size=self.grid_size or found.grid_size)
         return replace(
-            found, num_prefix_tokens=self.num_prefix_tokens, has_class_token=self.num_prefix_tokens > 0,
+            found,
+            num_prefix_tokens=self.num_prefix_tokens,
+            has_class_token=self.num_prefix_tokens > 0,
             grid_size=self.grid_size or found.grid_size,
         )
 

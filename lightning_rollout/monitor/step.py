@@ -19,6 +19,7 @@ from lightning_rollout.monitor.captions import captions
 from lightning_rollout.monitor.history import FilmstripHistory
 from lightning_rollout.monitor.inputs import model_input, resolve_display_stats
 from lightning_rollout.monitor.keeper import FixedBatchKeeper
+from lightning_rollout.monitor.notices import WarnOnce, short_traceback
 from lightning_rollout.monitor.scalars import all_finite, discrimination, map_scalars, video_scalars
 from lightning_rollout.monitor.settings import MonitorSettings
 from lightning_rollout.monitor.side_pass import Runtime, SidePass, explain_samples
@@ -243,8 +244,10 @@ class MapLogger:
         takers = [sink for sink in sinks if callable(getattr(sink, "log_video", None)) and sink.can_log_video()]
         if not takers:
             return
-        frames = [overlay_frames(clip, clip_maps, tubelet, self.settings.colormap, self.settings.alpha)
-                  for clip, clip_maps in zip(clips, maps)]
+        frames = [
+            overlay_frames(clip, clip_maps, tubelet, self.settings.colormap, self.settings.alpha)
+            for clip, clip_maps in zip(clips, maps)
+        ]
         tiled = np.concatenate(frames, axis=2)  # (T, H, P·W, 3)
         for sink in takers:
             sink.log_video(tag, tiled, step)

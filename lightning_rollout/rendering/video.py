@@ -21,8 +21,14 @@ from lightning_rollout.rendering.images import fit_display_images, to_display_im
 from lightning_rollout.rendering.layout import render_filmstrip, render_grid
 from lightning_rollout.rendering.text import render_text
 
-__all__ = ["fit_display_clips", "mean_frames", "overlay_frames", "render_clip_strips", "strip_slices",
-           "to_display_clips"]
+__all__ = [
+    "fit_display_clips",
+    "mean_frames",
+    "overlay_frames",
+    "render_clip_strips",
+    "strip_slices",
+    "to_display_clips",
+]
 
 
 def to_display_clips(clips: Tensor, mean: Sequence[float] | None, std: Sequence[float] | None) -> np.ndarray:

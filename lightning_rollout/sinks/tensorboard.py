@@ -61,7 +61,7 @@ class TensorBoardImageSink:
         encoded = encode_image(image, self.image_format)
         picture = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=encoded)
         summary = Summary(value=[Summary.Value(tag=tag, image=picture)])
-        self.writer._get_file_writer().add_summary(summary, int(step))
+        self.writer._get_file_writer().add_summary(summary, int(step))  # noqa: SLF001  (SummaryWriter exposes its file writer only privately)
 
     def can_log_video(self) -> bool:
         """Whether :meth:`log_video` works: the writer has ``add_video`` and ``moviepy`` (which TensorBoard's
