@@ -5,11 +5,11 @@ round, one warm-up round not counted), as the median over rounds of the per-roun
 
 1. engine: ``explain_many(model, x, [rollout, grad_rollout, chefer, gradcam])`` ÷ ``explain(model, x,
    "grad_rollout")`` alone ≤ 1.2×; the per-method loop (four ``explain`` calls) is timed beside them;
-2. callback: its side pass over the fixed batch (``logging_maps.explain_batch``: four methods,
-   deletion/insertion AUCs off) ÷ the same running the per-method design used before ``explain_many`` (a
-   no-grad forward for the probabilities, then one ``explain`` per method) ≤ 0.5×; and the same ratio for
-   the whole logging hook (``logging_maps.log_maps``: side pass, then pictures and scalars into a
-   TensorBoard logger), whose rendering is the same in both arms.
+2. callback: its side pass over the fixed batch (``lightning_rollout.monitor.side_pass.explain_samples``:
+   four methods, deletion/insertion AUCs and SaCo off) ÷ the same running the per-method design used before
+   ``explain_many`` (a no-grad forward for the probabilities, then one ``explain`` per method) ≤ 0.5×; and
+   the same ratio for the whole logging hook (``AttentionRolloutCallback.log_maps``: side pass, then
+   pictures and scalars into a TensorBoard logger), whose rendering is the same in both arms.
 
 Setup (defaults): timm ``vit_small_patch16_224``, random init, 224 px, batch 16, CPU. See
 ``benchmarks/README.md``.
@@ -35,9 +35,11 @@ from _report import emit  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's package
 from lightning_rollout import AttentionRolloutCallback, explain, explain_many  # noqa: E402
-from lightning_rollout import logging_maps  # noqa: E402
 from lightning_rollout.core.hooks import side_pass  # noqa: E402
-from lightning_rollout.core.outputs import logits_of  # noqa: E402
+from lightning_rollout.core.outputs import select_output  # noqa: E402
+from lightning_rollout.engine.api import PassResult, explain_with  # noqa: E402
+from lightning_rollout.monitor import side_pass as monitor_side_pass  # noqa: E402
+from lightning_rollout.monitor.side_pass import Runtime, explain_samples  # noqa: E402
 
 METHODS = ["rollout", "grad_rollout", "chefer", "gradcam"]
 BAR_ENGINE = 1.2
@@ -100,11 +102,13 @@ def engine_cases(model: nn.Module, images: torch.Tensor, target: torch.Tensor) -
 # ---------------------------------------------------------------------------------------- callback
 
 
-def per_method_design(model, images, methods, *, return_output, **options):
-    """Today's design before ``explain_many``: a no-grad forward for the probabilities, then one pass per method."""
+def per_method_design(model, images, methods, options, target=None, return_output=False, per_head=False):
+    """The design before ``explain_many`` (in ``explain_with``'s signature): a no-grad forward for the
+    probabilities, then one pass per method."""
     with side_pass(model, images.device, needs_grad=False):
-        logits = logits_of(model(images))
-    return {method: explain(model, images, method, **options) for method in methods}, logits
+        output = select_output(model(images), options.output_key)
+    maps = {method: explain_with(model, images, [method], options, target).maps[method] for method in methods}
+    return PassResult(maps, output.detach(), None)
 
 
 class _Classifier(nn.Module):
@@ -133,7 +137,7 @@ def callback_cases(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
             return None
 
     data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, labels), batch_size=len(images))
-    callback = AttentionRolloutCallback(methods=METHODS, num_samples=len(images), faithfulness_steps=0)
+    callback = AttentionRolloutCallback(methods=METHODS, num_samples=len(images), faithfulness_steps=0, saco_groups=0)
     trainer = pl.Trainer(accelerator="cpu", devices=1, logger=TensorBoardLogger(log_dir), callbacks=[callback],
                          enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
     module = Module()
@@ -144,27 +148,30 @@ def callback_cases(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
         raise RuntimeError("the callback kept no fixed batch")
     step = [0]
 
+    runtime = Runtime(torch.device("cpu"))
+
     def hook(design, whole: bool) -> Callable[[], object]:
         def run() -> None:
             step[0] += 1
-            original = logging_maps.explain_many
-            logging_maps.explain_many = design
+            original = monitor_side_pass.explain_with
+            monitor_side_pass.explain_with = design
             try:
                 with torch.inference_mode():  # as the validation loop runs it
                     if whole:
-                        logging_maps.log_maps(callback, trainer, module, f"s{step[0]}", step=step[0])
+                        callback.log_maps(trainer, module, f"s{step[0]}", step=step[0])
                     else:
-                        logging_maps.explain_batch(callback, trainer, module, module, callback.fixed_batch)
+                        inputs = callback.maps.inputs(runtime.device)
+                        explain_samples(callback.settings, runtime, module, inputs, callback.fixed_batch.labels)
             finally:
-                logging_maps.explain_many = original
+                monitor_side_pass.explain_with = original
 
         return run
 
     cases = {
         "callback side pass, per-method design": hook(per_method_design, whole=False),
-        "callback side pass, explain_many": hook(explain_many, whole=False),
+        "callback side pass, explain_many": hook(explain_with, whole=False),
         "callback hook, per-method design": hook(per_method_design, whole=True),
-        "callback hook, explain_many": hook(explain_many, whole=True),
+        "callback hook, explain_many": hook(explain_with, whole=True),
     }
     return cases, trainer.logger
 
@@ -201,8 +208,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         side = median_ratio(times, "callback side pass, explain_many", "callback side pass, per-method design")
         hook = median_ratio(times, "callback hook, explain_many", "callback hook, per-method design")
         lines += [
-            f"| callback side pass (explain_batch) with explain_many / with the per-method design (4 methods, "
-            f"AUCs off) | {side:.2f}× | ≤ {BAR_CALLBACK}× ({'met' if side <= BAR_CALLBACK else 'NOT met'}) |",
+            f"| callback side pass (explain_samples) with explain_many / with the per-method design (4 methods, "
+            f"AUCs and SaCo off) | {side:.2f}× | ≤ {BAR_CALLBACK}× ({'met' if side <= BAR_CALLBACK else 'NOT met'}) |",
             f"| callback hook (log_maps: side pass + pictures + scalars) with explain_many / with the per-method "
             f"design | {hook:.2f}× | ≤ {BAR_CALLBACK}× ({'met' if hook <= BAR_CALLBACK else 'NOT met'}) |",
         ]
