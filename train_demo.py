@@ -3,6 +3,8 @@
     python train_demo.py                                   # the default demo: configs/demo.yaml
     python train_demo.py fit --config configs/<x>.yaml [--trainer.max_epochs=...]
     python train_demo.py fit --config configs/<x>.yaml --print_config
+    python train_demo.py fit --config configs/image_folder.yaml --data.root /path/to/images
+                                                           # your own images: classes from the folders
     python train_demo.py evaluate --config configs/demo.yaml --ckpt_path <run>/checkpoints/last.ckpt
                                                            # the evaluation table (lightning_rollout.evaluation.table)
 """
@@ -14,6 +16,7 @@ from typing import Any, Dict, List, Optional, Union
 from lightning.pytorch.cli import LightningCLI
 
 import lightning_rollout.demo  # noqa: F401  (makes the demo's class paths importable by name)
+from lightning_rollout.data.linking import LinkedLightningCLI
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "demo.yaml")
 
@@ -30,7 +33,7 @@ def main(args: Optional[List[str]] = None) -> Union[LightningCLI, List[Dict[str,
         from lightning_rollout.evaluation.table import main as evaluate
 
         return evaluate(command[1:])
-    cli = LightningCLI(
+    cli = LinkedLightningCLI(
         args=args,
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,

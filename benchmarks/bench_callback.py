@@ -16,6 +16,7 @@ folder. See ``benchmarks/README.md``.
 """
 
 import argparse
+import copy
 import importlib
 import os
 import platform
@@ -68,6 +69,9 @@ DEFAULT_MODEL = "lightning_rollout.demo.TimmClassifier"
 DEFAULT_DATA = "lightning_rollout.demo.SyntheticScenesDataModule"
 # Callbacks of the config that both arms drop: checkpointing is off, and progress bars only add noise.
 DROPPED_CALLBACKS = ("AttentionRolloutCallback", "ModelCheckpoint", "ProgressBar", "RichModelSummary", "ModelSummary")
+# --quick: the config's data module with a few scenes (two training steps, one validation batch).
+QUICK_DATA = {"num_train": 32, "num_val": 16, "batch_size": 16}
+QUICK_NOTE = "**`--quick`: a smoke run of the code path on a few scenes; its numbers mean nothing.**"
 
 
 # ------------------------------------------------------------------------------------------ config
@@ -96,6 +100,14 @@ def section_spec(config: Dict[str, Any], key: str, default_class: str) -> Dict[s
     return {"class_path": default_class, "init_args": section}
 
 
+def quick_config(config: Dict[str, Any]) -> Dict[str, Any]:
+    """A copy of ``config`` whose data module has only :data:`QUICK_DATA`'s few scenes."""
+    config = copy.deepcopy(config)
+    data = section_spec(config, "data", DEFAULT_DATA)
+    config["data"] = dict(data, init_args=dict(data.get("init_args") or {}, **QUICK_DATA))
+    return config
+
+
 def short_name(spec: Any) -> str:
     return spec["class_path"].rpartition(".")[2] if isinstance(spec, dict) and "class_path" in spec else ""
 
@@ -111,8 +123,15 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--faithfulness-steps", type=int, default=8, help="the callback's faithfulness_steps")
     parser.add_argument("--limit-train-batches", type=float, default=None, help="override the config's value")
     parser.add_argument("--limit-val-batches", type=float, default=None, help="override the config's value")
+    parser.add_argument(
+        "--quick", action="store_true",
+        help=f"smoke run of the same code path in seconds (the numbers mean nothing): the config's data module with "
+        f"{QUICK_DATA}, 1 epoch, 1 round, faithfulness_steps 2",
+    )
     parser.add_argument("--out", default=None, help="also write the Markdown report to this file")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.epochs, args.rounds, args.faithfulness_steps = 1, 1, 2
     if args.epochs < 1 or args.rounds < 1:
         parser.error("--epochs and --rounds must be >= 1")
     return args
@@ -235,6 +254,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     else:
         warnings.warn(f"{args.config} does not exist; using the built-in fallback demo configuration", stacklevel=1)
         config, source = FALLBACK_CONFIG, "built-in fallback (configs/demo.yaml missing)"
+    if args.quick:
+        config = quick_config(config)
 
     data = instantiate(section_spec(config, "data", DEFAULT_DATA))
     warm_data_cache(data)
@@ -286,6 +307,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         f"`AttentionRolloutCallback({', '.join(f'{k}={v!r}' for k, v in rollout_args.items())})`; "
         f"{torch.get_num_threads()} torch threads (OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}); "
         f"torch {torch.__version__}, Python {platform.python_version()}.",
+        *(["", QUICK_NOTE] if args.quick else []),
         "",
         "| measure | ratio | bar | pass | detail |",
         "|---|---|---|---|---|",

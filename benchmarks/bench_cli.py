@@ -10,7 +10,12 @@ overlay PNG per image and method, printing the predictions. Two models, random i
 
 Per round each case runs with ``--batch-size 16`` and with ``--batch-size 1``, alternating which goes first
 (A B, B A, ...); the claim is the median over rounds of the per-round ratio of images per second. One
-warm-up round is not counted. See ``benchmarks/README.md``.
+warm-up round is not counted.
+
+Also timed: ``python -m lightning_rollout [explain|replay] --help`` in a fresh process (wall and CPU time,
+medians over the same rounds after one warm-up), bar 2 s of wall time on an idle machine: the help must
+answer without loading torch or Lightning (the test suite checks that it imports neither). See
+``benchmarks/README.md``.
 """
 
 import argparse
@@ -18,11 +23,13 @@ import contextlib
 import io
 import os
 import platform
+import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 # See bench_engine.py: spinning OpenMP waits make a shared 2-core machine unusable for timing.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -32,11 +39,16 @@ import yaml  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from _report import emit  # noqa: E402
-from lightning_rollout.cli.commands import main  # noqa: E402
-from lightning_rollout.demo import SyntheticScenes  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # this checkout's package
+from lightning_rollout.cli import main as cli_main  # noqa: E402
+from lightning_rollout.demo import SyntheticScenes  # noqa: E402
+
 DEMO_CONFIG = os.path.join(ROOT, "configs", "demo.yaml")
+BAR_HELP_SECONDS = 2.0
+HELP_COMMANDS = ([], ["explain"], ["replay"])
+QUICK_NOTE = "**`--quick`: a smoke run of the code path on tiny inputs; its numbers mean nothing.**"
 
 
 def _make_inputs(folder: str, count: int) -> Tuple[str, str]:
@@ -60,16 +72,46 @@ def _time(arguments: List[str]) -> float:
     """Seconds one ``lightning-rollout`` command takes (its printed output swallowed)."""
     start = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        assert main(arguments) == 0
+        assert cli_main(arguments) == 0
     return time.perf_counter() - start
 
 
-def run(rounds: int, methods: List[str], count: int) -> List[str]:
+def _time_help(command: List[str]) -> Tuple[float, float]:
+    """Wall and CPU seconds of ``python -m lightning_rollout <command> --help`` in a fresh process."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "lightning_rollout", *command, "--help"], cwd=ROOT, env=env,
+                            capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if result.returncode != 0 or "usage: lightning-rollout" not in result.stdout:
+        raise RuntimeError(f"lightning-rollout {' '.join(command)} --help failed:\n{result.stderr}")
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def help_rows(rounds: int) -> List[str]:
+    """One table row per ``--help``: median wall and CPU time over ``rounds`` after one warm-up call."""
+    rows = []
+    for command in HELP_COMMANDS:
+        _time_help(command)  # warm-up: the file system cache
+        walls, cpus = zip(*(_time_help(command) for _ in range(rounds)))
+        wall = statistics.median(walls)
+        name = " ".join(["lightning-rollout", *command, "--help"])
+        rows.append(f"| `{name}` | {wall:.2f} | {statistics.median(cpus):.2f} | ≤ {BAR_HELP_SECONDS:.0f} s: "
+                    f"{'met' if wall <= BAR_HELP_SECONDS else 'NOT met'} |")
+        print(f"{name}: {wall:.2f} s", file=sys.stderr)
+    return rows
+
+
+def run(rounds: int, methods: List[str], count: int, quick: bool = False) -> List[str]:
     with tempfile.TemporaryDirectory() as folder:
         images, checkpoint = _make_inputs(folder, count)
+        large = (["--model", "vit_tiny_patch16_224", "--image-size", "32", "--num-classes", "4"] if quick
+                 else ["--model", "vit_small_patch16_224"])
         cases: Dict[str, List[str]] = {
             "demo (48 px, 3 blocks)": ["--checkpoint", checkpoint, "--config", DEMO_CONFIG, "--crop-pct", "1"],
-            "vit_small_patch16_224 (224 px)": ["--model", "vit_small_patch16_224"],
+            ("vit_tiny_patch16_224 (32 px)" if quick else "vit_small_patch16_224 (224 px)"): large,
         }
         rows = []
         for name, model_arguments in cases.items():
@@ -96,24 +138,45 @@ def run(rounds: int, methods: List[str], count: int) -> List[str]:
         "",
         f"CPU: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, torch "
         f"{torch.__version__}; {rounds} timed rounds after one warm-up, medians.",
+        *(["", QUICK_NOTE] if quick else []),
         "",
         "| model | images/s, --batch-size 16 | images/s, --batch-size 1 | batched ÷ one at a time |",
         "|---|---|---|---|",
         *rows,
+        "",
+        f"`--help` in a fresh process (`{os.path.basename(sys.executable)} -m lightning_rollout`), medians over "
+        f"{rounds} round(s) after one warm-up call; CPU = user + system time of the process:",
+        "",
+        "| command | wall s | CPU s | bar |",
+        "|---|---|---|---|",
+        *help_rows(rounds),
     ]
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=2, help="timed rounds (default: 2)")
     parser.add_argument("--images", type=int, default=64, help="images in the folder (default: 64)")
     parser.add_argument(
         "--method", nargs="+", default=["rollout", "gradcam"], help="methods (default: rollout gradcam)"
     )
+    parser.add_argument(
+        "--quick", action="store_true",
+        help="smoke run of the same code path in seconds (the numbers mean nothing): 4 images, 1 round, "
+        "vit_tiny_patch16_224 at 32 px in place of vit_small_patch16_224",
+    )
     parser.add_argument("--out", help="also write the Markdown report to this file")
-    return parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.images = 1, 4
+    return args
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    emit(run(args.rounds, args.method, args.images, args.quick), args.out)
+    return 0
 
 
 if __name__ == "__main__":
-    arguments = parse_args()
-    emit(run(arguments.rounds, arguments.method, arguments.images), arguments.out)
+    sys.exit(main())

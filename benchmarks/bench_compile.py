@@ -25,73 +25,31 @@ from typing import Dict, List, Optional
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench_engine.py
 
 import torch  # noqa: E402
-from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything  # noqa: E402
-from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
-from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from _report import emit  # noqa: E402
-from lightning_rollout import AttentionRolloutCallback, explain  # noqa: E402
+from lightning_rollout import explain  # noqa: E402
+
+# Lightning and the callback are imported by the compile part only (see _compiled_vit.py).
 
 ALL_METHODS = ["rollout", "grad_rollout", "chefer", "gradcam"]
 VIT = dict(img_size=32, patch_size=4, depth=4, embed_dim=96, num_heads=3, num_classes=4)
+# --quick: the same code path in seconds (eager backend unless --backend is given, tiny models, few steps).
+QUICK_VIT = dict(VIT, patch_size=8, depth=2, embed_dim=48)
+QUICK_NOTE = "**`--quick`: a smoke run of the code path on tiny models; its numbers mean nothing.**"
 
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-class CompiledViT(LightningModule):
-    """A timm ViT compiled with ``torch.compile`` as a submodule (``self.model = torch.compile(vit)``)."""
-
-    def __init__(self, backend: str, train_size: int, batch_size: int):
-        super().__init__()
-        import timm
-
-        self.model = torch.compile(timm.create_model("vit_tiny_patch16_224", **VIT), backend=backend)
-        generator = torch.Generator().manual_seed(0)
-        self.train_data = TensorDataset(torch.randn(train_size, 3, 32, 32, generator=generator),
-                                        torch.randint(0, 4, (train_size,), generator=generator))
-        self.val_data = TensorDataset(torch.randn(64, 3, 32, 32, generator=generator),
-                                      torch.randint(0, 4, (64,), generator=generator))
-        self.batch_size = batch_size
-
-    def forward(self, x):
-        return self.model(x)
-
-    def training_step(self, batch, batch_idx):
-        return torch.nn.functional.cross_entropy(self(batch[0]), batch[1])
-
-    def validation_step(self, batch, batch_idx):
-        self.log("val_loss", torch.nn.functional.cross_entropy(self(batch[0]), batch[1]))
-
-    def train_dataloader(self):
-        return DataLoader(self.train_data, batch_size=self.batch_size, shuffle=True, drop_last=True)
-
-    def val_dataloader(self):
-        return DataLoader(self.val_data, batch_size=self.batch_size)
-
-    def configure_optimizers(self):
-        return torch.optim.AdamW(self.parameters(), lr=1e-3)
-
-
-class StepTimer(Callback):
-    """Wall time of each training step after the first epoch (which compiles)."""
-
-    def __init__(self) -> None:
-        self.times: List[float] = []
-        self._start = 0.0
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self._start = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.current_epoch > 0:
-            self.times.append(time.perf_counter() - self._start)
-
-
 def run_compiled(args, with_callback: bool, folder: str) -> Dict[str, float]:
+    from _compiled_vit import CompiledViT, StepTimer
+    from lightning.pytorch import Trainer, seed_everything
+    from lightning.pytorch.loggers import TensorBoardLogger
     from torch._dynamo.utils import counters
+
+    from lightning_rollout import AttentionRolloutCallback
 
     torch._dynamo.reset()
     counters.clear()
@@ -105,7 +63,7 @@ def run_compiled(args, with_callback: bool, folder: str) -> Dict[str, float]:
         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False, log_every_n_steps=10,
     )
     started = time.perf_counter()
-    trainer.fit(CompiledViT(args.backend, args.train_size, args.batch_size))
+    trainer.fit(CompiledViT(args.backend, args.train_size, args.batch_size, args.vit, args.val_size))
     return {
         "step": statistics.median(timer.times),
         "steps": len(timer.times),
@@ -128,7 +86,7 @@ def compiled_part(args) -> List[str]:
     lines = [
         f"### Compiled ViT (`torch.compile(backend={args.backend!r})`), training step time",
         "",
-        f"timm `vit_tiny_patch16_224` with {VIT}, batch {args.batch_size}, {args.epochs} epochs of "
+        f"timm `vit_tiny_patch16_224` with {args.vit}, batch {args.batch_size}, {args.epochs} epochs of "
         f"{args.train_size // args.batch_size} steps (epoch 0 not timed), {args.rounds} round(s); callback: all four "
         "methods every epoch, 8 samples.",
         "",
@@ -154,7 +112,7 @@ def _sharded_worker(rank: int, args, port: int, out: str) -> None:
     torch.set_num_threads(1)
     torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     torch.manual_seed(0)
-    options = dict(img_size=args.sharded_img_size, patch_size=8, num_classes=10)
+    options = dict(img_size=args.sharded_img_size, patch_size=8, num_classes=10, **args.sharded_kwargs)
     model = timm.create_model(args.sharded_model, **options).eval()
     for block in model.blocks:
         fully_shard(block)
@@ -202,7 +160,8 @@ def sharded_part(args) -> List[str]:
     lines = [
         "### Sharded side pass (FSDP2 `fully_shard`, 2 CPU processes, gloo, 1 thread each)",
         "",
-        f"timm `{args.sharded_model}` (random init, patch 8, {args.sharded_img_size} px), batch "
+        f"timm `{args.sharded_model}` (random init, patch 8, {args.sharded_img_size} px"
+        f"{''.join(f', {k} {v}' for k, v in args.sharded_kwargs.items())}), batch "
         f"{args.sharded_batch_size} on every rank, {args.sharded_repeats} rounds; every call between two barriers.",
         "",
         "| case | median (ms) | median per-round ratio to the sharded forward |",
@@ -218,7 +177,7 @@ def sharded_part(args) -> List[str]:
 
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--backend", default="inductor", help="torch.compile backend (default inductor)")
+    parser.add_argument("--backend", default=None, help="torch.compile backend (default inductor; eager with --quick)")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--train-size", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -229,12 +188,28 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--sharded-repeats", type=int, default=5)
     parser.add_argument("--skip-compile", action="store_true")
     parser.add_argument("--skip-sharded", action="store_true")
+    parser.add_argument(
+        "--quick", action="store_true",
+        help="smoke run of the same code path in seconds (the numbers mean nothing): the eager backend (unless "
+        "--backend is given), a 2-block 48-wide ViT, 2 epochs of 2 steps, 8 validation samples; sharded: 2 blocks, "
+        "32 px, batch 2, 1 round",
+    )
     parser.add_argument("--out", help="also write the Markdown report to this file")
     args = parser.parse_args(argv)
+    args.vit, args.val_size, args.sharded_kwargs = VIT, 64, {}
+    if args.quick:
+        args.backend = args.backend or "eager"
+        args.epochs, args.train_size, args.batch_size, args.rounds = 2, 16, 8, 1
+        args.vit, args.val_size = QUICK_VIT, 8
+        args.sharded_img_size, args.sharded_batch_size, args.sharded_repeats = 32, 2, 1
+        args.sharded_kwargs = dict(depth=2)
+    args.backend = args.backend or "inductor"
     warnings.filterwarnings("ignore")
     started = time.perf_counter()
     lines = [f"## bench_compile.py — torch {torch.__version__}, {platform.processor() or platform.machine()}, "
              f"{os.cpu_count()} CPUs, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}", ""]
+    if args.quick:
+        lines += [QUICK_NOTE, ""]
     if not args.skip_compile:
         lines += compiled_part(args)
     if not args.skip_sharded:

@@ -5,11 +5,11 @@ round, one warm-up round not counted), as the median over rounds of the per-roun
 
 1. engine: ``explain_many(model, x, [rollout, grad_rollout, chefer, gradcam])`` ÷ ``explain(model, x,
    "grad_rollout")`` alone ≤ 1.2×; the per-method loop (four ``explain`` calls) is timed beside them;
-2. callback: its side pass over the fixed batch (``lightning_rollout.monitor.side_pass.explain_samples``:
-   four methods, deletion/insertion AUCs and SaCo off) ÷ the same running the per-method design used before
-   ``explain_many`` (a no-grad forward for the probabilities, then one ``explain`` per method) ≤ 0.5×; and
-   the same ratio for the whole logging hook (``AttentionRolloutCallback.log_maps``: side pass, then
-   pictures and scalars into a TensorBoard logger), whose rendering is the same in both arms.
+2. callback: its side pass over the fixed batch (``monitor.side_pass.explain_samples``: four methods,
+   deletion/insertion AUCs and SaCo off) ÷ the same running the per-method design used before ``explain_many`` (a
+   no-grad forward for the probabilities, then one ``explain`` per method) ≤ 0.5×; and the same ratio for
+   the whole logging hook (``AttentionRolloutCallback.log_maps``: side pass, then pictures and scalars into a
+   TensorBoard logger), whose rendering is the same in both arms.
 
 Setup (defaults): timm ``vit_small_patch16_224``, random init, 224 px, batch 16, CPU. See
 ``benchmarks/README.md``.
@@ -35,15 +35,17 @@ from _report import emit  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's package
 from lightning_rollout import AttentionRolloutCallback, explain, explain_many  # noqa: E402
-from lightning_rollout.core.hooks import side_pass  # noqa: E402
-from lightning_rollout.core.outputs import select_output  # noqa: E402
+import lightning_rollout.monitor.side_pass as side_pass  # noqa: E402  (internal: the callback's side pass)
+from lightning_rollout.callbacks.loggers import runtime_of  # noqa: E402
 from lightning_rollout.engine.api import PassResult, explain_with  # noqa: E402
-from lightning_rollout.monitor import side_pass as monitor_side_pass  # noqa: E402
-from lightning_rollout.monitor.side_pass import Runtime, explain_samples  # noqa: E402
+
+ONE_PASS = explain_with
+"""The side pass of one call for every method (what the callback runs)."""
 
 METHODS = ["rollout", "grad_rollout", "chefer", "gradcam"]
 BAR_ENGINE = 1.2
 BAR_CALLBACK = 0.5
+QUICK_NOTE = "**`--quick`: a smoke run of the code path on a tiny model; its numbers mean nothing.**"
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -52,14 +54,18 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--img-size", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=4, help="timed rounds (after one warm-up round)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: a 4-block vit_tiny on 32 px, batch 8")
+    parser.add_argument(
+        "--quick", action="store_true",
+        help="smoke run of the same code path in seconds (the numbers mean nothing): vit_tiny cut to 2 blocks, "
+        "48 wide, 8-px patches on 32 px, batch 4, 1 round",
+    )
     parser.add_argument("--skip-callback", action="store_true", help="only the engine arms")
     parser.add_argument("--out", default=None, help="also write the Markdown report to this file")
     args = parser.parse_args(argv)
     args.model_kwargs = {}
     if args.quick:
-        args.model, args.img_size, args.batch_size = "vit_tiny_patch16_224", 32, 8
-        args.model_kwargs = dict(img_size=32, patch_size=4, depth=4)
+        args.model, args.img_size, args.batch_size, args.repeats = "vit_tiny_patch16_224", 32, 4, 1
+        args.model_kwargs = dict(img_size=32, patch_size=8, depth=2, embed_dim=48, num_heads=3)
     return args
 
 
@@ -103,12 +109,17 @@ def engine_cases(model: nn.Module, images: torch.Tensor, target: torch.Tensor) -
 
 
 def per_method_design(model, images, methods, options, target=None, return_output=False, per_head=False):
-    """The design before ``explain_many`` (in ``explain_with``'s signature): a no-grad forward for the
-    probabilities, then one pass per method."""
-    with side_pass(model, images.device, needs_grad=False):
-        output = select_output(model(images), options.output_key)
-    maps = {method: explain_with(model, images, [method], options, target).maps[method] for method in methods}
-    return PassResult(maps, output.detach(), None)
+    """The callback's design before ``explain_many``: a no-grad forward in eval mode for the probabilities,
+    then one pass per method (``explain_with``'s signature)."""
+    training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            logits = model(images)  # the benchmark's module returns the logits tensor
+    finally:
+        model.train(training)
+    maps = {method: ONE_PASS(model, images, [method], options, target).maps[method] for method in methods}
+    return PassResult(maps, logits, None)
 
 
 class _Classifier(nn.Module):
@@ -148,30 +159,28 @@ def callback_cases(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
         raise RuntimeError("the callback kept no fixed batch")
     step = [0]
 
-    runtime = Runtime(torch.device("cpu"))
-
     def hook(design, whole: bool) -> Callable[[], object]:
         def run() -> None:
             step[0] += 1
-            original = monitor_side_pass.explain_with
-            monitor_side_pass.explain_with = design
+            side_pass.explain_with = design
             try:
                 with torch.inference_mode():  # as the validation loop runs it
                     if whole:
                         callback.log_maps(trainer, module, f"s{step[0]}", step=step[0])
                     else:
+                        runtime = runtime_of(trainer, module)
                         inputs = callback.maps.inputs(runtime.device)
-                        explain_samples(callback.settings, runtime, module, inputs, callback.fixed_batch.labels)
+                        side_pass.explain_samples(callback.settings, runtime, module, inputs, callback.fixed_batch.labels)
             finally:
-                monitor_side_pass.explain_with = original
+                side_pass.explain_with = ONE_PASS
 
         return run
 
     cases = {
         "callback side pass, per-method design": hook(per_method_design, whole=False),
-        "callback side pass, explain_many": hook(explain_with, whole=False),
+        "callback side pass, explain_many": hook(ONE_PASS, whole=False),
         "callback hook, per-method design": hook(per_method_design, whole=True),
-        "callback hook, explain_many": hook(explain_with, whole=True),
+        "callback hook, explain_many": hook(ONE_PASS, whole=True),
     }
     return cases, trainer.logger
 
@@ -197,6 +206,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         f"# explain_many vs one pass per method: {args.model} (random init), {args.img_size} px, batch "
         f"{args.batch_size}, {platform.processor() or platform.machine()}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, {args.repeats} rounds",
+        *(["", QUICK_NOTE] if args.quick else []),
         "",
         "| ratio (median over rounds) | value | bar |",
         "|---|---|---|",

@@ -34,32 +34,38 @@ from torch import nn  # noqa: E402
 from _report import emit  # noqa: E402
 from bench_engine import BAR_ROLLOUT_TIME, median_ms, median_ratio, run_rounds  # noqa: E402
 from lightning_rollout import explain  # noqa: E402
-from lightning_rollout.core.outputs import logits_of  # noqa: E402
 from lightning_rollout.methods import METHODS  # noqa: E402
 
 BAR_OVER_FLOOR = 1.10
 FLOOR_METHODS = ("grad_rollout", "chefer")
+# --quick: every family cut to 2 blocks, 48 wide with 3 heads (the code path in seconds, not a measurement).
+QUICK = dict(layers=2, width=48, heads=3, mlp=96)
+QUICK_NOTE = "**`--quick`: a smoke run of the code path on tiny models; its numbers mean nothing.**"
 
 
 def build_timm(size: int, quick: bool) -> nn.Module:
     import timm
 
-    kwargs = dict(depth=2) if quick else {}
+    kwargs = dict(depth=QUICK["layers"], embed_dim=QUICK["width"], num_heads=QUICK["heads"]) if quick else {}
     return timm.create_model("vit_small_patch16_224", num_classes=10, img_size=size, **kwargs)
 
 
 def build_hf(size: int, quick: bool) -> nn.Module:
     from transformers import ViTConfig, ViTForImageClassification
 
-    config = ViTConfig(image_size=size, patch_size=16, num_labels=10, num_hidden_layers=2 if quick else 12)
+    shape = dict(num_hidden_layers=QUICK["layers"], hidden_size=QUICK["width"], num_attention_heads=QUICK["heads"],
+                 intermediate_size=QUICK["mlp"]) if quick else {}
+    config = ViTConfig(image_size=size, patch_size=16, num_labels=10, **shape)
     return ViTForImageClassification(config)
 
 
 def build_torchvision(size: int, quick: bool) -> nn.Module:
     from torchvision.models import VisionTransformer
 
-    return VisionTransformer(image_size=size, patch_size=16, num_layers=2 if quick else 12, num_heads=12,
-                             hidden_dim=768, mlp_dim=3072, num_classes=10)
+    shape = dict(num_layers=QUICK["layers"], num_heads=QUICK["heads"], hidden_dim=QUICK["width"], mlp_dim=QUICK["mlp"])
+    if not quick:
+        shape = dict(num_layers=12, num_heads=12, hidden_dim=768, mlp_dim=3072)
+    return VisionTransformer(image_size=size, patch_size=16, num_classes=10, **shape)
 
 
 FAMILIES: Dict[str, Callable[[int, bool], nn.Module]] = {
@@ -72,6 +78,11 @@ NAMES = {
     "hf": "HF `ViTForImageClassification` (ViT-B/16 config)",
     "torchvision": "torchvision `VisionTransformer` (`vit_b_16` shape)",
 }
+
+
+def logits_of(output: object) -> torch.Tensor:
+    """The logits of a model's output: the tensor itself (timm, torchvision) or its ``.logits`` (Hugging Face)."""
+    return output if isinstance(output, torch.Tensor) else output.logits
 
 
 def with_cpu_time(case: Callable[[], object], store: List[float]) -> Callable[[], object]:
@@ -151,12 +162,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--img-size", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="2 blocks, 64 px, batch 4, 2 rounds")
+    parser.add_argument(
+        "--quick", action="store_true",
+        help="smoke run of the same code path in seconds (the numbers mean nothing): every family cut to 2 blocks, "
+        "48 wide, 32 px, batch 2, 1 round",
+    )
     parser.add_argument("--out")
     parser.add_argument("--row-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
-        args.img_size, args.batch_size, args.repeats = 64, 4, 2
+        args.img_size, args.batch_size, args.repeats = 32, 2, 1
     if args.row_only:
         print("\n".join(family_rows(args.families[0], args)))
         return 0
@@ -165,6 +180,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         f"threads, {args.repeats} timed rounds after a warm-up; baseline: a `torch.no_grad()` forward in the model's "
         "default attention setting. Over the floor: median (smallest–largest round), bar ≤ "
         f"{BAR_OVER_FLOOR:.2f}×.",
+        *(["", QUICK_NOTE] if args.quick else []),
         "",
         "| model | " + " | ".join(f"`{method}`" for method in METHODS) + " | forward+backward floor | "
         + " | ".join(f"`{method}` over the floor{clock}" for clock in ("", ", CPU time") for method in FLOOR_METHODS)

@@ -20,9 +20,12 @@ import timm  # noqa: E402
 import torch  # noqa: E402
 
 from _report import emit  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's package
 from lightning_rollout import explain  # noqa: E402
 
 BAR = 1.3
+QUICK_NOTE = "**`--quick`: a smoke run of the code path on a tiny model; its numbers mean nothing.**"
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -32,8 +35,18 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds after one warm-up round")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument(
+        "--quick", action="store_true",
+        help="smoke run of the same code path in seconds (the numbers mean nothing): vit_tiny cut to 2 blocks, "
+        "48 wide, 8-px patches on 32 px, batch 4, 1 round",
+    )
     parser.add_argument("--out", default=None, help="also write the Markdown report to this file")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.model_kwargs = {}
+    if args.quick:
+        args.model, args.img_size, args.batch_size, args.rounds = "vit_tiny_patch16_224", 32, 4, 1
+        args.model_kwargs = dict(patch_size=8, depth=2, embed_dim=48, num_heads=3)
+    return args
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -41,7 +54,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = timm.create_model(args.model, pretrained=False, img_size=args.img_size).eval()
+    model = timm.create_model(args.model, pretrained=False, img_size=args.img_size, **args.model_kwargs).eval()
     images = torch.randn(args.batch_size, 3, args.img_size, args.img_size, generator=torch.Generator().manual_seed(0))
     arms: Dict[str, Callable[[], torch.Tensor]] = {
         "grad_rollout": lambda: explain(model, images, "grad_rollout"),
@@ -67,6 +80,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     lines = [
         f"`{args.model}`, {args.img_size} px, batch {args.batch_size}, {torch.get_num_threads()} threads, "
         f"{args.rounds} rounds, torch {torch.__version__}, {platform.processor() or platform.machine()}",
+        *(["", QUICK_NOTE] if args.quick else []),
         "",
         "| method | median s | × grad_rollout (median of per-round ratios) |",
         "|---|---|---|",

@@ -54,6 +54,7 @@ from lightning_rollout.methods import METHODS  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_CONFIG = os.path.join(ROOT, "configs", "demo.yaml")
 SCENARIOS = ("demo", "vit_s224")
+QUICK_NOTE = "**`--quick`: a smoke run of the code path, 4 short epochs; its numbers mean nothing.**"
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -63,8 +64,15 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--num-train", type=int, default=256, help="demo: training scenes per epoch")
     parser.add_argument("--control", action="store_true", help="also run without the callback")
     parser.add_argument("--csv", default=None, help="write the per-epoch numbers to this CSV file")
+    parser.add_argument(
+        "--quick", action="store_true",
+        help="smoke run of the same code path in seconds (the numbers mean nothing): 4 epochs of 16 training "
+        "and 16 validation scenes (demo), the callback's AUCs with 2 steps",
+    )
     parser.add_argument("--out", default=None, help="also write the Markdown report to this file")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.epochs, args.num_train = 4, 16
     if args.epochs is None:
         args.epochs = 200 if args.scenario == "demo" else 20
     if args.epochs < 4:
@@ -84,9 +92,13 @@ def scenario(args: argparse.Namespace) -> Dict[str, Any]:
         data_spec["init_args"] = dict(data_spec["init_args"], num_train=args.num_train)
         entry = next(spec for spec in config["trainer"]["callbacks"]
                      if spec["class_path"].endswith("AttentionRolloutCallback"))
+        callback = dict(entry["init_args"], methods=list(METHODS), every_n_epochs=1)
+        if args.quick:
+            data_spec["init_args"].update(num_val=16, batch_size=16)
+            callback["faithfulness_steps"] = 2
         return {
             "model": config["model"], "data": data_spec, "seed": config.get("seed_everything", 0),
-            "callback": dict(entry["init_args"], methods=list(METHODS), every_n_epochs=1),
+            "callback": callback,
             "trainer": {"log_every_n_steps": config["trainer"].get("log_every_n_steps", 50)},
         }
     return {
@@ -188,6 +200,7 @@ def report(args: argparse.Namespace, result: Dict[str, Any], control: Optional[D
         "",
         f"Python {platform.python_version()}, torch {torch.__version__}, {os.cpu_count()} CPU(s) "
         f"({platform.processor() or platform.machine()}); methods: {', '.join(methods)}; whole run {wall / 60:.1f} min.",
+        *(["", QUICK_NOTE] if args.quick else []),
         "",
         "| epoch | RSS (MiB) | event file (MB) | logged this epoch (kB) | checkpoint (kB) | callback state (kB) "
         "| callback hook (s) | epoch (s) |",

@@ -33,7 +33,9 @@ import yaml  # noqa: E402
 from lightning.pytorch import Callback, Trainer, seed_everything  # noqa: E402
 
 from _report import emit  # noqa: E402
-from bench_callback import DEFAULT_CONFIG, DEFAULT_DATA, DEFAULT_MODEL, ROOT, instantiate, section_spec  # noqa: E402
+from bench_callback import (  # noqa: E402
+    DEFAULT_CONFIG, DEFAULT_DATA, DEFAULT_MODEL, QUICK_DATA, ROOT, instantiate, quick_config, section_spec,
+)
 from lightning_rollout import explain  # noqa: E402  (this checkout's: bench_callback puts it first on sys.path)
 from lightning_rollout.metrics import energy_in_mask, mask_area_fraction, pointing_game  # noqa: E402
 
@@ -41,6 +43,7 @@ METHODS = ("grad_rollout", "chefer", "legrad")
 VARIANTS = {"legrad_head": ("legrad", dict(legrad_readout="head", legrad_first_layer=0))}
 """Measured beside the methods: name → (method, options)."""
 BAR_RATIO, BAR_POINTING, BAR_CHANCE, BAR_MINUTES = 3.0, 0.7, 2.0, 5.0
+QUICK_NOTE = "**`--quick`: a smoke run of the code path, one short epoch on a few scenes; its numbers mean nothing.**"
 
 
 def measure(model: Any, images: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor) -> Dict[str, float]:
@@ -110,10 +113,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--num-val", type=int, default=64, help="validation scenes measured (the first N)")
     parser.add_argument("--ckpt-dir", default=None, help="save each seed's trained checkpoint here")
+    parser.add_argument(
+        "--quick", action="store_true",
+        help=f"smoke run of the same code path in seconds (the numbers mean nothing): seed 0, the config's data "
+        f"module with {QUICK_DATA}, 1 epoch, 8 measured scenes",
+    )
     parser.add_argument("--out", default=None, help="also write the Markdown report to this file")
     args = parser.parse_args(argv)
     with open(args.config, encoding="utf-8") as handle:
         config = yaml.safe_load(handle) or {}
+    if args.quick:
+        args.seeds, args.num_val = [0], 8
+        config = quick_config(config)
+        config["trainer"] = dict(config.get("trainer") or {}, max_epochs=1)
     started = time.perf_counter()
     rows = []
     with warnings.catch_warnings():
@@ -132,6 +144,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         f"Config: {os.path.relpath(args.config, ROOT)}; first {args.num_val} validation scenes; "
         f"{torch.get_num_threads()} torch threads; torch {torch.__version__}, Python {platform.python_version()}. "
         f"Energy = share of the map inside the target mask (chance = the mask area); PG = pointing game.",
+        *(["", QUICK_NOTE] if args.quick else []),
         "",
         "| seed | area | untrained grad_rollout energy (× area) | trained energy (× untrained) | trained PG "
         "| trained chefer energy / PG | trained legrad energy / PG | trained legrad (head, every layer) energy / PG "

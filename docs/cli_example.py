@@ -1,4 +1,4 @@
-"""Writes the README's command-line example inputs: three scenes of the demo's test split as PNG files.
+"""Writes the command-line guide's example inputs: three scenes of the demo's test split as PNG files.
 
     .venv/bin/python docs/cli_example.py docs/cli_example
 

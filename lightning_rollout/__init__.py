@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 
 _PUBLIC = {
     "AttentionRolloutCallback": "lightning_rollout.callbacks.attention_rollout",
+    "AttentionRolloutTrainerCallback": "lightning_rollout.callbacks.trainer",
     "ModelAdapter": "lightning_rollout.models.base",
     "TokenGeometry": "lightning_rollout.core.geometry",
     "attention_per_head": "lightning_rollout.engine.api",

@@ -11,7 +11,8 @@ sys.path.insert(0, ROOT)
 
 import train_demo  # noqa: E402
 from lightning_helpers import read_events  # noqa: E402
-from lightning_rollout import AttentionRolloutCallback  # noqa: E402
+from lightning_rollout import AttentionRolloutCallback
+from lightning_rollout.data.linking import LinkedLightningCLI  # noqa: E402
 from lightning_rollout.methods import METHODS  # noqa: E402
 
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.yaml")))
@@ -36,13 +37,13 @@ def test_print_config(config, capsys):
     "config", [c for c in CONFIGS if "gpu" not in c and "image_folder" not in c], ids=os.path.basename
 )
 def test_configs_instantiate(config, tmp_path):
-    from lightning.pytorch.cli import LightningCLI
-
-    cli = LightningCLI(
+    cli = LinkedLightningCLI(
         args=["--config", config, f"--trainer.default_root_dir={tmp_path}"], run=False, auto_configure_optimizers=False
     )
     callbacks = [c for c in cli.trainer.callbacks if isinstance(c, AttentionRolloutCallback)]
-    assert len(callbacks) == 1 and set(callbacks[0].methods) == {"rollout", "grad_rollout", "chefer", "gradcam"}
+    assert len(callbacks) == 1
+    assert set(callbacks[0].settings.methods) == {"rollout", "grad_rollout", "chefer", "gradcam"}
+    assert cli.model.hparams.num_classes == cli.datamodule.num_classes == 4
     callbacks[0].setup(cli.trainer, cli.model, "fit")  # the model check the callback runs before training
 
 
@@ -134,3 +135,81 @@ def test_tensorboard_serves_the_demo_images_and_scalars(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+# ---------------------------------------------------------------- issue 19, defect 6: the class count is linked
+
+FOLDERS = ["ant", "bee", "cat", "dog", "eel"]
+
+
+def _image_folder(root, classes=FOLDERS, per_class=2):
+    """``root/{train,val}/<class>/*.png``: tiny random pictures, a few per class."""
+    import numpy as np
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for number, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                pixels = np.random.default_rng((number, i)).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root
+
+
+def _tiny_image_folder_run(root, log_dir, *extra):
+    """`configs/image_folder.yaml` as a new user runs it (only `--data.root`), made tiny and fast."""
+    return [
+        "fit", "--config", os.path.join(ROOT, "configs", "image_folder.yaml"), f"--data.root={root}",
+        "--data.image_size=16", "--data.batch_size=4", "--data.num_workers=0",
+        "--model.model_kwargs={img_size: 16, patch_size: 4, depth: 1, embed_dim: 16, num_heads: 2}",
+        f"--trainer.default_root_dir={log_dir}", "--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
+        "--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false",
+        "--trainer.callbacks.init_args.num_samples=5", "--trainer.callbacks.init_args.faithfulness_steps=0",
+        *extra,
+    ]
+
+
+def test_image_folder_config_trains_with_only_the_root(tmp_path):
+    root = _image_folder(tmp_path / "images")
+    cli = train_demo.main(_tiny_image_folder_run(root, tmp_path / "logs"))
+    assert cli.trainer.state.finished and cli.trainer.global_step == 2
+    assert cli.model.hparams.num_classes == 5, "the class count comes from the folders, not the config"
+    assert cli.model.model.get_classifier().out_features == 5
+    (callback,) = [c for c in cli.trainer.callbacks if isinstance(c, AttentionRolloutCallback)]
+    assert callback.maps.class_names == FOLDERS, "the captions name the folders"
+    assert sorted(callback.fixed_batch.labels.tolist()) == [0, 1, 2, 3, 4]
+    events = read_events(cli.trainer.logger.log_dir)
+    assert [e.step for e in events.Images("attention/grad_rollout/samples")] == [0, 2]  # untrained, then epoch 0
+
+
+def test_the_template_names_no_class_count():
+    import yaml
+
+    with open(os.path.join(ROOT, "configs", "image_folder.yaml")) as handle:
+        config = yaml.safe_load(handle)
+    assert "num_classes" not in config["model"]["init_args"]
+
+
+def test_a_missing_image_folder_is_named_before_anything_is_built(tmp_path):
+    missing = tmp_path / "no_such_folder"
+    with pytest.raises(FileNotFoundError, match=rf"`root`='{missing}' must hold a `train/` folder"):
+        train_demo.main(_tiny_image_folder_run(missing, tmp_path / "logs"))
+
+
+def test_the_link_follows_the_data_and_is_skipped_where_data_or_model_lack_num_classes(tmp_path):
+    demo = os.path.join(ROOT, "configs", "demo.yaml")
+    boring = "lightning.pytorch.demos.boring_classes"
+    common = [f"--trainer.default_root_dir={tmp_path}", "--trainer.callbacks=[]", "--trainer.logger=false"]
+
+    def build(*args):
+        return LinkedLightningCLI(args=["--config", demo, *common, *args], run=False,
+                                  auto_configure_optimizers=False)
+
+    assert build().model.hparams.num_classes == 4
+    assert build("--data.init_args.num_classes=3").model.hparams.num_classes == 3
+    # A data module without `num_classes`: the model keeps the config's value.
+    kept = build(f"--data={boring}.BoringDataModule", "--model.init_args.num_classes=7")
+    assert kept.model.hparams.num_classes == 7
+    # A model without a `num_classes` argument: nothing to link into.
+    assert type(build(f"--model={boring}.BoringModel").model).__name__ == "BoringModel"

@@ -1,5 +1,6 @@
 """Issue 14 item 6: ImageFolderDataModule takes classes, names and train augmentation from the folders and
-the config, and stops a mismatched config before training."""
+the config, and stops a mismatched config before training. Issue 19 defect 6: the classes are known right after
+construction (a LightningCLI config links them into the model), and a missing folder is named."""
 
 import lightning.pytorch as pl
 import numpy as np
@@ -45,6 +46,27 @@ def test_classes_and_names_come_from_the_folders_and_reach_the_captions(tmp_path
     assert callback.fixed_batch.labels.tolist() == [0, 1, 2], "spread over the sorted folders"
     labels = [label for _, labels in data.val_dataloader() for label in labels.tolist()]
     assert labels == [0, 1, 2] * 4, "validation batches interleave the classes"
+
+
+def test_classes_are_read_from_the_folders_when_first_asked_before_setup(tmp_path):
+    root = _folder(tmp_path)
+    data = ImageFolderDataModule(root, image_size=16)
+    assert data.num_classes == 3 and data.class_names == ["one", "seven", "three"]
+    assert data.train_set is None and data.val_set is None, "only the folder names were read, no data set built"
+    (tmp_path / "train" / "eight").mkdir()
+    assert data.num_classes == 3, "read once"
+
+
+def test_a_missing_or_empty_train_folder_is_named_when_the_classes_are_asked(tmp_path):
+    missing = ImageFolderDataModule(str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match=r"`root`='.*nowhere' must hold a `train/` folder of class folders; "
+                                                r".*nowhere/train is missing"):
+        missing.num_classes
+    with pytest.raises(FileNotFoundError, match=r"`root`='.*nowhere' must hold a `train/` folder"):
+        missing.class_names
+    (tmp_path / "train").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"`root`='.*': .*train holds no class folder \(one per class\)"):
+        ImageFolderDataModule(str(tmp_path)).num_classes
 
 
 def test_a_num_classes_that_does_not_match_the_folders_stops_before_training(tmp_path):

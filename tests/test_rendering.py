@@ -1,8 +1,7 @@
-import time
-
 import numpy as np
 import pytest
 import torch
+from matplotlib import font_manager
 
 from lightning_rollout.rendering import (
     BACKGROUND,
@@ -210,18 +209,22 @@ def test_render_panel_upscale_factor(shape, min_size, factor):
     assert panel.shape == (shape[0] * factor + 16, 2 * shape[1] * factor + GAP, 3)
 
 
-def test_render_panel_is_fast():
+def test_render_panel_loads_the_font_once(monkeypatch):
+    # What keeps a panel cheap (a few ms): the font file is looked up and loaded once per text size, not per
+    # panel or per line. Panels are timed, not asserted, inside the callback's hook by the benchmarks.
+    lookups = []
+    find = font_manager.findfont
+    monkeypatch.setattr(font_manager, "findfont", lambda *args, **kwargs: lookups.append(args) or find(*args, **kwargs))
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
     overlay = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
-    lines = ["true: cat", "pred: dog (0.83)"]
-    render_panel(image, overlay, lines)  # load the font
-    timings = []
-    for _ in range(5):
-        start = time.perf_counter()
-        render_panel(image, overlay, lines)
-        timings.append(time.perf_counter() - start)
-    assert min(timings) < 0.02
+    first = render_panel(image, overlay, ["true: cat", "pred: dog (0.83)"])  # may load the font
+    loaded = len(lookups)
+    assert loaded <= 1
+    for index in range(5):
+        panel = render_panel(image, overlay, [f"true: cat {index}", "pred: dog (0.83)"])
+        assert panel.shape == first.shape
+    assert len(lookups) == loaded, "render_panel looked the font up again"
 
 
 def test_render_panel_errors():

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from lightning_rollout.demo import TimmClassifier, TwoObjectScenes, TwoObjectScenesDataModule
-from lightning_rollout.demo.data import COLOURS
+from lightning_rollout.demo import COLOURS
 
 
 def _scenes(**kwargs):
@@ -67,3 +67,15 @@ def test_multilabel_module_loss_and_accuracy():
     # At the 0.5 threshold (logit > 0): the first row gets classes 0 and 1 right, misses 2; the second row's
     # logit 0 is no positive, so all three are right.
     assert abs(logged["val/acc"] - 5 / 6) < 1e-6
+
+
+def test_a_target_area_leaving_no_room_for_the_second_object_is_named_instead_of_hanging():
+    """Sample 38 of these scenes draws a first target so large that no second one fits at any scale: the old
+    shrink-until-it-fits loop never ended."""
+    import pytest
+
+    scenes = _scenes(size=40, image_size=64, target_area=(0.3, 0.5), split="train", seed=0, num_distractors=8)
+    with pytest.raises(ValueError, match=r"`target_area`=\(0.3, 0.5\) is too large for two objects in a 64x64 image: "
+                                         r"sample 38's first target leaves no room"):
+        scenes.render(38)
+    scenes.render(37)  # others still fit

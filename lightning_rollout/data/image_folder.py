@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
+
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, Subset
 
@@ -42,8 +45,9 @@ class ImageFolderDataModule(LightningDataModule):
     """The user's own images: ``root/train/<class>/*`` and ``root/val/<class>/*``.
 
     The classes are the class folders, in sorted order (as torchvision's ``ImageFolder`` numbers them):
-    :attr:`num_classes` and :attr:`class_names` come from there, and
-    :class:`~lightning_rollout.AttentionRolloutCallback` captions its pictures with the folder names.
+    :attr:`num_classes` and :attr:`class_names` come from there, read from ``root/train`` when first asked (so
+    right after construction, before :meth:`setup`: a LightningCLI config links ``data.num_classes`` into the
+    model), and :class:`~lightning_rollout.AttentionRolloutCallback` captions its pictures with the folder names.
 
     Args:
         root: folder holding ``train/`` and ``val/``, each with one sub-folder per class.
@@ -63,7 +67,9 @@ class ImageFolderDataModule(LightningDataModule):
     Raises:
         ValueError: on a bad argument; in :meth:`setup`, when ``train/`` and ``val/`` hold different class
             folders, or the model being trained has a ``num_classes`` other than the number of class folders.
-        FileNotFoundError: in :meth:`setup`, if ``root/train`` or ``root/val`` is missing.
+        FileNotFoundError: naming ``root``, from :attr:`num_classes` and :attr:`class_names` if ``root/train``
+            is missing or holds no class folder, and from :meth:`setup` if ``root/train`` or ``root/val`` is
+            missing.
     """
 
     def __init__(
@@ -95,16 +101,17 @@ class ImageFolderDataModule(LightningDataModule):
         self.train_augmentation = train_augmentation
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
+        self._classes: list[str] | None = None
 
     def setup(self, stage: str | None = None) -> None:
-        from pathlib import Path
-
         from torchvision import datasets, transforms
 
         root = Path(self.root)
         for split in ("train", "val"):
             if not (root / split).is_dir():
-                raise FileNotFoundError(f"`root` must hold a `{split}/` folder of class folders: {root / split}")
+                raise FileNotFoundError(
+                    f"`root`={self.root!r} must hold a `{split}/` folder of class folders; {root / split} is missing"
+                )
         normalize = transforms.Normalize(self.mean, self.std)
         view = [transforms.Resize(int(round(self.image_size / 0.875))), transforms.CenterCrop(self.image_size)]
         augmentation = {
@@ -116,7 +123,7 @@ class ImageFolderDataModule(LightningDataModule):
         val_tf = transforms.Compose(view + [transforms.ToTensor(), normalize])
         self.train_set = datasets.ImageFolder(str(root / "train"), transform=train_tf)
         val_set = datasets.ImageFolder(str(root / "val"), transform=val_tf)
-        classes = self.train_set.classes
+        classes = self._classes = list(self.train_set.classes)
         if val_set.classes != classes:
             raise ValueError(
                 f"`root`={self.root!r}: train/ holds the class folders {classes} but val/ holds "
@@ -141,17 +148,27 @@ class ImageFolderDataModule(LightningDataModule):
 
     @property
     def num_classes(self) -> int:
-        """The number of class folders."""
-        if self.train_set is None:
-            self.setup("fit")
-        return len(self.train_set.classes)  # type: ignore[union-attr]
+        """The number of class folders in ``root/train``."""
+        return len(self._class_folders())
 
     @property
     def class_names(self) -> list[str]:
-        """The class folders' names, in label order."""
-        if self.train_set is None:
-            self.setup("fit")
-        return list(self.train_set.classes)  # type: ignore[union-attr]
+        """The class folders' names, in label order (sorted, as ``ImageFolder`` numbers them)."""
+        return list(self._class_folders())
+
+    def _class_folders(self) -> list[str]:
+        """The sorted class folders of ``root/train``, read once (only the folder names, no image is opened)."""
+        if self._classes is None:
+            train = Path(self.root) / "train"
+            if not train.is_dir():
+                raise FileNotFoundError(
+                    f"`root`={self.root!r} must hold a `train/` folder of class folders; {train} is missing"
+                )
+            classes = sorted(entry.name for entry in os.scandir(train) if entry.is_dir())
+            if not classes:
+                raise FileNotFoundError(f"`root`={self.root!r}: {train} holds no class folder (one per class)")
+            self._classes = classes
+        return self._classes
 
     def train_dataloader(self) -> DataLoader:
         if self.train_set is None:

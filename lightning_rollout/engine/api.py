@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from lightning_rollout.core.checks import check_images, check_target
 from lightning_rollout.core.outputs import OutputKey, Target
 from lightning_rollout.engine.options import ExplainOptions
-from lightning_rollout.engine.run import maps_of, run_pass
+from lightning_rollout.engine.run import attention_layers, maps_of, run_pass
 from lightning_rollout.methods import Method, method_class, method_names
 from lightning_rollout.methods.attention import Attention
 from lightning_rollout.models.base import ModelAdapter
@@ -270,7 +270,7 @@ def check_model(model: nn.Module, methods: Sequence[str], options: Optional[Expl
     adapter.geometry(None)
     classes = [method_class(method) for method in methods]
     if any(method.uses_attention for method in classes):
-        adapter.attention_layers()
+        attention_layers(adapter, classes)
     if any(method.uses_gradcam for method in classes):
         adapter.gradcam_layer()
     method_options = options.resolved_method_options()

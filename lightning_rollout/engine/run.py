@@ -14,9 +14,9 @@ the pass, which keeps the attentions; a cycle ``gc`` cannot see. So the hooks ar
 tensor dropped in ``finally``, also when the forward raises.
 """
 
-from contextlib import ExitStack, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from functools import partial
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Type
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Type
 
 import torch
 from torch import Tensor, nn
@@ -25,8 +25,9 @@ from torch.utils.hooks import RemovableHandle
 from lightning_rollout.core.hooks import side_pass
 from lightning_rollout.core.outputs import Target, select_output
 from lightning_rollout.engine.options import ExplainOptions
-from lightning_rollout.methods.base import LiveForward, Method, PassContext, check_tokens
-from lightning_rollout.models.base import Layout, ModelAdapter
+from lightning_rollout.engine.scores import target_score
+from lightning_rollout.methods.base import LiveForward, Method, PassContext, check_tokens, method_class, method_names
+from lightning_rollout.models.base import Layout, ModelAdapter, UnsupportedModelError
 
 
 def float32(device: torch.device):
@@ -41,70 +42,6 @@ def _check_attention(name: str, attention: Tensor, context: PassContext) -> None
             "point `attention_pattern` at the modules that output post-softmax attention"
         )
     check_tokens(attention.shape[-1], name, context.geometry, "attends over")
-
-
-def _class_indices(target: Target, logits: Tensor) -> Tensor:
-    if target is None:
-        return logits.argmax(dim=-1)
-    num_classes = logits.shape[1]
-    if isinstance(target, int):
-        target = torch.full((logits.shape[0],), target, dtype=torch.long)
-    # A copy made here, outside inference mode, can be saved for backward by ``gather``.
-    target = target.to(device=logits.device, dtype=torch.long).clone()
-    if bool(((target < 0) | (target >= num_classes)).any()):
-        raise ValueError(f"`target` values must be in [0, {num_classes}), got {target.tolist()}")
-    return target
-
-
-def target_score(target: Target, output: Tensor, batch_size: int) -> Callable[[Tensor], Tensor]:
-    """The function giving the ``(B,)`` per-sample scores that gradient methods explain.
-
-    Args:
-        target: ``None`` (each sample's predicted class), an int, a LongTensor ``(B,)``, or a callable
-            ``target(output) -> (B,)`` float scores.
-        output: the selected model output of the forward (after ``output_key``); for class targets the
-            logits ``(B, num_classes)``, which fix the predicted class.
-        batch_size: ``B``.
-
-    Returns:
-        ``score(output) -> (B,)``: the target's logit per sample, or the callable's checked result; it
-        applies to ``output`` and to outputs of the same form (LeGrad's per-layer read-outs).
-
-    Raises:
-        ValueError: naming ``target`` when class targets meet an output that is not ``(B, num_classes)``,
-            or the callable returns something else than differentiable float scores ``(B,)``.
-    """
-    if callable(target) and not isinstance(target, Tensor):
-        def score(value: Tensor) -> Tensor:
-            scores = target(value)
-            _check_scores(scores, batch_size, value.requires_grad)
-            return scores
-
-        return score
-    if not isinstance(output, Tensor) or output.dim() != 2:
-        raise ValueError(
-            "gradient methods with a class `target` need a model returning logits of shape (B, num_classes), got "
-            f"{tuple(output.shape)}; pass `output_key` to pick the logits, or a callable `target` mapping the "
-            "output to (B,) scores"
-        )
-    indices = _class_indices(target, output)
-    return lambda value: value.gather(1, indices[:, None].to(value.device)).squeeze(1)
-
-
-def _check_scores(scores, batch_size: int, needs_graph: bool) -> None:
-    if not isinstance(scores, Tensor) or tuple(scores.shape) != (batch_size,) or not scores.is_floating_point():
-        got = (
-            f"a {scores.dtype} tensor of shape {tuple(scores.shape)}" if isinstance(scores, Tensor)
-            else type(scores).__name__
-        )
-        raise ValueError(
-            f"a callable `target` must return float scores of shape ({batch_size},), one per sample, got {got}"
-        )
-    if needs_graph and not scores.requires_grad:
-        raise ValueError(
-            "a callable `target` must return scores computed from the output it is given (with their gradient); "
-            "got a tensor without autograd history (detached, or computed under torch.no_grad())"
-        )
 
 
 class _SidePass:
@@ -171,6 +108,42 @@ class _SidePass:
         self.activation = self.activation_layout = None
 
 
+def _refusal(error: UnsupportedModelError, method_classes: Sequence[Type[Method]]) -> UnsupportedModelError:
+    """The adapter's reason, then the methods asked for that read the attention and the registered ones that do
+    not (from the method registry, so a method registered later is named too)."""
+    needing = [m.name for m in method_classes if m.uses_attention]
+    others = [name for name in method_names() if not method_class(name).uses_attention]
+    advice = f"Use method {' or '.join(repr(n) for n in others)}" if others else "No registered method works without it"
+    return UnsupportedModelError(f"{error}. {advice}: the methods {needing} read the attention layers")
+
+
+def attention_layers(adapter: ModelAdapter, method_classes: Sequence[Type[Method]]) -> List[Tuple[str, nn.Module]]:
+    """The adapter's attention layers.
+
+    Raises:
+        UnsupportedModelError: the model has none: the adapter's reason and the methods that work instead.
+    """
+    try:
+        return adapter.attention_layers()
+    except UnsupportedModelError as error:
+        raise _refusal(error, method_classes) from None
+
+
+@contextmanager
+def attention_settings(adapter: ModelAdapter, method_classes: Sequence[Type[Method]]) -> Iterator[None]:
+    """The adapter's attention settings (fused kernels off, eager attention) for the pass, restored after it.
+
+    Raises:
+        UnsupportedModelError: the model cannot expose its attention: the reason and the methods that work.
+    """
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(adapter.attention_settings())
+        except UnsupportedModelError as error:
+            raise _refusal(error, method_classes) from None
+        yield
+
+
 def run_pass(
     model: nn.Module,
     images: Tensor,
@@ -200,10 +173,10 @@ def run_pass(
     uses_attention = any(m.uses_attention for m in methods)
     uses_gradcam = any(m.uses_gradcam for m in methods)
     needs_grad = any(m.needs_grad for m in methods)
-    layers = adapter.attention_layers() if uses_attention else []
+    layers = attention_layers(adapter, method_classes) if uses_attention else []
     hooks = _SidePass(context, methods, images.device)
     try:
-        settings = adapter.attention_settings() if uses_attention else nullcontext()
+        settings = attention_settings(adapter, method_classes) if uses_attention else nullcontext()
         with side_pass(model, images.device, needs_grad), settings:
             with ExitStack() as captures:
                 if uses_attention:

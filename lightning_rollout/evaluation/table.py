@@ -234,12 +234,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
     """The command: model and data from ``--config``, weights from ``--ckpt_path``, table to stdout and files."""
-    from lightning.pytorch.cli import LightningCLI
+    from lightning_rollout.data.linking import LinkedLightningCLI
 
     from lightning_rollout.callbacks.attention_rollout import AttentionRolloutCallback
 
     args = parse_args(argv)
-    cli = LightningCLI(
+    cli = LinkedLightningCLI(
         args=["--config", args.config, *args.overrides, "--trainer.logger=false"],
         run=False,
         auto_configure_optimizers=False,

@@ -15,6 +15,7 @@ from lightning_rollout.methods.base import (
     method_names,
     method_summaries,
     register_method,
+    unregister_method,
 )
 from lightning_rollout.methods.core import HEAD_FUSIONS
 from lightning_rollout.methods.rollout import rollout_layer
@@ -46,4 +47,5 @@ __all__ = [
     "method_summaries",
     "register_method",
     "rollout_layer",
+    "unregister_method",
 ]

@@ -151,6 +151,16 @@ def register_method(method: Type[Method]) -> Type[Method]:
     return method
 
 
+def unregister_method(name: str) -> None:
+    """Removes the method registered as ``name`` (a plugin's or a test's).
+
+    Raises:
+        ValueError: naming ``name`` and the registered names, when it is not registered.
+    """
+    method_class(name)
+    del _METHODS[name]
+
+
 def method_class(name: str) -> Type[Method]:
     """The registered method called ``name``.
 

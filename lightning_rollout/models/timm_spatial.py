@@ -57,10 +57,7 @@ class TimmSpatialAdapter(ModelAdapter):
     def attention_layers(self) -> List[Tuple[str, nn.Module]]:
         name = type(self.root).__name__
         why = _WHY_NOT.get(name, "it has no self-attention over the image's tokens")
-        raise UnsupportedModelError(
-            f"{name} has no global token attention for the attention methods (rollout, grad_rollout, chefer, legrad, "
-            f"attention): {why}. Use method 'gradcam', which reads its last feature map"
-        )
+        raise UnsupportedModelError(f"{name} has no global token attention: {why}; Grad-CAM reads its last feature map")
 
     def gradcam_layer(self) -> Tuple[str, nn.Module]:
         name = self._last_feature()["module"]

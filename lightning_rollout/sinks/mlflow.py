@@ -6,6 +6,7 @@ import os
 import tempfile
 import time
 import uuid
+from types import SimpleNamespace
 from typing import Any, Optional
 
 import numpy as np
@@ -51,6 +52,12 @@ class MLflowImageSink:
         check_image_format(image_format)
         self.logger = logger
         self.image_format = image_format
+
+    @classmethod
+    def for_run(cls, client: Any, run_id: str, image_format: str = "jpeg") -> "MLflowImageSink":
+        """A sink logging to the run ``run_id`` through ``client`` (an ``MlflowClient``), e.g. the active run
+        of ``mlflow``'s fluent API, as Hugging Face's ``MLflowCallback`` starts it."""
+        return cls(SimpleNamespace(experiment=client, run_id=run_id), image_format)
 
     def log_image(self, tag: str, image: np.ndarray, step: int, caption: Optional[str] = None) -> None:
         """Log ``image`` (uint8, ``(H, W, 3)``) under the key ``tag`` at ``step``.

@@ -1,11 +1,11 @@
-"""Pictures into a Weights & Biases run, through ``WandbLogger.log_image``.
+"""Pictures into a Weights & Biases run, through ``WandbLogger.log_image`` or a plain run's ``log``.
 
-``wandb`` itself is imported by the logger, only when a picture is logged.
+``wandb`` itself is imported only when a picture is logged: by the logger, or here for a plain run.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -42,6 +42,19 @@ class WandbImageSink:
         self.logger = logger
         self.image_format = image_format
 
+    @classmethod
+    def for_run(cls, run: Any, image_format: str = "jpeg", step_metric: str = "train/global_step") -> "WandbImageSink":
+        """A sink logging to a plain ``wandb`` run (e.g. ``wandb.run``, as Hugging Face's ``WandbCallback`` starts
+        it): each picture is one ``run.log({tag: wandb.Image(...), step_metric: step})``, so that it lines up
+        on the axis ``step_metric`` (the one ``WandbCallback`` defines).
+
+        Raises:
+            TypeError: If ``run`` has no callable ``log``.
+        """
+        if not callable(getattr(run, "log", None)):
+            raise TypeError(f"`run` must be a wandb run (with `log`), got {type(run).__name__}.")
+        return cls(_RunImages(run, step_metric), image_format)
+
     def log_image(self, tag: str, image: np.ndarray, step: int, caption: Optional[str] = None) -> None:
         """Log ``image`` (uint8, ``(H, W, 3)``) under the key ``tag`` at ``step``.
 
@@ -54,3 +67,20 @@ class WandbImageSink:
         if caption is not None:
             extra["caption"] = [caption]
         self.logger.log_image(key=tag, images=[np.ascontiguousarray(image)], step=int(step), **extra)
+
+
+class _RunImages:
+    """A plain ``wandb`` run behind ``WandbLogger.log_image``'s signature; the step goes in as ``step_metric``."""
+
+    def __init__(self, run: Any, step_metric: str) -> None:
+        self.run = run
+        self.step_metric = step_metric
+
+    def log_image(self, key: str, images: List[np.ndarray], step: int, **kwargs: List[Any]) -> None:
+        import wandb
+
+        per_image: List[Dict[str, Any]] = [
+            {name: values[i] for name, values in kwargs.items()} for i in range(len(images))
+        ]
+        pictures = [wandb.Image(image, **options) for image, options in zip(images, per_image)]
+        self.run.log({key: pictures, self.step_metric: step})

@@ -130,9 +130,8 @@ class HFAdapter(ModelAdapter):
         name = type(self.root).__name__
         if self.model_type in WHY_NOT:
             raise UnsupportedModelError(
-                f"{name} has no global token attention for the attention methods (rollout, grad_rollout, "
-                f"chefer, legrad, attention): {WHY_NOT[self.model_type]}. Use method 'gradcam'"
-                + (", which reads its last stage's tokens" if self.model_type in SWIN else "")
+                f"{name} has no global token attention: {WHY_NOT[self.model_type]}"
+                + ("; Grad-CAM reads its last stage's tokens" if self.model_type in SWIN else "")
             )
         classes = _attention_classes(self.root)
         # A vision-text model (CLIP) also has text attention layers: only the vision tower's count.
@@ -142,7 +141,7 @@ class HFAdapter(ModelAdapter):
         if not layers:
             raise UnsupportedModelError(
                 f"{name} declares no attention modules that output their attention weights "
-                "(`_can_record_outputs['attentions']`); use method 'gradcam' with a `gradcam_layer`"
+                "(`_can_record_outputs['attentions']`); Grad-CAM works with a `gradcam_layer`"
             )
         return layers
 

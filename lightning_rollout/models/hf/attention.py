@@ -105,7 +105,7 @@ def eager_attention(root: nn.Module) -> Iterator[None]:
         if root.config._attn_implementation != ATTENTION_IMPLEMENTATION:
             raise UnsupportedModelError(
                 f"{type(root).__name__} cannot switch to an eager attention implementation, so its "
-                "attention weights are never materialised; use method 'gradcam'"
+                "attention weights are never materialised"
             )
         yield
     finally:
