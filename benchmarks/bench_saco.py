@@ -157,7 +157,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     on, off, floor = names
     panels, groups, methods = args.num_samples, ARMS[on]["saco_groups"], len(args.methods)
     added = (counts[on][0] - counts[off][0], counts[on][1] - counts[off][1])
-    lines = [
+    quick = ["**`--quick`: a smoke run of the code path on a tiny model; its numbers mean nothing.**", ""]
+    lines = (quick if args.quick else []) + [
         f"# SaCo in the callback's hook: {args.model} (random init), {args.img_size} px, {panels} samples, "
         f"methods {args.methods}, {platform.processor() or platform.machine()}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, {args.repeats} rounds",
