@@ -8,6 +8,8 @@ directory (every 5th scan to ``val/``), trains a small random-init timm ViT on i
 and below the random-map floor.
 
     .venv/bin/python benchmarks/bench_baseline.py [--epochs 40] [--num-samples 256] [--steps 16] [--out FILE]
+    .venv/bin/python benchmarks/bench_baseline.py --baselines mean --methods rollout grad_rollout chefer gradcam \
+        legrad attention          # every method under the default baseline (the table has SaCo's column too)
     .venv/bin/python benchmarks/bench_baseline.py --quick   # the same code path in seconds; numbers mean nothing
 """
 
@@ -60,6 +62,8 @@ def main(argv=None) -> str:
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--num-samples", type=int, default=256, help="validation scans scored")
     parser.add_argument("--steps", type=int, default=16, help="steps of the deletion and insertion curves")
+    parser.add_argument("--baselines", nargs="+", default=BASELINES, help="'blur', 'mean' or numbers")
+    parser.add_argument("--methods", nargs="+", default=METHODS, help="e.g. every registered method, for SaCo")
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -68,6 +72,7 @@ def main(argv=None) -> str:
     )
     parser.add_argument("--out", default=None, help="also write the report to this file")
     args = parser.parse_args(argv)
+    args.baselines = [b if isinstance(b, float) or b in ("blur", "mean") else float(b) for b in args.baselines]
     vit, per_class = VIT, None
     if args.quick:
         args.epochs, args.num_samples, args.steps = 1, 8, 2
@@ -97,9 +102,9 @@ def main(argv=None) -> str:
             accuracy = float((model(images).argmax(-1) == labels).float().mean())
         print(f"trained {args.epochs} epochs, val accuracy {accuracy:.3f} on {len(labels)} scans", file=sys.stderr)
         sections = []
-        for baseline in BASELINES:
-            rows = evaluate(model, images, labels, methods=METHODS, steps=args.steps, baseline=baseline)
-            best = min((row for row in rows if row["name"] in METHODS), key=lambda row: row["deletion_auc"])
+        for baseline in args.baselines:
+            rows = evaluate(model, images, labels, methods=args.methods, steps=args.steps, baseline=baseline)
+            best = min((row for row in rows if row["name"] in args.methods), key=lambda row: row["deletion_auc"])
             random_floor = next(row for row in rows if row["name"] == "random")
             sections.append(
                 f"### baseline {baseline!r}\n\n{format_markdown(rows)}\n\nbest method `{best['name']}`: deletion "

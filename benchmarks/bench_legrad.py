@@ -1,6 +1,7 @@
 """Side-by-side cost of ``explain(..., "legrad")`` against ``explain(..., "grad_rollout")`` on the same batch.
 
-Issue 16's bar: LeGrad over every layer costs at most 1.3× gradient rollout (timm ViT-S/16, 224 px, batch
+Issue 16's bar: LeGrad (each arm: the default, the released rule over every layer, the model's own read-out
+over every layer) costs at most 1.3× gradient rollout (timm ViT-S/16, 224 px, batch
 16, CPU). Arms run interleaved in rounds (every arm once per round, the order reversed every other round,
 after one warm-up round); each ratio is the median over rounds of the per-round ratio to ``grad_rollout``.
 """
@@ -58,8 +59,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     arms: Dict[str, Callable[[], torch.Tensor]] = {
         "grad_rollout": lambda: explain(model, images, "grad_rollout"),
         "chefer": lambda: explain(model, images, "chefer"),
-        "legrad (every layer)": lambda: explain(model, images, "legrad"),
-        "legrad (last two layers)": lambda: explain(model, images, "legrad", legrad_first_layer=-2),
+        "legrad (default: mean token, last two layers)": lambda: explain(model, images, "legrad"),
+        "legrad (mean token, every layer)": lambda: explain(model, images, "legrad", legrad_first_layer=0),
+        "legrad (head read-out, every layer)": lambda: explain(
+            model, images, "legrad", legrad_readout="head", legrad_first_layer=0
+        ),
     }
     times: Dict[str, List[float]] = {name: [] for name in arms}
     for round_index in range(args.rounds + 1):

@@ -4,7 +4,8 @@ For each seed the demo's model is built after ``seed_everything(seed)`` (as Ligh
 ``seed_everything: <seed>``) and trained with the config's trainer settings (no callback: the callback does
 not change training, see the README). On the first ``--num-val`` validation scenes it measures, with the
 untrained and with the trained model, the energy inside the target mask and the pointing game of
-``grad_rollout`` (and ``chefer`` and ``legrad``), against the demo's claims:
+``grad_rollout`` (and ``chefer``, ``legrad`` at its defaults, the released code's rule, and ``legrad`` with the
+model's own read-out over every layer, its earlier default), against the demo's claims:
 
 - untrained ``grad_rollout`` energy ≤ 2 × the mask area (chance),
 - trained / untrained ``grad_rollout`` energy ≥ 3,
@@ -46,6 +47,8 @@ from lightning_rollout import explain  # noqa: E402  (this checkout's: bench_cal
 from lightning_rollout.metrics import energy_in_mask, mask_area_fraction, pointing_game  # noqa: E402
 
 METHODS = ("grad_rollout", "chefer", "legrad")
+VARIANTS = {"legrad_head": ("legrad", dict(legrad_readout="head", legrad_first_layer=0))}
+"""Measured beside the methods: name → (method, options)."""
 BAR_RATIO, BAR_POINTING, BAR_CHANCE, BAR_MINUTES = 3.0, 0.7, 2.0, 5.0
 QUICK_NOTE = "**`--quick`: a smoke run of the code path, one short epoch on a few scenes; its numbers mean nothing.**"
 
@@ -53,8 +56,8 @@ QUICK_NOTE = "**`--quick`: a smoke run of the code path, one short epoch on a fe
 def measure(model: Any, images: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor) -> Dict[str, float]:
     """Energy and pointing game of each method's maps, batch means."""
     scores: Dict[str, float] = {}
-    for method in METHODS:
-        maps = explain(model, images, method, target=labels)
+    for method, (name, options) in {**{m: (m, {}) for m in METHODS}, **VARIANTS}.items():
+        maps = explain(model, images, name, target=labels, **options)
         scores[f"{method}/energy"] = float(energy_in_mask(maps, masks).mean())
         scores[f"{method}/pointing_game"] = float(pointing_game(maps, masks).mean())
     with torch.no_grad():
@@ -155,9 +158,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         *(["", QUICK_NOTE] if args.quick else []),
         "",
         "| seed | area | untrained grad_rollout energy (× area) | trained energy (× untrained) | trained PG "
-        "| trained chefer energy / PG | trained legrad energy / PG | val acc | fit (s) | claims hold "
-        "| grad_rollout PG after each epoch |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| trained chefer energy / PG | trained legrad energy / PG | trained legrad (head, every layer) energy / PG "
+        "| val acc | fit (s) | claims hold | grad_rollout PG after each epoch |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         u, t = row["untrained"], row["trained"]
@@ -169,7 +172,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             f"| {row['seed']} | {row['area']:.3f} | {u['grad_rollout/energy']:.3f} ({chance:.2f}×) | "
             f"{t['grad_rollout/energy']:.3f} ({ratio:.1f}×) | {pg:.2f} | "
             f"{t['chefer/energy']:.3f} / {t['chefer/pointing_game']:.2f} | "
-            f"{t['legrad/energy']:.3f} / {t['legrad/pointing_game']:.2f} | {row['val_acc']:.3f} | "
+            f"{t['legrad/energy']:.3f} / {t['legrad/pointing_game']:.2f} | "
+            f"{t['legrad_head/energy']:.3f} / {t['legrad_head/pointing_game']:.2f} | {row['val_acc']:.3f} | "
             f"{row['fit']:.0f} | {verdict(ok)} | {', '.join(f'{v:.2f}' for v in row['pg_by_epoch'])} |"
         )
     lines += [

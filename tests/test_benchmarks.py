@@ -27,7 +27,8 @@ CASES = {
     "bench_engine.py": (["--diagnose"], {}, "| `rollout` (discard_ratio=0) time / fused forward |"),
     "bench_explain_many.py": ([], {}, "| explain_many, 4 methods / grad_rollout alone |"),
     "bench_families.py": ([], {}, "| torchvision `VisionTransformer` (`vit_b_16` shape) |"),
-    "bench_legrad.py": ([], {}, "| `legrad (last two layers)` |"),
+    "bench_legrad.py": ([], {}, "| `legrad (default: mean token, last two layers)` |"),
+    "bench_saco.py": ([], {}, "| whole hook, defaults (AUCs + SaCo K=10) / SaCo off (AUCs on) |"),
     "bench_soak.py": (["--control", "--csv", "{csv}"], {"csv": "soak.csv"}, "Without the callback (control run)"),
     "demo_seeds.py": (["--ckpt-dir", "{ckpt}"], {"ckpt": "checkpoints"}, "| 0 |"),
 }

@@ -95,6 +95,41 @@ def test_faithfulness_scalars_without_masks(tmp_path):
         assert len(to_zero) == 2 and all(abs(a - b) > 1e-4 for a, b in zip(default, to_zero))
 
 
+def test_saco_scalar_every_logged_epoch_and_off_with_zero_groups(tmp_path):
+    from lightning_rollout.metrics import saco
+
+    pl.seed_everything(0)
+    callback = AttentionRolloutCallback(methods=["rollout", "chefer"], num_samples=4, faithfulness_steps=0)
+    off = AttentionRolloutCallback(methods=["rollout"], num_samples=4, saco_groups=0, tag_prefix="off")
+    four = AttentionRolloutCallback(methods=["chefer"], num_samples=4, faithfulness_steps=0, saco_groups=4,
+                                    tag_prefix="four")
+    trainer = _trainer(tmp_path, [callback, off, four], max_epochs=2)
+    module = NoMasks()
+    trainer.fit(module)
+    events = read_events(trainer.logger.log_dir)
+    scalars = events.Tags()["scalars"]
+    batch = callback.fixed_batch
+    for method in ("rollout", "chefer"):
+        values = [(s.step, s.value) for s in events.Scalars(f"attention/{method}/saco")]
+        assert [step for step, _ in values] == [0, 4, 8] and all(-1 <= v <= 1 for _, v in values)
+        # the last value is SaCo (10 groups) of the last logged maps, read back from the history
+        _, maps, _ = callback.history.columns(method)[-1]
+        expected = saco(module.eval(), batch.images, maps, batch.labels, groups=10).mean()
+        assert values[-1][1] == pytest.approx(float(expected), abs=1e-5)
+    assert not [tag for tag in scalars if tag.startswith("off/") and tag.endswith("/saco")]
+    assert "off/rollout/deletion_auc" in scalars, "SaCo off leaves the AUCs on"
+    assert not [tag for tag in scalars if tag.endswith("_auc") and not tag.startswith("off/")]
+    _, maps, _ = four.history.columns("chefer")[-1]
+    expected = saco(module.eval(), batch.images, maps, batch.labels, groups=4).mean()
+    assert events.Scalars("four/chefer/saco")[-1].value == pytest.approx(float(expected), abs=1e-5)
+
+
+def test_more_saco_groups_than_pixels_stop_the_run_before_training(tmp_path):
+    module = Module()
+    with pytest.raises(ValueError, match=r"`saco_groups`=300 needs at least that many pixels.*has 256 \(16x16\)"):
+        _trainer(tmp_path, [AttentionRolloutCallback(num_samples=4, saco_groups=300)], max_epochs=1).fit(module)
+
+
 def test_fixed_batch_is_the_first_validation_samples_and_never_changes(tmp_path):
     callback = AttentionRolloutCallback(num_samples=6, sample_selection="first")
     module = Module()
@@ -325,6 +360,10 @@ def test_setup_rejects_a_model_without_attention_before_training(tmp_path):
         (dict(faithfulness_steps=-1), r"`faithfulness_steps` must be an int >= 0, got -1"),
         (dict(faithfulness_baseline="zeros"), r"`faithfulness_baseline` must be one of \['blur', 'mean'\], a finite"),
         (dict(faithfulness_baseline=float("nan")), r"`faithfulness_baseline` must be .* got nan"),
+        (dict(saco_groups=1), r"`saco_groups` must be 0 \(SaCo off\) or an int >= 2 .*got 1"),
+        (dict(saco_groups=-2), r"`saco_groups` must be 0 \(SaCo off\) or an int >= 2 .*got -2"),
+        (dict(saco_groups=2.5), r"`saco_groups` must be 0 \(SaCo off\) or an int >= 2 .*got 2.5"),
+        (dict(saco_groups=True), r"`saco_groups` must be 0 \(SaCo off\) or an int >= 2 .*got True"),
     ],
 )
 def test_bad_arguments(kwargs, match):

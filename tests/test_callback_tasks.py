@@ -111,6 +111,9 @@ def test_multilabel_explains_each_positive_label_against_its_class_mask(tmp_path
         assert len(values) == 2 and all(v in (0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0) for v in values)
         for name in ("energy", "pointing_game", "deletion_auc", "insertion_auc"):
             assert all(0 <= s.value <= 1 for s in events.Scalars(f"attention/{method}/{name}"))
+        # SaCo reads each panel's class through its sigmoid, like the AUCs
+        assert len(events.Scalars(f"attention/{method}/saco")) == 2
+        assert all(-1 <= s.value <= 1 for s in events.Scalars(f"attention/{method}/saco"))
     # 4 samples x 2 labels = 8 panels, 4 per row: two rows; the filmstrip has a row per panel.
     samples = events.Images("attention/rollout/samples")[0]
     film = events.Images("attention/rollout/filmstrip")[-1]
@@ -160,7 +163,7 @@ def test_label_free_run_logs_maps_without_predictions_or_faithfulness(tmp_path):
     assert len(events.Images("attention/rollout/samples")) == 2
     scalars = set(events.Tags()["scalars"])
     assert "attention/rollout/entropy" in scalars
-    assert not {"attention/rollout/deletion_auc", "attention/rollout/class_discrimination"} & scalars
+    assert not {"attention/rollout/deletion_auc", "attention/rollout/saco", "attention/rollout/class_discrimination"} & scalars
     assert "attention/mask_area" not in scalars, "per-class masks without classes to pick them are not scored"
 
 
@@ -208,7 +211,9 @@ def test_callable_target_on_a_dict_output_explains_its_score(tmp_path, monkeypat
     events = read_events(trainer.logger.log_dir)
     for method in ("rollout", "grad_rollout", "chefer"):
         assert len(events.Images(f"attention/{method}/samples")) == 2
-    assert "attention/chefer/deletion_auc" not in events.Tags()["scalars"], "no class probability to read"
+    assert not {"attention/chefer/deletion_auc", "attention/chefer/saco"} & set(events.Tags()["scalars"]), (
+        "no class probability to read"
+    )
     # The captions carry the target's score: the cosine similarity of each sample's embedding to its reference.
     images = callback.fixed_batch.images
     with torch.no_grad():

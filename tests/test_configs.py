@@ -14,6 +14,7 @@ from lightning_helpers import read_events  # noqa: E402
 import train_demo  # noqa: E402
 from lightning_rollout import AttentionRolloutCallback  # noqa: E402  (after the sys.path line above)
 from lightning_rollout.data.linking import LinkedLightningCLI  # noqa: E402
+from lightning_rollout.methods import METHODS  # noqa: E402
 
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.yaml")))
 
@@ -95,11 +96,13 @@ def test_short_demo_run_logs_images_and_scalars(tmp_path, capsys):
             "--data.init_args.batch_size=8",
         ]
     )
-    assert [row["name"] for row in rows] == ["rollout", "grad_rollout", "chefer", "gradcam", "random", "uniform"]
-    assert all(row["energy"] is not None for row in rows)
+    # every registered method, not only the four the config's callback logs; SaCo with the callback's 10 groups
+    assert [row["name"] for row in rows] == [*METHODS, "random", "uniform"]
+    assert "legrad" in METHODS
+    assert all(row["energy"] is not None and row["saco"] is not None for row in rows)
     printed = capsys.readouterr().out
     assert "12 validation samples" in printed and "| grad_rollout |" in printed
-    assert "baseline 0.0" in printed  # the demo config's callback's faithfulness_baseline
+    assert "baseline 0.0, SaCo 10 groups" in printed  # the demo config's callback's faithfulness_baseline
     assert (out_dir / "evaluation.md").read_text() in printed
 
 

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import lightning_rollout.monitor.side_pass as side_pass
 from lightning_rollout import AttentionRolloutCallback, explain
+from lightning_rollout.metrics import saco
 from lightning_rollout.monitor.scalars import faithfulness_scalars
 
 Module = make_module_class(pl.LightningModule)
@@ -163,8 +164,10 @@ def test_out_of_memory_retries_in_smaller_chunks(tmp_path, monkeypatch):
     torch.testing.assert_close(maps, explain(module, batch.images, "grad_rollout", target=batch.labels))
     # The chunks' AUCs, weighted by chunk size, are the whole batch's.
     with torch.no_grad():
-        whole = faithfulness_scalars(
-            module.eval(), batch.images, maps, batch.labels, 4, callback.settings.faithfulness_baseline
-        )
-    chunked = read_events(trainer.logger.log_dir).Scalars("attention/grad_rollout/deletion_auc")[-1].value
+        whole = faithfulness_scalars(module.eval(), batch.images, maps, batch.labels, 4, callback.settings.faithfulness_baseline)
+    events = read_events(trainer.logger.log_dir)
+    chunked = events.Scalars("attention/grad_rollout/deletion_auc")[-1].value
     assert chunked == pytest.approx(whole["deletion_auc"], abs=1e-5)
+    # SaCo likewise: the chunks of 2, 2 and 2 panels joined weighted by their panel counts
+    whole_saco = saco(module.eval(), batch.images, maps, batch.labels, groups=callback.settings.saco_groups).mean()
+    assert events.Scalars("attention/grad_rollout/saco")[-1].value == pytest.approx(float(whole_saco), abs=1e-5)

@@ -26,32 +26,18 @@ from lightning_rollout.monitor.step import MapLogger
 class AttentionRolloutCallback(*callback_bases()):  # type: ignore[misc]
     """Logs explanation maps of a fixed validation batch to TensorBoard every ``every_n_epochs``.
 
-    The first ``num_samples`` validation samples (taken from batches Lightning already loads, so the
-    training run is unchanged) are explained after every ``every_n_epochs``-th validation epoch. Per
-    method it logs, at ``trainer.global_step``:
+    The first ``num_samples`` validation samples (from batches Lightning already loads: training is unchanged)
+    are explained after every ``every_n_epochs``-th validation epoch. Per method, at ``trainer.global_step``:
+    pictures ``{tag_prefix}/{method}/samples`` (input beside overlay, captioned with label, prediction and
+    confidence) and ``.../filmstrip`` (a row per sample, a column per logged epoch); scalars ``.../entropy``,
+    with object masks ``.../energy``, ``.../pointing_game`` and ``{tag_prefix}/mask_area``, and the
+    faithfulness scalars ``.../deletion_auc`` ↓, ``.../insertion_auc`` ↑ (``faithfulness_steps``) and
+    ``.../saco`` ↑ (``saco_groups``; :func:`~lightning_rollout.metrics.saco`), masks or not.
 
-    - ``{tag_prefix}/{method}/samples``: each input beside its overlay, captioned with the true label,
-      the predicted label and its confidence;
-    - ``{tag_prefix}/{method}/filmstrip``: a row per sample, a column per logged epoch;
-    - scalars ``{tag_prefix}/{method}/entropy`` (normalised map entropy, 1 = uniform) and, when the batch
-      carries object masks, ``.../energy`` (share of map mass inside the mask), ``.../pointing_game``
-      (share of maps whose peak is on the object) and ``{tag_prefix}/mask_area`` (the energy of a
-      uniform map).
-    - scalars ``{tag_prefix}/{method}/deletion_auc`` (lower is better) and ``.../insertion_auc`` (higher
-      is better): the faithfulness of the maps by perturbation (RISE; see
-      :func:`~lightning_rollout.metrics.deletion_insertion_auc`), masks or not.
-
-    Video models (Hugging Face VideoMAE, ViViT, TimeSformer; batches of clips ``(B, T, C, H, W)`` with
-    optional per-frame masks ``(B, T, H, W)``): ``samples`` is a strip of frames per sample with their
-    overlays, the filmstrip shows the map averaged over time on the clip's mean frame, ``energy`` and
-    ``pointing_game`` score every frame's map against that frame's mask (also per frame:
-    ``.../frames/energy_<t>``), and no deletion/insertion AUCs are computed (see ``docs/guide/video.md``).
-
-    Works with ``Trainer`` of ``lightning.pytorch`` and of ``pytorch_lightning``, in ``fit``, ``validate``
-    and ``test``, under DDP (rank 0 computes and logs), with sharded models (FSDP, DeepSpeed ZeRO-3: every
-    rank joins the side pass on rank 0's batch, rank 0 logs) and with ``torch.compile``-d models (the side
-    pass runs them eagerly, leaving the compiled graphs alone). With a logger other than TensorBoard the
-    pictures go to PNG files under its log directory.
+    Works with ``Trainer`` of ``lightning.pytorch`` and ``pytorch_lightning``, in ``fit``, ``validate`` and
+    ``test``, under DDP (rank 0 computes and logs), with sharded models (FSDP, DeepSpeed ZeRO-3: every rank
+    joins the side pass on rank 0's batch) and ``torch.compile``-d models (run eagerly in the side pass). With
+    a logger other than TensorBoard the pictures go to PNG files under its log directory.
 
     Args:
         methods: names of :func:`~lightning_rollout.engine.api` methods: ``rollout``, ``grad_rollout``,
@@ -66,57 +52,42 @@ class AttentionRolloutCallback(*callback_bases()):  # type: ignore[misc]
         target: what gradient methods explain: ``label``, ``prediction`` or a callable ``target(output) -> (B,)``
             (:mod:`~lightning_rollout.targets`; in LightningCLI YAML a dotted path or ``class_path``).
         max_labels: the most classes explained per sample with ``task="multilabel"``.
-        output_key: where the logits (or embedding) sit in a dict/tuple output: a str key or an int index
-            (as in :func:`~lightning_rollout.engine.api`); checked on the first kept samples.
-        attention_heads: with method ``attention``, also log ``{tag_prefix}/attention/heads``: a row per sample,
-            one overlay per head (DINO's figure).
+        output_key: where the logits (or embedding) sit in a dict/tuple output: a str key or an int index.
+        attention_heads: with method ``attention``, also log ``{tag_prefix}/attention/heads`` (one per head).
         image_key: where the images sit in a batch; ``None``: index 0 of a tuple/list or key ``image``.
-        input_transform: a callable mapping the batch's images ``(B, C, H, W)`` to the model's float input
-            (e.g. uint8 → normalised float), for datasets whose conversion happens in the step or the
-            model; in LightningCLI YAML a dotted import path such as ``my_package.transforms.to_input``.
-            ``None``: the images are the model's input and must be float.
+        input_transform: a callable mapping the batch's images ``(B, C, H, W)`` to the model's float input (e.g.
+            uint8 → normalised float; in YAML a dotted import path); ``None``: the images are the float input.
         label_key: where the labels sit; ``None``: index 1 or key ``label`` (optional).
-        mask_key: where object masks ``(B, H, W)`` (or per class ``(B, C, H, W)``; per frame ``(B, T, H, W)`` for
-            clips) sit; ``None``: index 2 or key ``mask`` (optional).
-        mean: per-channel mean used to normalise the model's input, for display (1 value or one per input
-            channel); ``None``: the timm model's data config when it fits the model's channels, else no
-            un-normalisation.
+        mask_key: where object masks ``(B, H, W)`` (or ``(B, C, H, W)``) sit; ``None``: index 2 or key ``mask``.
+        mean: per-channel normalisation mean of the model's input, for display (1 value or one per channel);
+            ``None``: the timm model's data config when it fits, else no un-normalisation.
         std: per-channel std, likewise.
         colormap: a matplotlib colour map name.
         alpha: overlay opacity in ``[0, 1]``.
-        log_initial_maps: log the untrained model's maps at step 0 (needs a sanity check long enough to
-            capture all ``num_samples`` before training starts).
-        class_names: names shown instead of class indices; ``None``: the data module's ``class_names`` when it has
-            them (e.g. :class:`~lightning_rollout.demo.ImageFolderDataModule`'s folder names), else the indices.
-        filmstrip_columns: the most epochs shown in a filmstrip, and the most kept in the checkpointed state:
-            once full, an interior column goes for each new one, keeping them spread over the run (first and
-            last kept).
+        log_initial_maps: log the untrained model's maps at step 0 (needs a sanity check of ``num_samples``).
+        class_names: names shown instead of class indices; ``None``: the data module's ``class_names``, if any.
+        filmstrip_columns: the most epochs a filmstrip shows and the checkpoint keeps (first and last kept).
         attention_pattern, gradcam_layer, num_prefix_tokens, grid_size: as in
             :func:`~lightning_rollout.engine.api`, for custom models.
         tag_prefix: the first part of every tag.
-        faithfulness_steps: steps of the deletion and insertion curves (``2 × (steps + 1)`` forwards of
-            each sample per method, batched); ``0`` turns these scalars off.
+        faithfulness_steps: steps of the deletion and insertion curves (``2 × (steps + 1)`` batched forwards of
+            each sample per method); ``0`` turns these scalars off.
         faithfulness_baseline: what deleted pixels become and inserted ones are revealed from: ``"mean"``
-            (the default: each image's own per-channel mean), a number (a constant in the model's input space;
-            ``0.0`` is the normalisation mean: removes shapes and colours) or ``"blur"`` (a blurred copy of the
-            image: removes edges, keeps colours and coarse shapes); choose one that removes what tells your
-            classes apart (see :mod:`lightning_rollout.metrics.faithfulness`).
-        max_cell_size: the longer side, in pixels, of each picture in the panels and filmstrips: larger inputs
-            are downscaled (area averaging) for display, smaller ones upscaled as before.
-        image_format: how TensorBoard, W&B and MLflow receive the pictures: ``"jpeg"`` (at 224-px inputs and 8
-            samples about 0.5 MB per method and logged epoch on photographs) or ``"png"`` (lossless, ~4x more).
+            (each image's per-channel mean), a number (a constant in the model's input space; ``0.0`` is the
+            normalisation mean) or ``"blur"`` (see :mod:`lightning_rollout.metrics.faithfulness`).
+        saco_groups: ``K``, the pixel groups of SaCo (Wu et al., CVPR 2024): whether the amounts of salience
+            match the prediction's drops when each group alone is replaced by the image's mean (``K`` perturbed
+            copies of each sample per method, in one forward); ``0`` turns ``saco`` off.
+        max_cell_size: the longer side, in pixels, of each picture in the panels and filmstrips.
+        image_format: ``"jpeg"`` (~0.5 MB per method and epoch at 224 px, 8 samples) or ``"png"`` (~4x more).
+        sample_selection: ``"per_class"`` (the kept samples spread over the classes) or ``"first"``.
 
-    The fixed batch is filled from the sanity check and, when that holds fewer than ``num_samples``
-    samples, from the first validation epoch of training (before its maps are logged); it never changes
-    afterwards. Pictures show the model's input (after ``input_transform``) un-normalised with
-    ``mean``/``std``. A method whose maps are all constant in a logged epoch warns once with the likely
-    cause, and constant maps are captioned ``constant map: value`` instead of a flat overlay.
+    The fixed batch comes from the sanity check (else the first validation epoch) and never changes.
 
     Raises:
         ValueError: on any bad argument (in ``__init__``); a model whose attention modules, token geometry
-            or input channels do not fit the arguments (in ``setup``, before the first training step); a
-            validation batch that is not the model's float input and no ``input_transform`` (when the
-            first batch is kept, in the sanity check when there is one).
+            or input channels do not fit the arguments (in ``setup``); a validation batch that is not the
+            model's float input and no ``input_transform`` (when the first batch is kept).
 
     Example::
 
@@ -153,45 +124,25 @@ class AttentionRolloutCallback(*callback_bases()):  # type: ignore[misc]
         tag_prefix: str = "attention",
         faithfulness_steps: int = 8,
         faithfulness_baseline: Union[float, str] = "mean",
+        saco_groups: int = 10,
         max_cell_size: int = 128,
         image_format: str = "jpeg",
         sample_selection: str = "per_class",
     ) -> None:
         check_int("every_n_epochs", every_n_epochs, 1)  # the settings' `every_n`, named as this callback names it
+        explain = ExplainOptions(
+            head_fusion=head_fusion, discard_ratio=discard_ratio, output_key=output_key,
+            attention_pattern=attention_pattern, gradcam_layer=gradcam_layer, num_prefix_tokens=num_prefix_tokens,
+            grid_size=None if grid_size is None else tuple(grid_size),
+        )
         self.settings = MonitorSettings(
-            methods=methods,
-            explain=ExplainOptions(
-                head_fusion=head_fusion,
-                discard_ratio=discard_ratio,
-                output_key=output_key,
-                attention_pattern=attention_pattern,
-                gradcam_layer=gradcam_layer,
-                num_prefix_tokens=num_prefix_tokens,
-                grid_size=None if grid_size is None else tuple(grid_size),
-            ),
-            num_samples=num_samples,
-            every_n=every_n_epochs,
-            task=task,
-            target=target,
-            max_labels=max_labels,
-            attention_heads=attention_heads,
-            image_key=image_key,
-            input_transform=input_transform,
-            label_key=label_key,
-            mask_key=mask_key,
-            mean=mean,
-            std=std,
-            colormap=colormap,
-            alpha=alpha,
-            log_initial_maps=log_initial_maps,
-            class_names=class_names,
-            filmstrip_columns=filmstrip_columns,
-            tag_prefix=tag_prefix,
-            faithfulness_steps=faithfulness_steps,
-            faithfulness_baseline=faithfulness_baseline,
-            max_cell_size=max_cell_size,
-            image_format=image_format,
-            sample_selection=sample_selection,
+            methods=methods, explain=explain, num_samples=num_samples, every_n=every_n_epochs, task=task,
+            target=target, max_labels=max_labels, attention_heads=attention_heads, image_key=image_key,
+            input_transform=input_transform, label_key=label_key, mask_key=mask_key, mean=mean, std=std,
+            colormap=colormap, alpha=alpha, log_initial_maps=log_initial_maps, class_names=class_names,
+            filmstrip_columns=filmstrip_columns, tag_prefix=tag_prefix, faithfulness_steps=faithfulness_steps,
+            faithfulness_baseline=faithfulness_baseline, saco_groups=saco_groups, max_cell_size=max_cell_size,
+            image_format=image_format, sample_selection=sample_selection,
         )
         self.maps = MapLogger(self.settings, type(self).__name__)
         self._sinks: Optional[list] = None  # one per logger, made at the first logging step
@@ -292,15 +243,8 @@ class AttentionRolloutCallback(*callback_bases()):  # type: ignore[misc]
 
     # ------------------------------------------------------------------------------------- the step
 
-    def log_maps(
-        self,
-        trainer: Any,
-        pl_module: nn.Module,
-        label: Optional[str],
-        step: Optional[int] = None,
-        root: Optional[str] = None,
-        ready: bool = True,
-    ) -> None:
+    def log_maps(self, trainer: Any, pl_module: nn.Module, label: Optional[str], step: Optional[int] = None,
+                 root: Optional[str] = None, ready: bool = True) -> None:
         """Explains the fixed batch with `pl_module` and logs pictures and scalars to `trainer`'s loggers.
 
         Every rank must call this: on a sharded model all ranks run the side pass on rank 0's batch (sent to

@@ -62,7 +62,7 @@ class AttentionRolloutTrainerCallback(TrainerCallback):
         label_key: where the labels sit; ``None``: key ``label`` (optional).
         **settings: every other argument of :class:`~lightning_rollout.AttentionRolloutCallback`, same names
             and meaning (``num_samples``, ``task``, ``target``, ``head_fusion``, ``discard_ratio``,
-            ``faithfulness_steps``, ``filmstrip_columns``, ``max_cell_size``, ``image_format``,
+            ``faithfulness_steps``, ``saco_groups``, ``filmstrip_columns``, ``max_cell_size``, ``image_format``,
             ``attention_heads``, ``mask_key``, ``mean``/``std``, ``class_names``, ...: any field of
             :class:`~lightning_rollout.monitor.settings.MonitorSettings` or
             :class:`~lightning_rollout.engine.options.ExplainOptions`). ``class_names`` default to the

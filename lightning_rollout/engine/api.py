@@ -64,7 +64,8 @@ def explain_many(
         methods: method names, each once (e.g. ``["rollout", "grad_rollout", "chefer", "gradcam"]``).
         return_output: also return the selected model output (the logits, or what ``output_key`` picks) of
             the same forward, detached, e.g. for the predicted probabilities.
-        **method_options: options of individual methods, as :func:`explain` (``legrad_first_layer``).
+        **method_options: options of individual methods, as :func:`explain` (``legrad_readout``,
+            ``legrad_first_layer``).
 
     Returns:
         ``{method: (B, grid_h, grid_w) maps}`` in the order of ``methods``; with ``return_output``, the pair
@@ -178,8 +179,8 @@ def explain(
         method: ``"rollout"`` (Abnar & Zuidema 2020), ``"grad_rollout"`` (class-specific gradient
             rollout), ``"chefer"`` (Chefer et al., ICCV 2021), ``"gradcam"`` (Grad-CAM on the token
             grid, or on the last feature map of hierarchical models) or ``"legrad"`` (Bousselham et al.,
-            ICCV 2025: per layer, the positive gradient of the model's own head on that block's tokens
-            with respect to the block's attention, summed over layers) or ``"attention"`` (the last
+            ICCV 2025: per layer, the positive gradient of a score read from that block's tokens with
+            respect to the block's attention, summed over layers; by default the released code's rule) or ``"attention"`` (the last
             layer's attention from the token(s) the head reads, heads fused with ``head_fusion``; forward
             only; per head: :func:`attention_per_head`). Several at once: :func:`explain_many`.
         head_fusion: ``"mean"``, ``"max"`` or ``"min"`` over heads; used by ``"rollout"`` and ``"attention"``.
@@ -206,9 +207,11 @@ def explain(
             resolution, ``(B, H, W)`` (video: ``(B, T, H, W)``): bilinear in space, nearest in time (frame
             ``t`` takes the temporal slice of its tubelet, ``t // tubelet``).
         **method_options: options of individual methods (:attr:`~lightning_rollout.methods.Method.options`):
-            ``legrad_first_layer``, the first attention layer ``"legrad"`` sums: ``0`` every layer (the
-            paper, the default), ``-2`` the last two (the authors' released code); negative values count
-            from the end.
+            ``legrad_readout``, how ``"legrad"`` scores each block: ``"mean"`` (the default, the authors'
+            released code: the mean of all the block's tokens through the model's final norm and classifier)
+            or ``"head"`` (the model's own read-out: its pooling, e.g. the class token, then norm and
+            classifier); ``legrad_first_layer``, the first attention layer ``"legrad"`` sums: ``-2`` the last
+            two (the released code, the default), ``0`` every layer; negative values count from the end.
 
     Returns:
         ``(B, grid_h, grid_w)`` float32, non-negative maps on ``images.device`` (video: ``(B, T', grid_h,
@@ -284,13 +287,15 @@ def check_model(model: nn.Module, methods: Sequence[str], options: Optional[Expl
         ValueError: (or :class:`~lightning_rollout.models.UnsupportedModelError`) with the reason, as
             ``explain`` would raise it.
     """
-    adapter = (options or ExplainOptions()).resolve_adapter(model)
+    options = options or ExplainOptions()
+    adapter = options.resolve_adapter(model)
     adapter.geometry(None)
     classes = [method_class(method) for method in methods]
     if any(method.uses_attention for method in classes):
         attention_layers(adapter, classes)
     if any(method.uses_gradcam for method in classes):
         adapter.gradcam_layer()
+    method_options = options.resolved_method_options()
     for method in classes:
-        method.check_adapter(adapter)
+        method.check_adapter(adapter, method_options)
     return adapter

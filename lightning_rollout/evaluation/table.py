@@ -3,12 +3,15 @@
 For each method (and a random-map and a uniform-map floor) it reports, as means over the samples:
 
 - ``deletion_auc`` ↓ and ``insertion_auc`` ↑ (:func:`~lightning_rollout.metrics.deletion_insertion_auc`);
+- ``saco`` ↑: SaCo, whether the map's amounts of salience order the drops of the class probability when each
+  of ``K`` pixel groups alone is replaced (Wu et al., CVPR 2024; :func:`~lightning_rollout.metrics.saco`);
 - with object masks, ``energy`` ↑ (share of the map inside the mask) and ``pointing_game`` ↑;
 - ``randomisation`` ↓: the Spearman correlation between the method's maps of the model and of a
   re-initialised copy (Adebayo et al. 2018; :func:`~lightning_rollout.metrics.randomized_copy`).
 
 :func:`evaluate` works on tensors; :func:`main` is the command, which builds the model and data from a
-LightningCLI config, loads a checkpoint and writes the table as Markdown, JSON and CSV::
+LightningCLI config, loads a checkpoint and writes the table of every registered method (``legrad`` and
+``attention`` included) as Markdown, JSON and CSV::
 
     python -m lightning_rollout.evaluation --config configs/demo.yaml --ckpt_path path/to/last.ckpt
     python train_demo.py evaluate --config configs/demo.yaml --ckpt_path path/to/last.ckpt  # the same
@@ -35,19 +38,21 @@ from lightning_rollout.metrics import (
     pointing_game,
     randomized_copy,
     rank_correlation,
+    saco,
 )
 from lightning_rollout.metrics.faithfulness import check_baseline
-from lightning_rollout.monitor.batch import FixedBatch, take_samples
+from lightning_rollout.monitor.scalars import check_saco_groups
 
 __all__ = ["COLUMNS", "FLOORS", "evaluate", "format_markdown", "main", "save_table"]
 
 FLOORS = ("random", "uniform")
 """Rows that use no explanation: i.i.d. uniform random maps, and a constant map (row-major pixel order)."""
 
-COLUMNS = ("deletion_auc", "insertion_auc", "energy", "pointing_game", "randomisation")
+COLUMNS = ("deletion_auc", "insertion_auc", "saco", "energy", "pointing_game", "randomisation")
 _HEADERS = {
     "deletion_auc": "deletion AUC ↓",
     "insertion_auc": "insertion AUC ↑",
+    "saco": "SaCo ↑",
     "energy": "energy in mask ↑",
     "pointing_game": "pointing game ↑",
     "randomisation": "randomisation corr. ↓",
@@ -69,6 +74,7 @@ def evaluate(
     methods: Sequence[str] = METHODS,
     steps: int = 16,
     baseline: Any = "mean",
+    saco_groups: int = 10,
     chunk_size: int = 64,
     seed: int = 0,
     options: Optional[ExplainOptions] = None,
@@ -84,6 +90,8 @@ def evaluate(
         methods: method names, explained together in one side pass per chunk (:func:`explain_many`).
         steps: steps of the deletion and insertion curves.
         baseline: the perturbation baseline (see :mod:`lightning_rollout.metrics.faithfulness`).
+        saco_groups: SaCo's ``K`` pixel groups (``K`` perturbed copies of each sample per row, 128 images per
+            forward); ``0`` leaves the ``saco`` column out (``None``).
         chunk_size: samples explained at a time (bounds memory).
         seed: seed of the random floor and of the re-initialised copy's weights.
         options: the side pass's settings as one bundle (as a callback holds them).
@@ -92,8 +100,11 @@ def evaluate(
 
     Returns:
         Rows ``{"name": ..., "deletion_auc": ..., ...}``: methods first, then ``random`` and ``uniform``.
-        ``energy``/``pointing_game`` are ``None`` without masks, ``randomisation`` is ``None`` for the floors.
+        ``energy``/``pointing_game`` are ``None`` without masks, ``randomisation`` is ``None`` for the floors,
+        ``saco`` is ``None`` with ``saco_groups=0`` (the uniform floor's is 0 by definition: a constant map
+        ranks no group above another).
     """
+    check_saco_groups("saco_groups", saco_groups)
     if options is None:
         options = ExplainOptions.from_kwargs(**explain_kwargs)
     elif explain_kwargs:
@@ -127,6 +138,8 @@ def evaluate(
             )
             add(name, "deletion_auc", deletion)
             add(name, "insertion_auc", insertion)
+            if saco_groups:
+                add(name, "saco", saco(model, chunk, name_maps, target, groups=saco_groups, batch_size=128))
             if chunk_masks is not None:
                 add(name, "energy", energy_in_mask(name_maps, chunk_masks))
                 add(name, "pointing_game", pointing_game(name_maps, chunk_masks))
@@ -197,13 +210,22 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         default=None,
         help="'blur', 'mean' or a number (default: the config's callback's faithfulness_baseline, else 'mean')",
     )
-    parser.add_argument("--methods", nargs="+", default=None, help="default: the config's callback methods, or all")
+    parser.add_argument(
+        "--saco_groups", type=int, default=None,
+        help="SaCo's pixel groups K, 0: no SaCo column (default: the config's callback's saco_groups when on, else 10)",
+    )
+    parser.add_argument("--methods", nargs="+", default=None, help="default: every registered method")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random floor and the re-initialised copy")
     parser.add_argument("--out_dir", default=None, help="default: evaluation/ beside the checkpoint")
     args, overrides = parser.parse_known_args(argv)
     args.overrides = overrides
     if args.num_samples < 1 or args.steps < 1:
         parser.error("--num_samples and --steps must be >= 1")
+    if args.saco_groups is not None:
+        try:
+            check_saco_groups("--saco_groups", args.saco_groups)
+        except ValueError as error:
+            parser.error(str(error))
     if args.baseline is not None:
         try:
             args.baseline = float(args.baseline)
@@ -233,36 +255,25 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
     model.eval()
     callback = next((c for c in cli.trainer.callbacks if isinstance(c, AttentionRolloutCallback)), None)
     options = ExplainOptions() if callback is None else callback.settings.explain
-    methods = method_names() if callback is None else list(callback.settings.methods)
+    methods = args.methods or method_names()  # the table compares methods: all of them, not only those logged
     if args.baseline is None:
         args.baseline = callback.settings.faithfulness_baseline if callback is not None else "mean"
-    if args.methods:
-        methods = args.methods
+    if args.saco_groups is None:
+        args.saco_groups = (callback.settings.saco_groups if callback is not None else 0) or 10
     samples = _load_samples(datamodule, args.num_samples, callback)
     rows = evaluate(
-        model,
-        samples.images,
-        samples.labels,
-        samples.masks,
-        methods=methods,
-        steps=args.steps,
-        baseline=args.baseline,
-        seed=args.seed,
-        options=options,
+        model, samples.images, samples.labels, samples.masks, methods=methods, steps=args.steps,
+        baseline=args.baseline, saco_groups=args.saco_groups, seed=args.seed, options=options,
     )
     table = format_markdown(rows)
     out_dir = args.out_dir or os.path.join(os.path.dirname(os.path.abspath(args.ckpt_path)), "evaluation")
-    meta = dict(
-        config=args.config,
-        ckpt_path=args.ckpt_path,
-        num_samples=len(samples),
-        steps=args.steps,
-        baseline=args.baseline,
-        seed=args.seed,
-        target="label" if samples.labels is not None else "prediction",
-        **{k: v for k, v in vars(options).items() if v is not None and k != "method_options"},
-    )
+    meta = dict(config=args.config, ckpt_path=args.ckpt_path, num_samples=len(samples), steps=args.steps,
+                baseline=args.baseline, saco_groups=args.saco_groups, seed=args.seed,
+                target="label" if samples.labels is not None else "prediction",
+                **{k: v for k, v in vars(options).items() if v is not None and k != "method_options"},
+                method_options=options.resolved_method_options())
     paths = save_table(rows, out_dir, meta)
-    print(f"{len(samples)} validation samples, {args.steps} steps, baseline {args.baseline!r}\n\n{table}")
+    groups = f"SaCo {args.saco_groups} groups" if args.saco_groups else "SaCo off"
+    print(f"{len(samples)} validation samples, {args.steps} steps, baseline {args.baseline!r}, {groups}\n\n{table}")
     print("Saved " + ", ".join(paths.values()))
     return rows

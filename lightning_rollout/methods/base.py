@@ -86,7 +86,7 @@ class Method:
         shared_backward: it receives gradients of the target score from the one shared backward
             (:meth:`backward_attention`, :meth:`gradcam`).
         options: its own keyword options of ``explain`` / ``explain_many`` and their defaults (names
-            prefixed with the method's name, e.g. ``{"legrad_first_layer": 0}``).
+            prefixed with the method's name, e.g. ``{"legrad_first_layer": -2}``).
 
     Args:
         context: the side pass's :class:`PassContext`.
@@ -109,9 +109,10 @@ class Method:
         self.context = context
 
     @classmethod
-    def check_adapter(cls, adapter: ModelAdapter) -> None:
-        """Raises, without running the model, when the method cannot serve the adapter's model (default: never;
-        the attention layers and Grad-CAM's layer are checked by the caller from the flags)."""
+    def check_adapter(cls, adapter: ModelAdapter, options: Optional[Mapping[str, Any]] = None) -> None:
+        """Raises, without running the model, when the method cannot serve the adapter's model with ``options``
+        (every registered method's options, defaults filled in; ``None``: the defaults). Default: never; the
+        attention layers and Grad-CAM's layer are checked by the caller from the flags."""
 
     def capture(self) -> ContextManager:
         """A context manager entered around the forward, for hooks of the method's own (default: none)."""

@@ -1,10 +1,22 @@
-"""LeGrad (Bousselham et al., ICCV 2025): per-layer gradients of the model's own head on the attention maps.
+"""LeGrad (Bousselham et al., ICCV 2025): per-layer gradients of the model's head on the attention maps.
 
-For every layer ``l`` the score ``s_l`` is the model's head (final norm, pooling, classifier:
-:meth:`~lightning_rollout.models.ModelAdapter.head`) applied to the tokens ``X_l`` after block ``l``
-(:meth:`~lightning_rollout.models.ModelAdapter.blocks`), taken at the target. The layer's explanation is
-the positive part of ``∂s_l / ∂A_l`` on that block's post-softmax attention ``A_l``, averaged over heads
-and query rows; the map is the sum of the layers' explanations over the key (token) columns.
+For each explained layer ``l`` a score ``s_l`` is read from the tokens ``X_l`` after block ``l``
+(:meth:`~lightning_rollout.models.ModelAdapter.blocks`) and taken at the target. The layer's explanation
+``E_l`` is the positive part of ``∂s_l / ∂A_l`` on that block's post-softmax attention ``A_l``, averaged
+over heads and over all query rows; the map is ``Σ_l E_l`` over the key (token) columns, prefix columns
+dropped.
+
+By default this is the rule of the authors' released code (``LeWrapper(model, layer_index=-2)``):
+
+- ``legrad_readout="mean"``: ``s_l`` is the model's final norm and classifier applied to the **mean of all
+  of block l's tokens**, class and other prefix tokens included
+  (:meth:`~lightning_rollout.models.ModelAdapter.pooled_head`), at every layer, the last one too, although
+  the model itself reads its class token. ``"head"``: the model's own read-out
+  (:meth:`~lightning_rollout.models.ModelAdapter.head`: final norm, its pooling, classifier), so that on the
+  last block ``s_l`` is the model's logit; with a class-token head the gradient then sits in one query row
+  of ``N``.
+- ``legrad_first_layer=-2``: the last two layers; ``0`` sums every layer (the paper's figures), other
+  values count from the start or, negative, from the end.
 
 Why one gradient call per layer and not one backward of ``Σ_l s_l``: the sum's gradient at ``A_l`` would
 also hold every later layer's score, reaching ``A_l`` through the blocks after ``l``; LeGrad wants ``s_l``'s
@@ -14,7 +26,7 @@ backward through the blocks' MLPs and attention outputs, without the query/key p
 """
 
 from contextlib import contextmanager
-from typing import Iterator, List, Optional
+from typing import Any, Callable, Iterator, List, Mapping, Optional
 
 import torch
 from torch import Tensor
@@ -38,6 +50,11 @@ def legrad_layer(gradient: Tensor) -> Tensor:
     return gradient.float().clamp(min=0).mean(dim=(1, 2))
 
 
+READOUTS = ("mean", "head")
+"""LeGrad's per-layer read-outs: the released code's mean token through the final norm and classifier, or the
+model's own head."""
+
+
 def check_first_layer(first_layer: int, num_layers: Optional[int] = None) -> None:
     """Raises unless ``first_layer`` is an int, and (given ``num_layers``) a valid layer index.
 
@@ -45,7 +62,9 @@ def check_first_layer(first_layer: int, num_layers: Optional[int] = None) -> Non
         ValueError: naming ``legrad_first_layer``, the value and what is allowed.
     """
     if isinstance(first_layer, bool) or not isinstance(first_layer, int):
-        raise ValueError(f"`legrad_first_layer` must be an int (0: every layer; -2: the last two), got {first_layer!r}")
+        raise ValueError(
+            f"`legrad_first_layer` must be an int (-2: the last two layers; 0: every layer), got {first_layer!r}"
+        )
     if num_layers is not None and not -num_layers <= first_layer < num_layers:
         raise ValueError(
             f"`legrad_first_layer` must be in [{-num_layers}, {num_layers}) for a model with {num_layers} "
@@ -53,34 +72,62 @@ def check_first_layer(first_layer: int, num_layers: Optional[int] = None) -> Non
         )
 
 
+def check_readout(readout: str) -> None:
+    """Raises unless ``readout`` is one of :data:`READOUTS`.
+
+    Raises:
+        ValueError: naming ``legrad_readout``, the value and what is allowed.
+    """
+    if not isinstance(readout, str) or readout not in READOUTS:
+        raise ValueError(
+            f"`legrad_readout` must be one of {list(READOUTS)} ('mean': the mean of all tokens through the final "
+            f"norm and classifier, as the released code; 'head': the model's own read-out), got {readout!r}"
+        )
+
+
+def mean_token_head(pooled_head: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+    """The released code's per-layer read-out: ``pooled_head`` on the mean of all tokens ``(B, N, C) → (B, C)``."""
+    return lambda tokens: pooled_head(tokens.mean(dim=1))
+
+
 @register_method
 class LeGrad(Method):
     """``"legrad"``: keeps the tokens after every block during the forward; after it, one gradient call per
-    layer from that layer's head score to its attention (its own backward passes, not the shared one).
+    explained layer from that layer's score to its attention (its own backward passes, not the shared one).
+
+    Options: ``legrad_readout`` (``"mean"``, default, or ``"head"``) and ``legrad_first_layer`` (default
+    ``-2``); see the module docstring.
 
     Raises:
-        UnsupportedModelError: (at construction and in :meth:`check_adapter`) the model's blocks or head are
-            not known.
-        ValueError: ``legrad_first_layer`` is not a layer index of the model.
+        UnsupportedModelError: (at construction and in :meth:`check_adapter`) the model's blocks, head or (for
+            ``legrad_readout="mean"``) pooled head are not known.
+        ValueError: ``legrad_first_layer`` is not a layer index of the model, ``legrad_readout`` not a read-out.
     """
 
     name = "legrad"
-    summary = "LeGrad (Bousselham et al., ICCV 2025): per-layer gradients of the model's own head on the attention"
+    summary = (
+        "LeGrad (Bousselham et al., ICCV 2025): per-layer gradients of the head on the attention, as the released "
+        "code (the mean token, the last two layers)"
+    )
     constant_map_cause = (
         "the target logit has no gradient through the attention (a zero-initialised classifier head gives zero "
         "gradients at init); the maps fill in once the head trains"
     )
     needs_grad = True
-    options = {"legrad_first_layer": 0}
+    options = {"legrad_first_layer": -2, "legrad_readout": "mean"}
 
     @classmethod
     def check_options(cls, options) -> None:
         check_first_layer(options["legrad_first_layer"])
+        check_readout(options["legrad_readout"])
 
     def __init__(self, context) -> None:
         super().__init__(context)
-        self.blocks = context.adapter.blocks()
-        self.head = context.adapter.head()
+        adapter = context.adapter
+        self.blocks = adapter.blocks()
+        self.head = adapter.head()  # the model's own read-out: the scores, or the check of the output
+        readout = context.options["legrad_readout"]
+        self.score_head = self.head if readout == "head" else mean_token_head(adapter.pooled_head())
         first_layer = context.options["legrad_first_layer"]
         check_first_layer(first_layer, len(self.blocks))
         self.first_layer = first_layer % len(self.blocks)
@@ -88,9 +135,12 @@ class LeGrad(Method):
         self.scores: Optional[Tensor] = None
 
     @classmethod
-    def check_adapter(cls, adapter: ModelAdapter) -> None:
+    def check_adapter(cls, adapter: ModelAdapter, options: Optional[Mapping[str, Any]] = None) -> None:
         adapter.blocks()  # first: a model without global attention says so
         adapter.head()
+        readout = (options or cls.options).get("legrad_readout", cls.options["legrad_readout"])
+        if readout == "mean":
+            adapter.pooled_head()
 
     @contextmanager
     def capture(self) -> Iterator[None]:
@@ -107,7 +157,7 @@ class LeGrad(Method):
             self._check(live)
             total: Optional[Tensor] = None
             for layer in range(self.first_layer, len(self.blocks)):
-                score = live.score(self.head(self.tokens[layer])).sum()
+                score = live.score(self.score_head(self.tokens[layer])).sum()
                 # retain_graph: the shared backward of the other methods still walks this graph.
                 (gradient,) = torch.autograd.grad(score, live.attentions[layer], retain_graph=True)
                 layout = live.layouts[layer]
@@ -137,7 +187,7 @@ class LeGrad(Method):
             same = head_output.shape == output.shape and torch.allclose(head_output, output, rtol=1e-3, atol=tolerance)
         if not same:
             raise ValueError(
-                f"method 'legrad' scores every block's tokens with the head of {root}, but on the last block that "
+                f"method 'legrad' scores every block through the head of {root}, but on the last block that "
                 f"head does not give the model's (selected) output (shape {tuple(head_output.shape)} vs "
                 f"{tuple(output.shape)}): the model must return its {root}'s logits unchanged"
             )

@@ -12,8 +12,9 @@ An adapter answers, for one model it was built on:
   (:meth:`ModelAdapter.gradcam_layer`, :meth:`ModelAdapter.gradcam_activation`,
   :meth:`ModelAdapter.gradcam_layout`);
 - what the model's head reads (:meth:`ModelAdapter.readout`);
-- the block around each attention layer and the model's own head applied to any block's tokens
-  (:meth:`ModelAdapter.blocks`, :meth:`ModelAdapter.head`; LeGrad's per-layer scores).
+- the block around each attention layer, the model's own head applied to any block's tokens, and its final
+  norm and classifier applied to one pooled token (:meth:`ModelAdapter.blocks`, :meth:`ModelAdapter.head`,
+  :meth:`ModelAdapter.pooled_head`; LeGrad's per-layer scores).
 
 A family without a global token attention (Swin, MaxViT, XCiT, ...) raises :class:`UnsupportedModelError`
 from :meth:`ModelAdapter.attention_layers` with the reason, and still serves Grad-CAM.
@@ -189,6 +190,24 @@ class ModelAdapter:
             f"method 'legrad' needs the model's own head (final norm, pooling, classifier) to score the tokens "
             f"after every block, and the {self.family} adapter does not know the head of {type(self.root).__name__}; "
             "override ModelAdapter.head in an adapter of your own, or use 'grad_rollout' or 'chefer'"
+        )
+
+    def pooled_head(self) -> Callable[[Tensor], Tensor]:
+        """The model's final norm and classifier as a function of one pooled token, skipping its own pooling.
+
+        The function takes ``(B, C)`` (e.g. the mean of a block's tokens, as LeGrad's released code scores
+        every block) and returns what :meth:`head` returns: ``(B, num_classes)`` logits, or the embedding a
+        projection head gives. Where the head reads more than one token (a distilled DeiT's two heads,
+        DINOv2's ``concat(CLS, mean(patches))``) the pooled token stands in every place the head reads.
+
+        Raises:
+            UnsupportedModelError: the family's head is not known (the default).
+        """
+        raise UnsupportedModelError(
+            f"method 'legrad' with legrad_readout='mean' needs the final norm and classifier of the model to score "
+            f"the mean token of a block, and the {self.family} adapter does not know them for "
+            f"{type(self.root).__name__}; override ModelAdapter.pooled_head in an adapter of your own, pass "
+            "legrad_readout='head' (the model's own read-out), or use 'grad_rollout' or 'chefer'"
         )
 
     # ------------------------------------------------------------------------------------- Grad-CAM

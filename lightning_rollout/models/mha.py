@@ -16,7 +16,7 @@ calls the attention module) are switched off meanwhile.
   LeGrad: the head is somewhere in the model's own ``forward``, which cannot be applied to a block's tokens.
 - :class:`TorchvisionViTAdapter`: ``torchvision.models.VisionTransformer`` (``vit_b_16`` … ``vit_h_14``),
   whose geometry (one class token, ``patch_size``) and class-token head (``encoder.ln``, then ``heads`` on
-  the class token) are known.
+  the class token; on one pooled token for LeGrad's mean read-out) are known.
 """
 
 from contextlib import contextmanager
@@ -285,6 +285,10 @@ class TorchvisionViTAdapter(MultiheadAttentionAdapter):
     def head(self) -> Callable[[Tensor], Tensor]:
         vit = self.root
         return lambda tokens: vit.heads(vit.encoder.ln(tokens)[:, 0])
+
+    def pooled_head(self) -> Callable[[Tensor], Tensor]:
+        vit = self.root
+        return lambda pooled: vit.heads(vit.encoder.ln(pooled))
 
     def input_channels(self) -> Optional[int]:
         return self.root.conv_proj.in_channels

@@ -143,6 +143,9 @@ class OverriddenAdapter(ModelAdapter):
     def head(self) -> Callable[[Tensor], Tensor]:
         return super().head() if self.found is None else self.found.head()
 
+    def pooled_head(self) -> Callable[[Tensor], Tensor]:
+        return super().pooled_head() if self.found is None else self.found.pooled_head()
+
     def gradcam_layer(self) -> Tuple[str, nn.Module]:
         if self.gradcam_pattern is not None:
             return require_modules(self.model, self.gradcam_pattern, "gradcam_layer")[-1]

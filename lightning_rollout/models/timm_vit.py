@@ -13,7 +13,10 @@ FlexiViT, distilled DeiT), ``Eva`` (EVA, EVA02, timm's DINOv3 ViTs), ``Beit`` (B
   exists, as in BEiT and EVA); ``map`` → the pooling attention's weights over the tokens it pools.
 - Grad-CAM: the last block's ``norm1`` (the tokens its attention reads).
 - Head (LeGrad): ``forward_head(norm(tokens))``, the model's own final norm, pooling (class token, average,
-  attention pooling), ``fc_norm`` and classifier.
+  attention pooling), ``fc_norm`` and classifier. Pooled head (LeGrad's released rule, on the mean token):
+  ``norm`` → ``fc_norm`` → ``head_drop`` → ``head``, the pooling skipped; a distilled DeiT averages ``head``
+  and ``head_dist`` on the pooled token (its ``forward_head`` with the pooled token in both places); an
+  attention-pooling head (``global_pool="map"``) runs its pooler on the pooled token as a one-token sequence.
 """
 
 from contextlib import contextmanager
@@ -132,6 +135,22 @@ class TimmViTAdapter(ModelAdapter):
     def head(self) -> Callable[[Tensor], Tensor]:
         vit = self.root
         return lambda tokens: vit.forward_head(vit.norm(tokens))
+
+    def pooled_head(self) -> Callable[[Tensor], Tensor]:
+        vit = self.root
+        pool = getattr(vit, "attn_pool", None)
+        head_dist = getattr(vit, "head_dist", None)
+
+        def head(pooled: Tensor) -> Tensor:
+            x = vit.norm(pooled)
+            if pool is not None:
+                x = pool(x[:, None])
+            if head_dist is not None:  # timm's distilled forward_head: no fc_norm, the two heads averaged
+                x = vit.head_drop(x)
+                return (vit.head(x) + head_dist(x)) / 2
+            return vit.head(vit.head_drop(vit.fc_norm(x)))
+
+        return head
 
     def gradcam_layer(self) -> Tuple[str, nn.Module]:
         layers = [(name, module) for name, module in self.root.named_modules() if name.endswith("norm1")]

@@ -1,6 +1,7 @@
-"""The numbers beside the pictures: map statistics, localisation against masks, faithfulness by perturbation."""
+"""The numbers beside the pictures: map statistics, localisation against masks, faithfulness by perturbation
+(deletion and insertion AUCs, SaCo)."""
 
-from typing import Dict, Optional, Union
+from typing import Any, Dict, Mapping, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -13,6 +14,7 @@ from lightning_rollout.metrics import (
     localisation_over_frames,
     normalized_entropy,
     pointing_game,
+    saco,
 )
 from lightning_rollout.monitor.tasks import Panels
 
@@ -67,6 +69,46 @@ def faithfulness_scalars(
         output_key=output_key,
     )
     return {"deletion_auc": float(deletion.mean()), "insertion_auc": float(insertion.mean())}
+
+
+def check_saco_groups(argument: str, groups: Any) -> None:
+    """Raises unless ``groups`` is 0 (SaCo off) or an int >= 2 (SaCo's ``K``).
+
+    Raises:
+        ValueError: naming ``argument``.
+    """
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 0 or groups == 1:
+        raise ValueError(f"`{argument}` must be 0 (SaCo off) or an int >= 2 (the number of pixel groups), got {groups!r}")
+
+
+def saco_scalars(
+    model: nn.Module,
+    images: Tensor,
+    maps: Mapping[str, Tensor],
+    target: Tensor,
+    groups: int,
+    activation: str = "softmax",
+    output_key: OutputKey = None,
+) -> Dict[str, float]:
+    """``{method: batch mean of SaCo}`` (:func:`~lightning_rollout.metrics.saco`, ``groups`` pixel groups) of
+    every method's maps, one forward of the ``B * groups`` perturbed images per method.
+
+    Raises:
+        ValueError: naming ``saco_groups`` when the images have fewer than ``groups`` pixels.
+    """
+    pixels = images.shape[-2] * images.shape[-1]
+    if groups > pixels:
+        raise ValueError(
+            f"`saco_groups`={groups} needs at least that many pixels, but the model's input has {pixels} "
+            f"({images.shape[-2]}x{images.shape[-1]}); pass a smaller `saco_groups`, or 0"
+        )
+    return {
+        method: float(
+            saco(model, images, method_maps.to(images.device), target, groups=groups, activation=activation,
+                 output_key=output_key).mean()
+        )
+        for method, method_maps in maps.items()
+    }
 
 
 def all_finite(maps: Tensor) -> bool:

@@ -17,6 +17,7 @@ from lightning_rollout.metrics.faithfulness import check_baseline
 from lightning_rollout.monitor.batch import BatchKey, check_key
 from lightning_rollout.monitor.inputs import check_stats
 from lightning_rollout.monitor.keeper import SAMPLE_SELECTIONS
+from lightning_rollout.monitor.scalars import check_saco_groups
 from lightning_rollout.monitor.tasks import TargetSpec, check_task
 from lightning_rollout.sinks.base import check_image_format
 
@@ -54,6 +55,7 @@ class MonitorSettings:
     tag_prefix: str = "attention"
     faithfulness_steps: int = 8
     faithfulness_baseline: Union[float, str] = "mean"
+    saco_groups: int = 10
     max_cell_size: int = 128
     image_format: str = "jpeg"
     sample_selection: str = "per_class"
@@ -79,6 +81,7 @@ class MonitorSettings:
                 f"`sample_selection` must be one of {list(SAMPLE_SELECTIONS)}, got {self.sample_selection!r}"
             )
         check_baseline("faithfulness_baseline", self.faithfulness_baseline)
+        check_saco_groups("saco_groups", self.saco_groups)
         check_task(self.task, self.target, methods, self.max_labels)
         if self.attention_heads and "attention" not in methods:
             raise ValueError(f"`attention_heads`=True needs 'attention' in `methods`, got {list(methods)!r}")

@@ -16,7 +16,7 @@ from lightning_rollout.core.hooks import side_pass
 from lightning_rollout.core.outputs import select_output
 from lightning_rollout.engine.api import explain_with
 from lightning_rollout.monitor import tasks
-from lightning_rollout.monitor.scalars import all_finite, faithfulness_scalars
+from lightning_rollout.monitor.scalars import all_finite, faithfulness_scalars, saco_scalars
 from lightning_rollout.monitor.settings import MonitorSettings
 from lightning_rollout.monitor.tasks import Panels
 
@@ -56,7 +56,8 @@ class SidePass(NamedTuple):
     target_scores: Optional[Tensor]
     """`(P,)` a callable target's score per panel, else `None`."""
     faithfulness: Dict[str, Dict[str, float]]
-    """`{method: {"deletion_auc": ..., "insertion_auc": ...}}`; empty when off or a map is not finite."""
+    """`{method: {"deletion_auc": ..., "insertion_auc": ..., "saco": ...}}` (the AUCs with `faithfulness_steps`,
+    SaCo with `saco_groups`); empty when both are off, without class panels or when a map is not finite."""
     heads: Optional[Tensor]
     """`(P, heads, h, w)` (video: `(P, heads, T', h, w)`) method `"attention"`'s per-head maps, with
     `attention_heads`; else `None`."""
@@ -66,8 +67,9 @@ def explain_panels(
     settings: MonitorSettings, runtime: Runtime, model: nn.Module, inputs: Tensor, labels: Optional[Tensor]
 ) -> SidePass:
     """One side pass through `model` over the model inputs `inputs` (on `runtime.device`) of the kept
-    samples: probabilities, every method's maps and their faithfulness scalars (when on), under the
-    runtime's precision."""
+    samples: probabilities, every method's maps and their faithfulness scalars (deletion and insertion AUCs,
+    SaCo; each when on), under the runtime's precision. SaCo sends each method's `P * saco_groups`
+    perturbed panels through the model in one forward."""
     task, target, output_key = settings.task, settings.target, settings.explain.output_key
     images = runtime.convert_input(inputs)
     with runtime.forward_context():
@@ -93,25 +95,23 @@ def explain_panels(
         panels = panels.with_predictions(scores)
         target_scores = tasks.target_scores(target, result.output) if callable(target) else None
         faithfulness: Dict[str, Dict[str, float]] = {}
-        # Deletion and insertion read a class's probability: there is none to read without class panels. They
-        # perturb images: clips are not scored (yet).
-        scored = None if panels.classes is None or images.dim() == 5 else panels.classes.to(images.device)
-        if settings.faithfulness_steps and scored is not None and all(all_finite(m) for m in maps.values()):
+        # Deletion, insertion and SaCo read a class's probability: there is none to read without class panels.
+        scored = None if panels.classes is None else panels.classes.to(images.device)
+        perturbed = settings.faithfulness_steps or settings.saco_groups
+        if perturbed and scored is not None and all(all_finite(m) for m in maps.values()):
             activation = "sigmoid" if task == "multilabel" else "softmax"
+            faithfulness = {method: {} for method in maps}
             with side_pass(model, images.device, needs_grad=False):
-                faithfulness = {
-                    method: faithfulness_scalars(
-                        model,
-                        images,
-                        method_maps,
-                        scored,
-                        settings.faithfulness_steps,
-                        settings.faithfulness_baseline,
-                        activation,
-                        output_key,
-                    )
-                    for method, method_maps in maps.items()
-                }
+                if settings.faithfulness_steps:
+                    for method, method_maps in maps.items():
+                        faithfulness[method].update(faithfulness_scalars(
+                            model, images, method_maps, scored, settings.faithfulness_steps,
+                            settings.faithfulness_baseline, activation, output_key,
+                        ))
+                if settings.saco_groups:
+                    saco = saco_scalars(model, images, maps, scored, settings.saco_groups, activation, output_key)
+                    for method, value in saco.items():
+                        faithfulness[method]["saco"] = value
     scores = None if scores is None else scores.cpu()
     heads = None if result.heads is None else result.heads.cpu()
     return SidePass(panels, maps, scores, target_scores, faithfulness, heads)
@@ -157,7 +157,7 @@ def _joined(parts: List[SidePass], size: int) -> SidePass:
         None if parts[0].panels.classes is None else torch.cat([part.panels.classes for part in parts]),
         parts[0].panels.predicted,
     )
-    weights = [len(part.panels.samples) for part in parts]  # the faithfulness means are over panels
+    weights = [len(part.panels.samples) for part in parts]  # the faithfulness means (AUCs, SaCo) are over panels
     faithfulness = {
         method: {
             name: sum(n * part.faithfulness[method][name] for n, part in zip(weights, parts)) / sum(weights)

@@ -29,6 +29,11 @@ and the video models VideoMAE, ViViT and TimeSformer (Grad-CAM; :mod:`~lightning
   norm); ``CLIPVisionModelWithProjection``'s ``post_layernorm`` of the class token then ``visual_projection``
   (its ``image_embeds``, for a similarity ``target`` with ``output_key="image_embeds"``). Base models
   without a head (``ViTModel``, ``CLIPVisionModel``, ...) have none to apply.
+- Pooled head (LeGrad's released rule, on the mean token): the same norms and classifiers on one pooled
+  token, the pooling skipped: ``layernorm`` then ``classifier`` (ViT, DeiT), the mean of both DeiT-with-teacher
+  heads, BEiT's ``layernorm`` and its pooler's norm, DINOv2's classifier on ``concat(p, p)`` of the normed
+  token, CLIP's classifier (no norm), and ``post_layernorm`` then ``visual_projection`` (the released CLIP
+  rule itself).
 - Grad-CAM: the tokens the last attention layer reads (the output of its input norm:
   ``layernorm_before``, ``norm1``, ``layer_norm1``); Swin: the output of the final ``layernorm``.
 - Swin (also SwinV2, Donut-Swin, MaskFormer-Swin) has no global token attention: the attention methods
@@ -173,6 +178,10 @@ class HFAdapter(ModelAdapter):
     def head(self) -> Callable[[Tensor], Tensor]:
         rule = family_of(self.root).head
         return super().head() if rule is None else rule(self.root)
+
+    def pooled_head(self) -> Callable[[Tensor], Tensor]:
+        rule = family_of(self.root).pooled_head
+        return super().pooled_head() if rule is None else rule(self.root)
 
     # ------------------------------------------------------------------------------------- Grad-CAM
 

@@ -1,5 +1,6 @@
-"""Each Hugging Face vision (and video) family in one table: what its head reads (the read-out of relevance maps) and the
-head itself applied to a block's tokens (LeGrad), keyed by the model class.
+"""Each Hugging Face vision family in one table: what its head reads (the read-out of relevance maps), the
+head itself applied to a block's tokens, and its final norm and classifier applied to one pooled token
+(LeGrad's two read-outs), keyed by the model class.
 
 A class not in the table reads the class token and has no head to apply (a bare encoder such as `ViTModel`).
 """
@@ -17,7 +18,8 @@ from lightning_rollout.models.readout import Readout, patch_mean_readout, token_
 ReadoutRule = Callable[[TokenGeometry, Any], Optional[Readout]]
 """`rule(geometry, config)`: the read-out, or `None` for the class token."""
 HeadRule = Callable[[nn.Module], Callable[[Tensor], Tensor]]
-"""`rule(model)`: the model's head as a function of a block's tokens `(B, N, C)`."""
+"""`rule(model)`: the model's head as a function of a block's tokens `(B, N, C)` (a head rule), or of one pooled
+token `(B, C)` (a pooled-head rule)."""
 
 GLOBAL_ATTENTION = {"vit", "deit", "beit", "dinov2", "dinov2_with_registers", "clip_vision_model", "clip"}
 """`config.model_type` of the families whose geometry and head the adapter knows."""
@@ -44,6 +46,7 @@ class Family:
 
     readout: ReadoutRule
     head: Optional[HeadRule] = None
+    pooled_head: Optional[HeadRule] = None
 
 
 def _base(model: nn.Module) -> nn.Module:
@@ -111,25 +114,65 @@ def _clip_projection_head(model: nn.Module) -> Callable[[Tensor], Tensor]:
     return lambda tokens: model.visual_projection(model.vision_model.post_layernorm(tokens[:, 0]))
 
 
+# Pooled heads: the same norms and classifiers on one pooled token `(B, C)`, the pooling skipped; where a head
+# reads two places (DeiT's class and distillation tokens, DINOv2's class token and patch mean) the pooled token
+# stands in both.
+
+
+def _normed_pooled_head(model: nn.Module) -> Callable[[Tensor], Tensor]:
+    return lambda pooled: model.classifier(_base(model).layernorm(pooled))
+
+
+def _teacher_pooled_head(model: nn.Module) -> Callable[[Tensor], Tensor]:
+    def head(pooled: Tensor) -> Tensor:
+        normed = _base(model).layernorm(pooled)
+        return (model.cls_classifier(normed) + model.distillation_classifier(normed)) / 2
+
+    return head
+
+
+def _beit_pooled_head(model: nn.Module) -> Callable[[Tensor], Tensor]:
+    def head(pooled: Tensor) -> Tensor:
+        normed = _base(model).layernorm(pooled)  # Identity with mean pooling
+        pooler_norm = _base(model).pooler.layernorm  # the pooler's norm of the patch mean, or None (class token)
+        return model.classifier(normed if pooler_norm is None else pooler_norm(normed))
+
+    return head
+
+
+def _dinov2_pooled_head(model: nn.Module) -> Callable[[Tensor], Tensor]:
+    def head(pooled: Tensor) -> Tensor:
+        normed = _base(model).layernorm(pooled)
+        return model.classifier(torch.cat([normed, normed], dim=1))
+
+    return head
+
+
+def _clip_classifier_pooled_head(model: nn.Module) -> Callable[[Tensor], Tensor]:
+    return lambda pooled: model.classifier(pooled)
+
+
+def _clip_projection_pooled_head(model: nn.Module) -> Callable[[Tensor], Tensor]:
+    # LeGrad's released CLIP rule: ln_post of the mean token, then the projection.
+    return lambda pooled: model.visual_projection(model.vision_model.post_layernorm(pooled))
+
+
 FAMILIES: Dict[str, Family] = {
-    "ViTForImageClassification": Family(_class_token, _normed_class_token_head),
-    "DeiTForImageClassification": Family(_class_token, _normed_class_token_head),
+    "ViTForImageClassification": Family(_class_token, _normed_class_token_head, _normed_pooled_head),
+    "DeiTForImageClassification": Family(_class_token, _normed_class_token_head, _normed_pooled_head),
     "DeiTForImageClassificationWithTeacher": Family(
-        lambda geometry, config: token_readout(geometry.num_tokens, (0, 1)), _teacher_head
+        lambda geometry, config: token_readout(geometry.num_tokens, (0, 1)), _teacher_head, _teacher_pooled_head
     ),
     "BeitModel": Family(_beit_pooling),
-    "BeitForImageClassification": Family(_beit_pooling, _beit_head),
+    "BeitForImageClassification": Family(_beit_pooling, _beit_head, _beit_pooled_head),
     "Dinov2ForImageClassification": Family(
-        lambda geometry, config: patch_mean_readout(geometry, class_weight=0.5), _dinov2_head
+        lambda geometry, config: patch_mean_readout(geometry, class_weight=0.5), _dinov2_head, _dinov2_pooled_head
     ),
     "Dinov2WithRegistersForImageClassification": Family(
-        lambda geometry, config: patch_mean_readout(geometry, class_weight=0.5), _dinov2_head
+        lambda geometry, config: patch_mean_readout(geometry, class_weight=0.5), _dinov2_head, _dinov2_pooled_head
     ),
-    "CLIPForImageClassification": Family(_patch_mean, _clip_classifier_head),
-    "CLIPVisionModelWithProjection": Family(_class_token, _clip_projection_head),
-    "VideoMAEForVideoClassification": Family(_videomae_readout, _videomae_head),
-    "VivitForVideoClassification": Family(_class_token, _normed_class_token_head),
-    "TimesformerForVideoClassification": Family(_class_token, _normed_class_token_head),
+    "CLIPForImageClassification": Family(_patch_mean, _clip_classifier_head, _clip_classifier_pooled_head),
+    "CLIPVisionModelWithProjection": Family(_class_token, _clip_projection_head, _clip_projection_pooled_head),
 }
 """Model class name → how it reads its tokens (see the module docstring)."""
 
