@@ -149,8 +149,15 @@ def callback_cases(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
 
     data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, labels), batch_size=len(images))
     callback = AttentionRolloutCallback(methods=METHODS, num_samples=len(images), faithfulness_steps=0, saco_groups=0)
-    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=TensorBoardLogger(log_dir), callbacks=[callback],
-                         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=TensorBoardLogger(log_dir),
+        callbacks=[callback],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
     module = Module()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

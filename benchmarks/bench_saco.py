@@ -32,9 +32,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench_engine.py
 
 import timm  # noqa: E402
 import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
 from _report import emit  # noqa: E402
+from torch import nn  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's package
 from lightning_rollout import AttentionRolloutCallback  # noqa: E402
@@ -103,13 +102,25 @@ def setup(args: argparse.Namespace, log_dir: str):
             return None
 
     callbacks = {
-        name: AttentionRolloutCallback(methods=args.methods, num_samples=args.num_samples, tag_prefix=f"arm{i}",
-                                       sample_selection="first", **settings)
+        name: AttentionRolloutCallback(
+            methods=args.methods,
+            num_samples=args.num_samples,
+            tag_prefix=f"arm{i}",
+            sample_selection="first",
+            **settings,
+        )
         for i, (name, settings) in enumerate(ARMS.items())
     }
     data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, labels), batch_size=len(images))
-    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=TensorBoardLogger(log_dir), callbacks=list(callbacks.values()),
-                         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=TensorBoardLogger(log_dir),
+        callbacks=list(callbacks.values()),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
     module = Module()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -147,8 +158,11 @@ def main(argv: Optional[List[str]] = None) -> None:
                 counts[name] = counter.take()
                 if round_index > 0:
                     times[name].append(elapsed)
-                print(f"round {round_index} {name}: {elapsed * 1000:.0f} ms, forwards/images {counts[name]}",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"round {round_index} {name}: {elapsed * 1000:.0f} ms, forwards/images {counts[name]}",
+                    file=sys.stderr,
+                    flush=True,
+                )
         logger.finalize("success")
 
     def ratio(numerator: str, denominator: str) -> float:
@@ -177,8 +191,10 @@ def main(argv: Optional[List[str]] = None) -> None:
         "|---|---|---|---|---|---|",
     ]
     for name, values in times.items():
-        lines.append(f"| {name} | {statistics.median(values) * 1000:.0f} | {min(values) * 1000:.0f} | "
-                     f"{max(values) * 1000:.0f} | {counts[name][0]} | {counts[name][1]} |")
+        lines.append(
+            f"| {name} | {statistics.median(values) * 1000:.0f} | {min(values) * 1000:.0f} | "
+            f"{max(values) * 1000:.0f} | {counts[name][0]} | {counts[name][1]} |"
+        )
     lines += ["", f"Total run time {time.perf_counter() - started:.0f} s."]
     emit(lines, args.out)
 

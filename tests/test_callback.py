@@ -101,8 +101,9 @@ def test_saco_scalar_every_logged_epoch_and_off_with_zero_groups(tmp_path):
     pl.seed_everything(0)
     callback = AttentionRolloutCallback(methods=["rollout", "chefer"], num_samples=4, faithfulness_steps=0)
     off = AttentionRolloutCallback(methods=["rollout"], num_samples=4, saco_groups=0, tag_prefix="off")
-    four = AttentionRolloutCallback(methods=["chefer"], num_samples=4, faithfulness_steps=0, saco_groups=4,
-                                    tag_prefix="four")
+    four = AttentionRolloutCallback(
+        methods=["chefer"], num_samples=4, faithfulness_steps=0, saco_groups=4, tag_prefix="four"
+    )
     trainer = _trainer(tmp_path, [callback, off, four], max_epochs=2)
     module = NoMasks()
     trainer.fit(module)

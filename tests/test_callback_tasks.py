@@ -163,7 +163,10 @@ def test_label_free_run_logs_maps_without_predictions_or_faithfulness(tmp_path):
     assert len(events.Images("attention/rollout/samples")) == 2
     scalars = set(events.Tags()["scalars"])
     assert "attention/rollout/entropy" in scalars
-    assert not {"attention/rollout/deletion_auc", "attention/rollout/saco", "attention/rollout/class_discrimination"} & scalars
+    assert (
+        not {"attention/rollout/deletion_auc", "attention/rollout/saco", "attention/rollout/class_discrimination"}
+        & scalars
+    )
     assert "attention/mask_area" not in scalars, "per-class masks without classes to pick them are not scored"
 
 

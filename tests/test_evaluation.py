@@ -6,9 +6,10 @@ import json
 import pytest
 import torch
 from conftest import tiny_vit
+
 from lightning_rollout import explain
-from lightning_rollout.metrics import saco
 from lightning_rollout.evaluation.table import COLUMNS, FLOORS, evaluate, format_markdown, save_table
+from lightning_rollout.metrics import saco
 
 
 def test_evaluate_rows_with_and_without_masks(tmp_path):

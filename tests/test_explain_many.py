@@ -233,6 +233,9 @@ def test_a_registered_method_with_an_option_joins_the_shared_pass(vit, images, m
     torch.testing.assert_close(maps["last_row"], 2 * explain(vit, images, "attention"))
     with pytest.raises(ValueError, match=r"`last_row_scale` must be > 0, got -1"):
         explain(vit, images, "last_row", last_row_scale=-1)
-    with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) \['bogus'\]; the methods' own options "
-                                        r"are \['last_row_scale', 'legrad_first_layer', 'legrad_readout'\]"):
+    with pytest.raises(
+        TypeError,
+        match=r"unexpected keyword argument\(s\) \['bogus'\]; the methods' own options "
+        r"are \['last_row_scale', 'legrad_first_layer', 'legrad_readout'\]",
+    ):
         explain(vit, images, "rollout", bogus=1)

@@ -88,12 +88,21 @@ def _timm_released(model: nn.Module, images: torch.Tensor, target: torch.Tensor,
         return model.head(model.head_drop(model.fc_norm(x)))
 
     attentions, tokens = [], []
-    with fused_attention_disabled(model), forward_hooks(
-        [block.attn.attn_drop for block in model.blocks], lambda m, i, o: attentions.append(o)
-    ), forward_hooks(list(model.blocks), lambda m, i, o: tokens.append(o)):
+    with (
+        fused_attention_disabled(model),
+        forward_hooks([block.attn.attn_drop for block in model.blocks], lambda m, i, o: attentions.append(o)),
+        forward_hooks(list(model.blocks), lambda m, i, o: tokens.append(o)),
+    ):
         model(images.clone().requires_grad_(True))
-    return _released_rule(attentions, tokens, pooled_head, _class_score(target), model.num_prefix_tokens,
-                          model.patch_embed.grid_size, first_layer)
+    return _released_rule(
+        attentions,
+        tokens,
+        pooled_head,
+        _class_score(target),
+        model.num_prefix_tokens,
+        model.patch_embed.grid_size,
+        first_layer,
+    )
 
 
 @pytest.mark.parametrize("case", list(TIMM_RELEASED))
@@ -134,8 +143,12 @@ def _hf_three_layers(name: str) -> nn.Module:
 HF_RELEASED = {
     # name: (prefix tokens, the final norm and classifier on one pooled token, written out)
     "vit": (1, lambda m: lambda p: m.classifier(m.vit.layernorm(p))),
-    "deit_teacher": (2, lambda m: lambda p: (m.cls_classifier(m.deit.layernorm(p))
-                                             + m.distillation_classifier(m.deit.layernorm(p))) / 2),
+    "deit_teacher": (
+        2,
+        lambda m: (
+            lambda p: (m.cls_classifier(m.deit.layernorm(p)) + m.distillation_classifier(m.deit.layernorm(p))) / 2
+        ),
+    ),
     "dinov2": (1, lambda m: lambda p: m.classifier(torch.cat([m.dinov2.layernorm(p)] * 2, dim=1))),
 }
 
@@ -169,8 +182,9 @@ def test_clip_default_is_the_released_clip_rule():
     maps = explain(model, images, "legrad", output_key="image_embeds", target=similarity)
     eager, attentions, tokens = _hf_outputs(model, images)
     tower = eager.vision_model
-    expected = _released_rule(attentions, tokens, lambda p: eager.visual_projection(tower.post_layernorm(p)),
-                              similarity, 1, (4, 4))
+    expected = _released_rule(
+        attentions, tokens, lambda p: eager.visual_projection(tower.post_layernorm(p)), similarity, 1, (4, 4)
+    )
     _assert_same_maps(maps, expected)
 
 
@@ -178,8 +192,9 @@ def _torchvision_three_layers() -> nn.Module:
     from torchvision.models.vision_transformer import VisionTransformer
 
     torch.manual_seed(0)
-    model = VisionTransformer(image_size=32, patch_size=8, num_layers=3, num_heads=2, hidden_dim=32,
-                              mlp_dim=64, num_classes=5).eval()
+    model = VisionTransformer(
+        image_size=32, patch_size=8, num_layers=3, num_heads=2, hidden_dim=32, mlp_dim=64, num_classes=5
+    ).eval()
     nn.init.normal_(model.heads.head.weight)  # zero at init: every gradient would be zero
     return model
 
@@ -522,7 +537,9 @@ def test_an_adapter_without_a_pooled_head_serves_only_the_head_readout(vit):
         pooled_head = ModelAdapter.pooled_head
 
     adapter = HeadOnly(vit)
-    with pytest.raises(UnsupportedModelError, match=r"legrad_readout='mean' needs the final norm.*legrad_readout='head'"):
+    with pytest.raises(
+        UnsupportedModelError, match=r"legrad_readout='mean' needs the final norm.*legrad_readout='head'"
+    ):
         LeGrad.check_adapter(adapter, {"legrad_readout": "mean", "legrad_first_layer": -2})
     with pytest.raises(UnsupportedModelError, match="legrad_readout='mean'"):
         LeGrad.check_adapter(adapter)  # the defaults
@@ -599,16 +616,19 @@ def test_explain_many_with_every_method_equals_each_alone(family, images, monkey
 
 def test_callable_target_is_each_layers_score(images):
     model = tiny_vit()
-    torch.testing.assert_close(explain(model, images, "legrad", target=lambda logits: logits[:, 2]),
-                               explain(model, images, "legrad", target=2))
+    torch.testing.assert_close(
+        explain(model, images, "legrad", target=lambda logits: logits[:, 2]), explain(model, images, "legrad", target=2)
+    )
     # a score mixing classes, per layer as the naive references take it
     mixed = lambda logits: logits[:, 1] - logits[:, 3]  # noqa: E731
     difference = explain(model, images, "legrad", target=mixed, **HEAD_EVERY_LAYER)
     torch.testing.assert_close(difference, naive_legrad(model, images, mixed), rtol=1e-5, atol=1e-7)
     attentions, tokens = [], []
-    with fused_attention_disabled(model), forward_hooks(
-        [block.attn.attn_drop for block in model.blocks], lambda m, i, o: attentions.append(o)
-    ), forward_hooks(list(model.blocks), lambda m, i, o: tokens.append(o)):
+    with (
+        fused_attention_disabled(model),
+        forward_hooks([block.attn.attn_drop for block in model.blocks], lambda m, i, o: attentions.append(o)),
+        forward_hooks(list(model.blocks), lambda m, i, o: tokens.append(o)),
+    ):
         model(images.clone().requires_grad_(True))
     expected = _released_rule(attentions, tokens, lambda p: model.head(model.norm(p)), mixed, 1, (4, 4))
     _assert_same_maps(explain(model, images, "legrad", target=mixed), expected)

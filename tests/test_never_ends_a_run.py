@@ -164,7 +164,9 @@ def test_out_of_memory_retries_in_smaller_chunks(tmp_path, monkeypatch):
     torch.testing.assert_close(maps, explain(module, batch.images, "grad_rollout", target=batch.labels))
     # The chunks' AUCs, weighted by chunk size, are the whole batch's.
     with torch.no_grad():
-        whole = faithfulness_scalars(module.eval(), batch.images, maps, batch.labels, 4, callback.settings.faithfulness_baseline)
+        whole = faithfulness_scalars(
+            module.eval(), batch.images, maps, batch.labels, 4, callback.settings.faithfulness_baseline
+        )
     events = read_events(trainer.logger.log_dir)
     chunked = events.Scalars("attention/grad_rollout/deletion_auc")[-1].value
     assert chunked == pytest.approx(whole["deletion_auc"], abs=1e-5)

@@ -131,18 +131,41 @@ class AttentionRolloutCallback(*callback_bases()):  # type: ignore[misc]
     ) -> None:
         check_int("every_n_epochs", every_n_epochs, 1)  # the settings' `every_n`, named as this callback names it
         explain = ExplainOptions(
-            head_fusion=head_fusion, discard_ratio=discard_ratio, output_key=output_key,
-            attention_pattern=attention_pattern, gradcam_layer=gradcam_layer, num_prefix_tokens=num_prefix_tokens,
+            head_fusion=head_fusion,
+            discard_ratio=discard_ratio,
+            output_key=output_key,
+            attention_pattern=attention_pattern,
+            gradcam_layer=gradcam_layer,
+            num_prefix_tokens=num_prefix_tokens,
             grid_size=None if grid_size is None else tuple(grid_size),
         )
         self.settings = MonitorSettings(
-            methods=methods, explain=explain, num_samples=num_samples, every_n=every_n_epochs, task=task,
-            target=target, max_labels=max_labels, attention_heads=attention_heads, image_key=image_key,
-            input_transform=input_transform, label_key=label_key, mask_key=mask_key, mean=mean, std=std,
-            colormap=colormap, alpha=alpha, log_initial_maps=log_initial_maps, class_names=class_names,
-            filmstrip_columns=filmstrip_columns, tag_prefix=tag_prefix, faithfulness_steps=faithfulness_steps,
-            faithfulness_baseline=faithfulness_baseline, saco_groups=saco_groups, max_cell_size=max_cell_size,
-            image_format=image_format, sample_selection=sample_selection,
+            methods=methods,
+            explain=explain,
+            num_samples=num_samples,
+            every_n=every_n_epochs,
+            task=task,
+            target=target,
+            max_labels=max_labels,
+            attention_heads=attention_heads,
+            image_key=image_key,
+            input_transform=input_transform,
+            label_key=label_key,
+            mask_key=mask_key,
+            mean=mean,
+            std=std,
+            colormap=colormap,
+            alpha=alpha,
+            log_initial_maps=log_initial_maps,
+            class_names=class_names,
+            filmstrip_columns=filmstrip_columns,
+            tag_prefix=tag_prefix,
+            faithfulness_steps=faithfulness_steps,
+            faithfulness_baseline=faithfulness_baseline,
+            saco_groups=saco_groups,
+            max_cell_size=max_cell_size,
+            image_format=image_format,
+            sample_selection=sample_selection,
         )
         self.maps = MapLogger(self.settings, type(self).__name__)
         self._sinks: Optional[list] = None  # one per logger, made at the first logging step
@@ -243,8 +266,15 @@ class AttentionRolloutCallback(*callback_bases()):  # type: ignore[misc]
 
     # ------------------------------------------------------------------------------------- the step
 
-    def log_maps(self, trainer: Any, pl_module: nn.Module, label: Optional[str], step: Optional[int] = None,
-                 root: Optional[str] = None, ready: bool = True) -> None:
+    def log_maps(
+        self,
+        trainer: Any,
+        pl_module: nn.Module,
+        label: Optional[str],
+        step: Optional[int] = None,
+        root: Optional[str] = None,
+        ready: bool = True,
+    ) -> None:
         """Explains the fixed batch with `pl_module` and logs pictures and scalars to `trainer`'s loggers.
 
         Every rank must call this: on a sharded model all ranks run the side pass on rank 0's batch (sent to

@@ -41,6 +41,7 @@ from lightning_rollout.metrics import (
     saco,
 )
 from lightning_rollout.metrics.faithfulness import check_baseline
+from lightning_rollout.monitor.batch import FixedBatch, take_samples
 from lightning_rollout.monitor.scalars import check_saco_groups
 
 __all__ = ["COLUMNS", "FLOORS", "evaluate", "format_markdown", "main", "save_table"]
@@ -211,7 +212,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         help="'blur', 'mean' or a number (default: the config's callback's faithfulness_baseline, else 'mean')",
     )
     parser.add_argument(
-        "--saco_groups", type=int, default=None,
+        "--saco_groups",
+        type=int,
+        default=None,
         help="SaCo's pixel groups K, 0: no SaCo column (default: the config's callback's saco_groups when on, else 10)",
     )
     parser.add_argument("--methods", nargs="+", default=None, help="default: every registered method")
@@ -262,16 +265,31 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
         args.saco_groups = (callback.settings.saco_groups if callback is not None else 0) or 10
     samples = _load_samples(datamodule, args.num_samples, callback)
     rows = evaluate(
-        model, samples.images, samples.labels, samples.masks, methods=methods, steps=args.steps,
-        baseline=args.baseline, saco_groups=args.saco_groups, seed=args.seed, options=options,
+        model,
+        samples.images,
+        samples.labels,
+        samples.masks,
+        methods=methods,
+        steps=args.steps,
+        baseline=args.baseline,
+        saco_groups=args.saco_groups,
+        seed=args.seed,
+        options=options,
     )
     table = format_markdown(rows)
     out_dir = args.out_dir or os.path.join(os.path.dirname(os.path.abspath(args.ckpt_path)), "evaluation")
-    meta = dict(config=args.config, ckpt_path=args.ckpt_path, num_samples=len(samples), steps=args.steps,
-                baseline=args.baseline, saco_groups=args.saco_groups, seed=args.seed,
-                target="label" if samples.labels is not None else "prediction",
-                **{k: v for k, v in vars(options).items() if v is not None and k != "method_options"},
-                method_options=options.resolved_method_options())
+    meta = dict(
+        config=args.config,
+        ckpt_path=args.ckpt_path,
+        num_samples=len(samples),
+        steps=args.steps,
+        baseline=args.baseline,
+        saco_groups=args.saco_groups,
+        seed=args.seed,
+        target="label" if samples.labels is not None else "prediction",
+        **{k: v for k, v in vars(options).items() if v is not None and k != "method_options"},
+        method_options=options.resolved_method_options(),
+    )
     paths = save_table(rows, out_dir, meta)
     groups = f"SaCo {args.saco_groups} groups" if args.saco_groups else "SaCo off"
     print(f"{len(samples)} validation samples, {args.steps} steps, baseline {args.baseline!r}, {groups}\n\n{table}")

@@ -78,7 +78,9 @@ def check_saco_groups(argument: str, groups: Any) -> None:
         ValueError: naming ``argument``.
     """
     if isinstance(groups, bool) or not isinstance(groups, int) or groups < 0 or groups == 1:
-        raise ValueError(f"`{argument}` must be 0 (SaCo off) or an int >= 2 (the number of pixel groups), got {groups!r}")
+        raise ValueError(
+            f"`{argument}` must be 0 (SaCo off) or an int >= 2 (the number of pixel groups), got {groups!r}"
+        )
 
 
 def saco_scalars(
@@ -104,8 +106,15 @@ def saco_scalars(
         )
     return {
         method: float(
-            saco(model, images, method_maps.to(images.device), target, groups=groups, activation=activation,
-                 output_key=output_key).mean()
+            saco(
+                model,
+                images,
+                method_maps.to(images.device),
+                target,
+                groups=groups,
+                activation=activation,
+                output_key=output_key,
+            ).mean()
         )
         for method, method_maps in maps.items()
     }

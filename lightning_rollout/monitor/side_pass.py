@@ -104,10 +104,18 @@ def explain_panels(
             with side_pass(model, images.device, needs_grad=False):
                 if settings.faithfulness_steps:
                     for method, method_maps in maps.items():
-                        faithfulness[method].update(faithfulness_scalars(
-                            model, images, method_maps, scored, settings.faithfulness_steps,
-                            settings.faithfulness_baseline, activation, output_key,
-                        ))
+                        faithfulness[method].update(
+                            faithfulness_scalars(
+                                model,
+                                images,
+                                method_maps,
+                                scored,
+                                settings.faithfulness_steps,
+                                settings.faithfulness_baseline,
+                                activation,
+                                output_key,
+                            )
+                        )
                 if settings.saco_groups:
                     saco = saco_scalars(model, images, maps, scored, settings.saco_groups, activation, output_key)
                     for method, value in saco.items():
