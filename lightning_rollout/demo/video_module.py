@@ -59,7 +59,8 @@ class VideoMAEClassifier(LightningModule):
         self.save_hyperparameters()
         import transformers
 
-        config = transformers.VideoMAEConfig(
+        # num_labels goes through **kwargs to PretrainedConfig, which mypy cannot see.
+        config = transformers.VideoMAEConfig(  # type: ignore[call-arg]
             num_labels=num_classes,
             num_frames=num_frames,
             image_size=image_size,
