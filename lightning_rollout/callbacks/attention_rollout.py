@@ -14,11 +14,10 @@ from lightning_rollout.core.checks import check_int
 from lightning_rollout.core.distributed import is_sharded
 from lightning_rollout.core.namespaces import callback_bases
 from lightning_rollout.core.outputs import OutputKey
-from lightning_rollout.engine.options import ExplainOptions
+from lightning_rollout.monitor.arguments import setting_value, settings_from
 from lightning_rollout.monitor.batch import BatchKey, FixedBatch
 from lightning_rollout.monitor.history import FilmstripHistory
 from lightning_rollout.monitor.notices import short_traceback
-from lightning_rollout.monitor.settings import MonitorSettings
 from lightning_rollout.monitor.step import MapLogger
 
 
@@ -130,56 +129,15 @@ class AttentionRolloutCallback(*callback_bases()):  # type: ignore[misc]
         sample_selection: str = "per_class",
     ) -> None:
         check_int("every_n_epochs", every_n_epochs, 1)  # the settings' `every_n`, named as this callback names it
-        explain = ExplainOptions(
-            head_fusion=head_fusion,
-            discard_ratio=discard_ratio,
-            output_key=output_key,
-            attention_pattern=attention_pattern,
-            gradcam_layer=gradcam_layer,
-            num_prefix_tokens=num_prefix_tokens,
-            grid_size=None if grid_size is None else tuple(grid_size),
-        )
-        self.settings = MonitorSettings(
-            methods=methods,
-            explain=explain,
-            num_samples=num_samples,
-            every_n=every_n_epochs,
-            task=task,
-            target=target,
-            max_labels=max_labels,
-            attention_heads=attention_heads,
-            image_key=image_key,
-            input_transform=input_transform,
-            label_key=label_key,
-            mask_key=mask_key,
-            mean=mean,
-            std=std,
-            colormap=colormap,
-            alpha=alpha,
-            log_initial_maps=log_initial_maps,
-            class_names=class_names,
-            filmstrip_columns=filmstrip_columns,
-            tag_prefix=tag_prefix,
-            faithfulness_steps=faithfulness_steps,
-            faithfulness_baseline=faithfulness_baseline,
-            saco_groups=saco_groups,
-            max_cell_size=max_cell_size,
-            image_format=image_format,
-            sample_selection=sample_selection,
-        )
+        arguments = dict(locals())  # every argument, by the name MonitorSettings and ExplainOptions give it
+        del arguments["self"], arguments["every_n_epochs"]
+        self.settings = settings_from({**arguments, "every_n": every_n_epochs})
         self.maps = MapLogger(self.settings, type(self).__name__)
         self._sinks: Optional[list] = None  # one per logger, made at the first logging step
 
     def __getattr__(self, name: str) -> Any:
         """Each argument read back by its name (`callback.num_samples`), from the checked settings."""
-        settings = self.__dict__.get("settings")
-        if settings is not None:
-            if name == "every_n_epochs":
-                return settings.every_n
-            for bundle in (settings, settings.explain):
-                if name in bundle.__dataclass_fields__:
-                    return getattr(bundle, name)
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return setting_value(self.__dict__.get("settings"), name, self)
 
     @property
     @override

@@ -22,7 +22,7 @@ from lightning_rollout.callbacks.trainer_sinks import Outlet, log_scalars_to, tr
 from lightning_rollout.core.checks import check_int
 from lightning_rollout.core.distributed import is_sharded
 from lightning_rollout.core.hooks import preserved_rng
-from lightning_rollout.monitor.arguments import settings_from
+from lightning_rollout.monitor.arguments import setting_value, settings_from
 from lightning_rollout.monitor.batch import BatchKey, FixedBatch
 from lightning_rollout.monitor.history import FilmstripHistory
 from lightning_rollout.monitor.notices import short_traceback
@@ -103,14 +103,7 @@ class AttentionRolloutTrainerCallback(TrainerCallback):
 
     def __getattr__(self, name: str) -> Any:
         """Each argument read back by its name (`callback.num_samples`), from the checked settings."""
-        settings = self.__dict__.get("settings")
-        if settings is not None:
-            if name == "every_n_evaluations":
-                return settings.every_n
-            for bundle in (settings, settings.explain):
-                if name in bundle.__dataclass_fields__:
-                    return getattr(bundle, name)
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return setting_value(self.__dict__.get("settings"), name, self)
 
     @property
     def fixed_batch(self) -> Optional[FixedBatch]:

@@ -269,11 +269,8 @@ def attention_per_head(
 
         heads = attention_per_head(dino, images)  # (B, 6, 14, 14) for a ViT-S/16 at 224 px
     """
-    options = ExplainOptions(
-        attention_pattern=attention_pattern,
-        num_prefix_tokens=num_prefix_tokens,
-        grid_size=None if grid_size is None else tuple(grid_size),
-    )
+    geometry = dict(num_prefix_tokens=num_prefix_tokens, grid_size=None if grid_size is None else tuple(grid_size))
+    options = ExplainOptions(attention_pattern=attention_pattern, **geometry)
     return explain_with(model, images, [Attention], options, per_head=True).heads
 
 

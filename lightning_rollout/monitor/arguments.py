@@ -35,3 +35,19 @@ def settings_from(arguments: Mapping[str, Any]) -> MonitorSettings:
         explain["grid_size"] = tuple(explain["grid_size"])
     monitor = {name: value for name, value in arguments.items() if name in monitor_names}
     return MonitorSettings(explain=ExplainOptions(**explain), **monitor)
+
+
+def setting_value(settings: Any, name: str, owner: object) -> Any:
+    """A front end's argument read back by its name from its checked `settings` (`every_n_epochs` and
+    `every_n_evaluations` are the settings' `every_n`).
+
+    Raises:
+        AttributeError: naming `owner`'s class and `name`, when no setting has that name.
+    """
+    if settings is not None:
+        if name in ("every_n_epochs", "every_n_evaluations"):
+            return settings.every_n
+        for bundle in (settings, settings.explain):
+            if name in bundle.__dataclass_fields__:
+                return getattr(bundle, name)
+    raise AttributeError(f"{type(owner).__name__!r} object has no attribute {name!r}")
