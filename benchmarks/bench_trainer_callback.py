@@ -89,6 +89,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     lines = [
         f"# `AttentionRolloutTrainerCallback` overhead on `trainer.evaluate()` ({options.num_val} validation scenes)",
         "",
+        *(
+            ["**`--quick`: a smoke run of the code path on tiny inputs; its numbers mean nothing.**", ""]
+            if options.quick
+            else []
+        ),
         f"Model and data: `{os.path.relpath(options.config, ROOT)}` (random init); methods {methods}, "
         f"{config['callback']['num_samples']} samples; TensorBoard; {options.rounds} rounds, median of per-round "
         "ratios.",

@@ -180,6 +180,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     lines = [
         f"# bench_video ({'quick' if args.quick else 'VideoMAE-B shape'})",
         "",
+        *(
+            ["**`--quick`: a smoke run of the code path on tiny inputs; its numbers mean nothing.**", ""]
+            if args.quick
+            else []
+        ),
         f"VideoMAE {config}, random init; clips {tuple(clips.shape)}, {tokens} tokens; all layers' per-head N×N "
         f"for the batch: {all_maps / MIB:.0f} MiB. torch {torch.__version__}, transformers {transformers.__version__}, "
         f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, commit {commit}, "

@@ -19,6 +19,7 @@ import platform
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Dict, List, Optional
 
@@ -59,12 +60,26 @@ def scores(model: torch.nn.Module, clips: torch.Tensor, labels: torch.Tensor, ma
     return result
 
 
+QUICK_NOTE = "**`--quick`: a smoke run of the code path on a few clips; its numbers mean nothing.**"
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default=os.path.join(ROOT, "configs", "video_demo.yaml"))
     parser.add_argument("--clips", type=int, default=64, help="validation clips scored")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--quick", action="store_true", help="one epoch on 32 clips, 8 scored, logs in a temp dir")
     args, cli_args = parser.parse_known_args(argv)  # the rest goes to LightningCLI, e.g. --trainer.max_epochs=2
+    if args.quick:
+        args.clips = 8
+        cli_args = [
+            "--trainer.max_epochs=1",
+            "--data.init_args.num_train=32",
+            "--data.init_args.num_val=8",
+            "--data.init_args.batch_size=8",
+            f"--trainer.default_root_dir={tempfile.mkdtemp()}",
+            *cli_args,
+        ]
     cli = LightningCLI(
         args=["--config", args.config, *cli_args],
         run=False,
@@ -94,6 +109,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     lines = [
         f"# video demo ({os.path.relpath(args.config, ROOT)})",
         "",
+        *([QUICK_NOTE, ""] if args.quick else []),
         f"{time.strftime('%Y-%m-%d')}, commit {commit.strip()}, {platform.machine()}, {os.cpu_count()} cores, torch "
         f"{torch.__version__}, {torch.get_num_threads()} threads; load average at the end "
         f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}.",

@@ -2,20 +2,21 @@
 
 A target is any callable ``target(output) -> Tensor (B,)``: ``output`` is what the model returns (after
 ``output_key`` picks an entry of a dict or tuple output), and the score must be differentiable in it, one value
-per sample. Pass one as ``target=`` to :func:`~lightning_rollout.engine.api` or to the callback. The ones here
+per sample. Pass one as ``target=`` to `api` or to the callback. The ones here
 cover the usual cases:
 
-- :class:`ClassLogit`: a class's logit, one class for the batch or one per sample;
-- :func:`positive_labels`: the ``(sample, class)`` pairs of a multi-label batch's positive labels, to explain
-  each label of a sample on its own (with :class:`ClassLogit` of the pairs' classes);
-- :class:`EmbeddingSimilarity`: cosine similarity of an embedding to reference embeddings (e.g. CLIP text
+- `ClassLogit`: a class's logit, one class for the batch or one per sample;
+- `positive_labels`: the ``(sample, class)`` pairs of a multi-label batch's positive labels, to explain
+  each label of a sample on its own (with `ClassLogit` of the pairs' classes);
+- `EmbeddingSimilarity`: cosine similarity of an embedding to reference embeddings (e.g. CLIP text
   embeddings of prompts), one reference per sample;
-- :class:`RegressionOutput`: a regression head's output.
+- `RegressionOutput`: a regression head's output.
 
-Example::
-
+Example:
+    ```python
     samples, classes = positive_labels(labels)  # labels: multi-hot (B, C)
     maps = explain(model, images[samples], "chefer", target=ClassLogit(classes))
+    ```
 """
 
 from typing import Optional, Sequence, Tuple, Union
@@ -84,9 +85,10 @@ class ClassLogit:
         ValueError: on a negative or non-integer class (here), or a class outside the output or a per-sample
             list not of the batch's length (when called).
 
-    Example::
-
+    Example:
+        ```python
         maps = explain(model, images, "grad_rollout", target=ClassLogit(3))
+        ```
     """
 
     def __init__(self, classes: Indices) -> None:
@@ -120,10 +122,11 @@ def positive_labels(labels: Tensor, max_per_sample: Optional[int] = None) -> Tup
     Raises:
         ValueError: if ``labels`` is not 2-D or ``max_per_sample`` is not ``None`` or an int ``>= 1``.
 
-    Example::
-
+    Example:
+        ```python
         samples, classes = positive_labels(torch.tensor([[1, 0, 1], [0, 1, 0]]))
         # samples = [0, 0, 1], classes = [0, 2, 1]
+        ```
     """
     if not isinstance(labels, Tensor) or labels.dim() != 2:
         got = f"shape {tuple(labels.shape)}" if isinstance(labels, Tensor) else type(labels).__name__
@@ -154,10 +157,11 @@ class EmbeddingSimilarity:
         ValueError: on references that are not ``(D,)`` or ``(K, D)`` floats, an index out of ``[0, K)`` (here),
             or an output whose width is not ``D`` or a per-sample index not of the batch's length (when called).
 
-    Example::
-
+    Example:
+        ```python
         text = clip.get_text_features(input_ids=prompts).pooler_output  # (2, D)
         maps = explain(image_tower, images, "chefer", target=EmbeddingSimilarity(text, index=[0, 1, 1, 0]))
+        ```
     """
 
     def __init__(self, references: Tensor, index: Indices = 0) -> None:
@@ -199,9 +203,10 @@ class RegressionOutput:
     Raises:
         ValueError: on a bad ``index`` (here), or an output of another shape (when called).
 
-    Example::
-
+    Example:
+        ```python
         maps = explain(age_model, images, "chefer", target=RegressionOutput())
+        ```
     """
 
     def __init__(self, index: Optional[int] = None) -> None:

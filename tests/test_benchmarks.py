@@ -31,6 +31,9 @@ CASES = {
     "bench_saco.py": ([], {}, "| whole hook, defaults (AUCs + SaCo K=10) / SaCo off (AUCs on) |"),
     "bench_soak.py": (["--control", "--csv", "{csv}"], {"csv": "soak.csv"}, "Without the callback (control run)"),
     "demo_seeds.py": (["--ckpt-dir", "{ckpt}"], {"ckpt": "checkpoints"}, "| 0 |"),
+    "bench_trainer_callback.py": ([], {}, "| without the callback |"),
+    "bench_video.py": ([], {}, "# bench_video (quick)"),
+    "video_demo.py": ([], {}, "| rollout |"),
 }
 
 

@@ -31,7 +31,7 @@ class AttentionRolloutCallback(*callback_bases()):  # type: ignore[misc]
     confidence) and ``.../filmstrip`` (a row per sample, a column per logged epoch); scalars ``.../entropy``,
     with object masks ``.../energy``, ``.../pointing_game`` and ``{tag_prefix}/mask_area``, and the
     faithfulness scalars ``.../deletion_auc`` ↓, ``.../insertion_auc`` ↑ (``faithfulness_steps``) and
-    ``.../saco`` ↑ (``saco_groups``; :func:`~lightning_rollout.metrics.saco`), masks or not.
+    ``.../saco`` ↑ (``saco_groups``; `saco`), masks or not.
 
     Works with ``Trainer`` of ``lightning.pytorch`` and ``pytorch_lightning``, in ``fit``, ``validate`` and
     ``test``, under DDP (rank 0 computes and logs), with sharded models (FSDP, DeepSpeed ZeRO-3: every rank
@@ -39,7 +39,7 @@ class AttentionRolloutCallback(*callback_bases()):  # type: ignore[misc]
     a logger other than TensorBoard the pictures go to PNG files under its log directory.
 
     Args:
-        methods: names of :func:`~lightning_rollout.engine.api` methods: ``rollout``, ``grad_rollout``,
+        methods: names of `api` methods: ``rollout``, ``grad_rollout``,
             ``chefer``, ``gradcam``, ``legrad``, ``attention``.
         num_samples: how many validation samples to explain.
         every_n_epochs: log after every N-th validation epoch of ``fit``.
@@ -47,9 +47,9 @@ class AttentionRolloutCallback(*callback_bases()):  # type: ignore[misc]
         discard_ratio: in ``[0, 1)`` (rollout and gradient rollout).
         task: ``multiclass``, ``multilabel`` (a panel per positive label, scored against that class's mask when
             masks are per class ``(B, C, H, W)``; scalar ``class_discrimination``) or ``none`` (label-free);
-            see :mod:`~lightning_rollout.monitor.tasks`.
+            see `tasks`.
         target: what gradient methods explain: ``label``, ``prediction`` or a callable ``target(output) -> (B,)``
-            (:mod:`~lightning_rollout.targets`; in LightningCLI YAML a dotted path or ``class_path``).
+            (`targets`; in LightningCLI YAML a dotted path or ``class_path``).
         max_labels: the most classes explained per sample with ``task="multilabel"``.
         output_key: where the logits (or embedding) sit in a dict/tuple output: a str key or an int index.
         attention_heads: with method ``attention``, also log ``{tag_prefix}/attention/heads`` (one per head).
@@ -67,13 +67,13 @@ class AttentionRolloutCallback(*callback_bases()):  # type: ignore[misc]
         class_names: names shown instead of class indices; ``None``: the data module's ``class_names``, if any.
         filmstrip_columns: the most epochs a filmstrip shows and the checkpoint keeps (first and last kept).
         attention_pattern, gradcam_layer, num_prefix_tokens, grid_size: as in
-            :func:`~lightning_rollout.engine.api`, for custom models.
+            `api`, for custom models.
         tag_prefix: the first part of every tag.
         faithfulness_steps: steps of the deletion and insertion curves (``2 × (steps + 1)`` batched forwards of
             each sample per method); ``0`` turns these scalars off.
         faithfulness_baseline: what deleted pixels become and inserted ones are revealed from: ``"mean"``
             (each image's per-channel mean), a number (a constant in the model's input space; ``0.0`` is the
-            normalisation mean) or ``"blur"`` (see :mod:`lightning_rollout.metrics.faithfulness`).
+            normalisation mean) or ``"blur"`` (see `lightning_rollout.metrics.faithfulness`).
         saco_groups: ``K``, the pixel groups of SaCo (Wu et al., CVPR 2024): whether the amounts of salience
             match the prediction's drops when each group alone is replaced by the image's mean (``K`` perturbed
             copies of each sample per method, in one forward); ``0`` turns ``saco`` off.
@@ -88,9 +88,10 @@ class AttentionRolloutCallback(*callback_bases()):  # type: ignore[misc]
             or input channels do not fit the arguments (in ``setup``); a validation batch that is not the
             model's float input and no ``input_transform`` (when the first batch is kept).
 
-    Example::
-
+    Example:
+        ```python
         trainer = Trainer(callbacks=[AttentionRolloutCallback(methods=["rollout", "grad_rollout"])])
+        ```
     """
 
     def __init__(

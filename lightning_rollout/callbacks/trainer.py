@@ -37,14 +37,14 @@ class AttentionRolloutTrainerCallback(TrainerCallback):
     """Logs explanation maps of a fixed evaluation batch after every ``every_n_evaluations``-th evaluation.
 
     At the first evaluation the callback chooses ``num_samples`` samples of ``eval_dataloader`` (spread over
-    the classes, from its first :data:`MAX_SCAN_BATCHES` batches at most, the global RNG streams left as
+    the classes, from its first `MAX_SCAN_BATCHES` batches at most, the global RNG streams left as
     they were) and explains them in ``on_evaluate`` (gradients are on there; Hugging Face models switch to
     eager attention for the pass and back). Per method it logs at ``state.global_step`` what the Lightning
     callback logs: ``{tag_prefix}/{method}/samples``, ``.../filmstrip`` (a column per logged evaluation;
     ``init`` at step 0, e.g. with ``eval_on_start=True``), and the scalars ``.../entropy``, with object
     masks in the batches ``.../energy`` and ``.../pointing_game``, and ``.../deletion_auc`` /
     ``.../insertion_auc``. Where they go follows ``args.report_to`` (see
-    :mod:`~lightning_rollout.callbacks.trainer_sinks`): TensorBoard in the run's own folder, W&B at
+    `trainer_sinks`): TensorBoard in the run's own folder, W&B at
     ``train/global_step``, MLflow in the active run; with ``"none"`` PNG files under ``output_dir``.
 
     With ``log_initial_maps`` the untrained model's maps need ``eval_on_start=True`` (an evaluation at step 0).
@@ -60,12 +60,12 @@ class AttentionRolloutTrainerCallback(TrainerCallback):
         every_n_evaluations: log after every N-th evaluation (each step evaluated counts once).
         image_key: where the images sit in an evaluation batch (the collator's dict).
         label_key: where the labels sit; ``None``: key ``label`` (optional).
-        **settings: every other argument of :class:`~lightning_rollout.AttentionRolloutCallback`, same names
+        **settings: every other argument of `AttentionRolloutCallback`, same names
             and meaning (``num_samples``, ``task``, ``target``, ``head_fusion``, ``discard_ratio``,
             ``faithfulness_steps``, ``saco_groups``, ``filmstrip_columns``, ``max_cell_size``, ``image_format``,
             ``attention_heads``, ``mask_key``, ``mean``/``std``, ``class_names``, ...: any field of
-            :class:`~lightning_rollout.monitor.settings.MonitorSettings` or
-            :class:`~lightning_rollout.engine.options.ExplainOptions`). ``class_names`` default to the
+            `MonitorSettings` or
+            `ExplainOptions`). ``class_names`` default to the
             model's ``config.id2label`` when it names the classes.
 
     Raises:
@@ -74,10 +74,11 @@ class AttentionRolloutTrainerCallback(TrainerCallback):
             ``on_train_begin``, before the first step); on evaluation batches that do not fit (at the first
             evaluation when it is at step 0; later it warns and the callback stays idle).
 
-    Example::
-
+    Example:
+        ```python
         trainer = Trainer(model, args, train_dataset=train, eval_dataset=val,
                           callbacks=[AttentionRolloutTrainerCallback(methods=["rollout", "grad_rollout"])])
+        ```
     """
 
     def __init__(

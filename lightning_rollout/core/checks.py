@@ -23,7 +23,7 @@ _FORMS = {False: "(B, C, H, W)", True: "(B, T, C, H, W) (a batch of clips)", Non
 
 def check_images(images: Any, video: Optional[bool] = False) -> None:
     """Raises unless ``images`` is a float tensor ``(B, C, H, W)``; with ``video=True`` a float batch of clips
-    ``(B, T, C, H, W)``; with ``video=None`` either (the model's adapter decides later, :func:`check_clips`)."""
+    ``(B, T, C, H, W)``; with ``video=None`` either (the model's adapter decides later, `check_clips`)."""
     dims = {False: (4,), True: (5,), None: (4, 5)}[video]
     if not isinstance(images, Tensor) or images.dim() not in dims or not images.is_floating_point():
         got = (

@@ -1,8 +1,8 @@
 """Token geometry of a Vision Transformer: prefix tokens, class token, the patch grid and, for video
 models, the temporal token count.
 
-Each model family's adapter (:mod:`lightning_rollout.models`) reads it from the model, never guessing it
-from ``sqrt(N)``; this module holds the record, what a video model takes (:class:`VideoInput`) and the
+Each model family's adapter (`lightning_rollout.models`) reads it from the model, never guessing it
+from ``sqrt(N)``; this module holds the record, what a video model takes (`VideoInput`) and the
 checks of the user's overrides.
 """
 

@@ -20,7 +20,7 @@ def find_modules(model: nn.Module, pattern: str) -> List[Tuple[str, nn.Module]]:
 
     Args:
         model: the model to search.
-        pattern: an :mod:`fnmatch` pattern over names as :meth:`torch.nn.Module.named_modules` gives them.
+        pattern: an `fnmatch` pattern over names as `torch.nn.Module.named_modules` gives them.
 
     Returns:
         The matches in registration order (forward order for timm ViTs).
@@ -29,7 +29,7 @@ def find_modules(model: nn.Module, pattern: str) -> List[Tuple[str, nn.Module]]:
 
 
 def require_modules(model: nn.Module, pattern: str, argument: str) -> List[Tuple[str, nn.Module]]:
-    """Like :func:`find_modules`, but raises when nothing matches.
+    """Like `find_modules`, but raises when nothing matches.
 
     Raises:
         ValueError: naming ``argument``, the pattern and a few module names of the model.
@@ -121,6 +121,6 @@ def eager_side_pass() -> Iterator[None]:
 @contextmanager
 def side_pass(model: nn.Module, device: torch.device, needs_grad: bool) -> Iterator[None]:
     """Everything a side pass changes in any model, undone on exit: RNG, module modes, grad mode; compiled
-    code runs eagerly inside it (:func:`eager_side_pass`)."""
+    code runs eagerly inside it (`eager_side_pass`)."""
     with preserved_rng(device), eval_mode(model), grad_mode(needs_grad), eager_side_pass():
         yield

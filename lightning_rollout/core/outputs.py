@@ -9,7 +9,7 @@ ClassTarget = Union[None, int, Tensor]
 """A class to score: ``None`` (the prediction), an int, or a LongTensor ``(B,)``."""
 
 Target = Union[None, int, Tensor, Callable[[Tensor], Tensor]]
-"""What gradient methods explain: a :data:`ClassTarget`, or a callable ``target(output) -> (B,)`` float
+"""What gradient methods explain: a `ClassTarget`, or a callable ``target(output) -> (B,)`` float
 scores of the model's selected output (after ``output_key``), one differentiable score per sample."""
 
 OutputKey = Union[None, str, int]

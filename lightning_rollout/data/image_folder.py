@@ -45,9 +45,9 @@ class ImageFolderDataModule(LightningDataModule):
     """The user's own images: ``root/train/<class>/*`` and ``root/val/<class>/*``.
 
     The classes are the class folders, in sorted order (as torchvision's ``ImageFolder`` numbers them):
-    :attr:`num_classes` and :attr:`class_names` come from there, read from ``root/train`` when first asked (so
-    right after construction, before :meth:`setup`: a LightningCLI config links ``data.num_classes`` into the
-    model), and :class:`~lightning_rollout.AttentionRolloutCallback` captions its pictures with the folder names.
+    `num_classes` and `class_names` come from there, read from ``root/train`` when first asked (so
+    right after construction, before `setup`: a LightningCLI config links ``data.num_classes`` into the
+    model), and `AttentionRolloutCallback` captions its pictures with the folder names.
 
     Args:
         root: folder holding ``train/`` and ``val/``, each with one sub-folder per class.
@@ -65,10 +65,10 @@ class ImageFolderDataModule(LightningDataModule):
     already meets every class. Batches are ``(images, labels)``.
 
     Raises:
-        ValueError: on a bad argument; in :meth:`setup`, when ``train/`` and ``val/`` hold different class
+        ValueError: on a bad argument; in `setup`, when ``train/`` and ``val/`` hold different class
             folders, or the model being trained has a ``num_classes`` other than the number of class folders.
-        FileNotFoundError: naming ``root``, from :attr:`num_classes` and :attr:`class_names` if ``root/train``
-            is missing or holds no class folder, and from :meth:`setup` if ``root/train`` or ``root/val`` is
+        FileNotFoundError: naming ``root``, from `num_classes` and `class_names` if ``root/train``
+            is missing or holds no class folder, and from `setup` if ``root/train`` or ``root/val`` is
             missing.
     """
 

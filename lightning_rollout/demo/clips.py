@@ -153,14 +153,14 @@ class MovingTargetClips(Dataset):
 
 
 class MovingTargetClipsDataModule(LightningDataModule):
-    """Train and validation splits of :class:`MovingTargetClips`.
+    """Train and validation splits of `MovingTargetClips`.
 
     Args:
         num_train: training clips (drawn once, then reused every epoch).
         num_val: validation clips.
         batch_size: clips per batch.
         num_workers: data loader workers.
-        **clip_args: the other arguments of :class:`MovingTargetClips` (``num_frames``, ``image_size``,
+        **clip_args: the other arguments of `MovingTargetClips` (``num_frames``, ``image_size``,
             ``square``, ``speed``, ``num_distractors``, ``noise``, ``seed``, ``mean``, ``std``).
 
     Batches are ``(clips, labels, masks)`` of shapes ``(B, T, 3, S, S)``, ``(B,)`` and ``(B, T, S, S)``.

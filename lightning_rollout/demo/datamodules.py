@@ -13,7 +13,7 @@ __all__ = ["SyntheticScenesDataModule", "TwoObjectScenesDataModule"]
 
 
 class SyntheticScenesDataModule(LightningDataModule):
-    """Train and validation splits of :class:`SyntheticScenes`.
+    """Train and validation splits of `SyntheticScenes`.
 
     Args:
         image_size: ``int`` or ``[height, width]`` in pixels.
@@ -31,11 +31,12 @@ class SyntheticScenesDataModule(LightningDataModule):
 
     Batches are ``(images, labels, masks)`` of shapes ``(B, 3, H, W)``, ``(B,)`` and ``(B, H, W)``.
 
-    Example::
-
+    Example:
+        ```python
         data = SyntheticScenesDataModule(image_size=32, num_train=512, num_val=64)
         data.setup("fit")
         images, labels, masks = next(iter(data.val_dataloader()))
+        ```
     """
 
     dataset_class: type[SyntheticScenes] = SyntheticScenes
@@ -106,8 +107,8 @@ class SyntheticScenesDataModule(LightningDataModule):
 
 
 class TwoObjectScenesDataModule(SyntheticScenesDataModule):
-    """Train and validation splits of :class:`TwoObjectScenes` (multi-label), with the arguments of
-    :class:`SyntheticScenesDataModule`.
+    """Train and validation splits of `TwoObjectScenes` (multi-label), with the arguments of
+    `SyntheticScenesDataModule`.
 
     Batches are ``(images, labels, masks)`` of shapes ``(B, 3, H, W)``, ``(B, C)`` (float multi-hot) and
     ``(B, C, H, W)`` (one mask per class).

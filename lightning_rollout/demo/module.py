@@ -42,14 +42,15 @@ class TimmClassifier(LightningModule):
     Raises:
         ValueError: if an argument is out of range.
 
-    Example::
-
+    Example:
+        ```python
         module = TimmClassifier(
             "vit_tiny_patch16_224",
             model_kwargs=dict(img_size=32, patch_size=4, depth=4, embed_dim=96, num_heads=3),
             num_classes=4,
         )
         logits = module(torch.randn(2, 3, 32, 32))
+        ```
     """
 
     def __init__(

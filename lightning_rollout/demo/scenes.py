@@ -50,7 +50,7 @@ class SyntheticScenes(Dataset):
     Args:
         size: number of samples.
         image_size: ``int`` or ``(height, width)`` in pixels (each at least 16).
-        num_classes: number of classes, the first ``num_classes`` colours of :data:`COLOURS` (red, green,
+        num_classes: number of classes, the first ``num_classes`` colours of `COLOURS` (red, green,
             blue, yellow, magenta); targets and distractors are painted from these colours only.
         num_distractors: distractor objects per scene (fewer when they do not fit).
         target_area: range of the target's area as a fraction of the image, drawn uniformly.
@@ -67,10 +67,11 @@ class SyntheticScenes(Dataset):
     Raises:
         ValueError: if an argument is out of range.
 
-    Example::
-
+    Example:
+        ```python
         scenes = SyntheticScenes(8, image_size=32, num_classes=4, seed=0, split="val")
         image, label, mask = scenes[0]
+        ```
     """
 
     def __init__(
@@ -185,7 +186,7 @@ class SyntheticScenes(Dataset):
         return None
 
     def _room_beside(self, placed: tuple[float, float, float]) -> bool:
-        """Whether an object small enough is clear of the ``placed`` one, as :meth:`_place` keeps them apart."""
+        """Whether an object small enough is clear of the ``placed`` one, as `_place` keeps them apart."""
         y, x, half = placed
         height, width = self.image_size
         return max(y, height - y, x, width - x) > half + 1.0
@@ -215,18 +216,19 @@ class SyntheticScenes(Dataset):
 class TwoObjectScenes(SyntheticScenes):
     """Multi-label scenes: two filled targets of two different classes among the distractors, a mask per class.
 
-    Built like :class:`SyntheticScenes` (same arguments, shapes, palette, background and noise): each target is
+    Built like `SyntheticScenes` (same arguments, shapes, palette, background and noise): each target is
     a filled shape painted in its class's colour, drawn at an area from ``target_area``, and the two are kept
     apart, so every pixel of a mask belongs to one object. A map explaining one class should put its mass on
-    that class's object, not the other's (see :func:`~lightning_rollout.metrics.class_discrimination`).
+    that class's object, not the other's (see `class_discrimination`).
 
     Items are ``(image, labels, masks)``: a ``(3, H, W)`` float32 image, ``(num_classes,)`` float32 multi-hot
     labels (two ones) and ``(num_classes, H, W)`` bool masks, all-false for the absent classes.
 
-    Example::
-
+    Example:
+        ```python
         scenes = TwoObjectScenes(8, image_size=48, num_classes=4, seed=0, split="val")
         image, labels, masks = scenes[0]  # labels e.g. [1., 0., 0., 1.]; masks[0] and masks[3] hold the objects
+        ```
     """
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -32,10 +32,11 @@ class VideoMAEClassifier(LightningModule):
 
     ``forward(clips)`` takes ``(B, T, C, H, W)`` and returns logits; batches are ``(clips, labels, ...)``.
 
-    Example::
-
+    Example:
+        ```python
         module = VideoMAEClassifier(num_classes=4, num_frames=8, image_size=32)
         logits = module(torch.randn(2, 8, 3, 32, 32))
+        ```
     """
 
     def __init__(

@@ -1,9 +1,9 @@
 """``explain`` and ``explain_many``: one hooked side pass through a ViT, returning explanation maps.
 
-Data flow: check the arguments → the model's adapter (:mod:`lightning_rollout.models`: where the attention
-comes from, the token geometry, what the head reads) → one side pass (:mod:`lightning_rollout.engine.run`):
+Data flow: check the arguments → the model's adapter (`lightning_rollout.models`: where the attention
+comes from, the token geometry, what the head reads) → one side pass (`lightning_rollout.engine.run`):
 one forward, and one backward of the target score when a gradient method is asked for, feeding every
-requested method (:mod:`lightning_rollout.methods`) → each method's maps on the token grid.
+requested method (`lightning_rollout.methods`) → each method's maps on the token grid.
 
 Memory does not grow with depth or with the number of methods: plain rollout multiplies each layer's
 ``(B, N, N)`` factor into its running product as the layer runs; gradient methods fold each layer's factor
@@ -58,13 +58,13 @@ def explain_many(
 
     Each method's maps equal those of ``explain(model, images, method, ...)`` alone, up to float rounding
     (a pass that reads the attention runs timm's attention unfused, which moves Grad-CAM's last digits).
-    Memory is that of the most demanding method, not the sum. Arguments as :func:`explain`.
+    Memory is that of the most demanding method, not the sum. Arguments as `explain`.
 
     Args:
         methods: method names, each once (e.g. ``["rollout", "grad_rollout", "chefer", "gradcam"]``).
         return_output: also return the selected model output (the logits, or what ``output_key`` picks) of
             the same forward, detached, e.g. for the predicted probabilities.
-        **method_options: options of individual methods, as :func:`explain` (``legrad_readout``,
+        **method_options: options of individual methods, as `explain` (``legrad_readout``,
             ``legrad_first_layer``).
 
     Returns:
@@ -72,13 +72,13 @@ def explain_many(
         ``(maps, output)``.
 
     Raises:
-        ValueError: as :func:`explain`, and when ``methods`` is empty, not a list/tuple or repeats a name.
+        ValueError: as `explain`, and when ``methods`` is empty, not a list/tuple or repeats a name.
 
-    Example::
-
-        maps, logits = explain_many(model, images, ["rollout", "grad_rollout", "chefer", "gradcam"],
-                                    target=labels, return_output=True)
+    Example:
+        ```python
+        maps, logits = explain_many(model, images, ["rollout", "chefer"], target=labels, return_output=True)
         probabilities = logits.softmax(dim=-1)
+        ```
     """
     classes = _method_classes(methods)
     options = ExplainOptions(
@@ -171,7 +171,7 @@ def explain(
         model: a timm, Hugging Face transformers or torchvision ViT, any ``nn.MultiheadAttention`` model,
             or any module containing one that returns logits (a tensor, or an output with ``.logits``;
             ``output_key`` picks other outputs); a LightningModule wrapping it works as is. The family's adapter
-            (:mod:`lightning_rollout.models`) says where its attention comes from, its token geometry
+            (`lightning_rollout.models`) says where its attention comes from, its token geometry
             and what its head reads; other models work with ``attention_pattern``,
             ``num_prefix_tokens`` and ``grid_size`` given, or with an adapter of their own.
         images: ``(B, C, H, W)`` float batch on the model's device; for a video model (VideoMAE, ViViT,
@@ -182,7 +182,7 @@ def explain(
             ICCV 2025: per layer, the positive gradient of a score read from that block's tokens with
             respect to the block's attention, summed over layers; by default the released code's rule) or ``"attention"`` (the last
             layer's attention from the token(s) the head reads, heads fused with ``head_fusion``; forward
-            only; per head: :func:`attention_per_head`). Several at once: :func:`explain_many`.
+            only; per head: `attention_per_head`). Several at once: `explain_many`.
         head_fusion: ``"mean"``, ``"max"`` or ``"min"`` over heads; used by ``"rollout"`` and ``"attention"``.
         discard_ratio: fraction in ``[0, 1)`` of each layer's smallest fused entries zeroed per sample
             (never entry ``[0, 0]``); used by ``"rollout"`` and ``"grad_rollout"``.
@@ -190,7 +190,7 @@ def explain(
             shape ``(B,)``, or a callable ``target(output) -> (B,)`` float scores, one differentiable score
             per sample computed from the selected output (e.g. a multi-label sum of positives, a cosine
             similarity to an embedding). The scores are summed for the one backward, so each sample's map
-            explains its own score. Ready-made callables: :mod:`lightning_rollout.targets`.
+            explains its own score. Ready-made callables: `lightning_rollout.targets`.
         output_key: which part of the model's output is explained: ``None`` (a tensor, ``.logits`` or a
             ``'logits'`` entry), a str key of a dict / ``ModelOutput`` (e.g. ``"image_embeds"``) or an int
             index of a tuple.
@@ -206,7 +206,7 @@ def explain(
         output_size: ``None`` or ``"tokens"``: maps on the token grid; ``"input"``: at the input's
             resolution, ``(B, H, W)`` (video: ``(B, T, H, W)``): bilinear in space, nearest in time (frame
             ``t`` takes the temporal slice of its tubelet, ``t // tubelet``).
-        **method_options: options of individual methods (:attr:`~lightning_rollout.methods.Method.options`):
+        **method_options: options of individual methods (`options`):
             ``legrad_readout``, how ``"legrad"`` scores each block: ``"mean"`` (the default, the authors'
             released code: the mean of all the block's tokens through the model's final norm and classifier)
             or ``"head"`` (the model's own read-out: its pooling, e.g. the class token, then norm and
@@ -224,10 +224,11 @@ def explain(
             token attention (Swin, MaxViT, XCiT, TimeSformer's divided space-time attention, ...); its message
             points to ``"gradcam"``.
 
-    Example::
-
+    Example:
+        ```python
         model = timm.create_model("vit_tiny_patch16_224", num_classes=10)
         maps = explain(model, images, "grad_rollout", target=labels)  # (B, 14, 14)
+        ```
     """
     return explain_many(
         model,
@@ -260,14 +261,15 @@ def attention_per_head(
 
     ``explain(model, images, "attention", head_fusion=f)`` is these maps fused over heads with ``f`` (for
     ``"mean"`` exactly their mean; ``"max"``/``"min"`` fuse the attention before the read-out, which is
-    the same for a class-token read-out). Arguments as :func:`explain`.
+    the same for a class-token read-out). Arguments as `explain`.
 
     Returns:
         ``(B, heads, grid_h, grid_w)`` float32, non-negative maps on ``images.device``.
 
-    Example::
-
+    Example:
+        ```python
         heads = attention_per_head(dino, images)  # (B, 6, 14, 14) for a ViT-S/16 at 224 px
+        ```
     """
     geometry = dict(num_prefix_tokens=num_prefix_tokens, grid_size=None if grid_size is None else tuple(grid_size))
     options = ExplainOptions(attention_pattern=attention_pattern, **geometry)
@@ -275,13 +277,13 @@ def attention_per_head(
 
 
 def check_model(model: nn.Module, methods: Sequence[str], options: Optional[ExplainOptions] = None) -> ModelAdapter:
-    """Checks, without running the model, that :func:`explain` can serve ``methods`` on ``model``.
+    """Checks, without running the model, that `explain` can serve ``methods`` on ``model``.
 
     Returns:
         The adapter ``explain`` will use.
 
     Raises:
-        ValueError: (or :class:`~lightning_rollout.models.UnsupportedModelError`) with the reason, as
+        ValueError: (or `UnsupportedModelError`) with the reason, as
             ``explain`` would raise it.
     """
     options = options or ExplainOptions()

@@ -23,7 +23,7 @@ OUTPUT_SIZES = (None, "tokens", "input")
 
 
 def check_output_size(output_size) -> None:
-    """Raises ``ValueError`` naming ``output_size`` unless it is one of :data:`OUTPUT_SIZES`."""
+    """Raises ``ValueError`` naming ``output_size`` unless it is one of `OUTPUT_SIZES`."""
     if output_size not in OUTPUT_SIZES:
         raise ValueError(
             f"`output_size` must be None or 'tokens' (maps on the token grid) or 'input' (maps at the input's "
@@ -49,7 +49,7 @@ def chunked_pass(
     """Side passes over chunks of ``options.chunk_for(video)`` samples; arguments checked by the caller.
 
     Args:
-        output_size: ``"input"``: every map upsampled to the input (:func:`~lightning_rollout.methods.core.
+        output_size: ``"input"``: every map upsampled to the input (`
             upsample_maps`: bilinear in space, nearest in time, each frame taking its tubelet's slice);
             ``None`` or ``"tokens"``: the token grid. Per-head maps stay on the token grid.
 

@@ -1,7 +1,7 @@
 """One hooked side pass that feeds every requested method: one forward and at most one backward.
 
-Data flow: the methods say what they need (:class:`~lightning_rollout.methods.base.Method` flags) → the
-side pass (:func:`~lightning_rollout.capture.side_pass` and the adapter's settings) captures the attention
+Data flow: the methods say what they need (`Method` flags) → the
+side pass (`side_pass` and the adapter's settings) captures the attention
 layers and/or Grad-CAM's layer, once, whatever the number of methods → each layer's attention goes to
 every method as it is produced (rollout folds it in right away) → after the forward the read-out and the
 target scores are fixed → one backward of the summed target scores, down to the first attention layer
@@ -171,7 +171,7 @@ def run_pass(
     forward-only pass accepts any output.
 
     Returns:
-        The methods, fed (call :meth:`Method.maps`), and the selected model output, detached (``None``
+        The methods, fed (call `Method.maps`), and the selected model output, detached (``None``
         when it was not needed).
 
     Raises:

@@ -2,14 +2,14 @@
 
 For each method (and a random-map and a uniform-map floor) it reports, as means over the samples:
 
-- ``deletion_auc`` ↓ and ``insertion_auc`` ↑ (:func:`~lightning_rollout.metrics.deletion_insertion_auc`);
+- ``deletion_auc`` ↓ and ``insertion_auc`` ↑ (`deletion_insertion_auc`);
 - ``saco`` ↑: SaCo, whether the map's amounts of salience order the drops of the class probability when each
-  of ``K`` pixel groups alone is replaced (Wu et al., CVPR 2024; :func:`~lightning_rollout.metrics.saco`);
+  of ``K`` pixel groups alone is replaced (Wu et al., CVPR 2024; `saco`);
 - with object masks, ``energy`` ↑ (share of the map inside the mask) and ``pointing_game`` ↑;
 - ``randomisation`` ↓: the Spearman correlation between the method's maps of the model and of a
-  re-initialised copy (Adebayo et al. 2018; :func:`~lightning_rollout.metrics.randomized_copy`).
+  re-initialised copy (Adebayo et al. 2018; `randomized_copy`).
 
-:func:`evaluate` works on tensors; :func:`main` is the command, which builds the model and data from a
+`evaluate` works on tensors; `main` is the command, which builds the model and data from a
 LightningCLI config, loads a checkpoint and writes the table of every registered method (``legrad`` and
 ``attention`` included) as Markdown, JSON and CSV::
 
@@ -84,19 +84,19 @@ def evaluate(
     """Scores every method's maps of ``images`` and the two floors; one dict per row.
 
     Args:
-        model: the trained classifier (a timm ViT, or a module holding one, as :func:`explain_many` takes).
+        model: the trained classifier (a timm ViT, or a module holding one, as `explain_many` takes).
         images: ``(N, C, H, W)`` samples on the model's device.
         labels: ``(N,)`` true classes, explained and scored; ``None``: the model's predictions.
         masks: ``(N, H, W)`` object masks, for ``energy`` and ``pointing_game``; ``None`` leaves them out.
-        methods: method names, explained together in one side pass per chunk (:func:`explain_many`).
+        methods: method names, explained together in one side pass per chunk (`explain_many`).
         steps: steps of the deletion and insertion curves.
-        baseline: the perturbation baseline (see :mod:`lightning_rollout.metrics.faithfulness`).
+        baseline: the perturbation baseline (see `lightning_rollout.metrics.faithfulness`).
         saco_groups: SaCo's ``K`` pixel groups (``K`` perturbed copies of each sample per row, 128 images per
             forward); ``0`` leaves the ``saco`` column out (``None``).
         chunk_size: samples explained at a time (bounds memory).
         seed: seed of the random floor and of the re-initialised copy's weights.
         options: the side pass's settings as one bundle (as a callback holds them).
-        **explain_kwargs: or the same as keyword arguments of :func:`explain_many` (``head_fusion``,
+        **explain_kwargs: or the same as keyword arguments of `explain_many` (``head_fusion``,
             ``discard_ratio``, ...), when ``options`` is not given.
 
     Returns:

@@ -1,9 +1,9 @@
 """Explanation methods, one small module per method: its pure, batched torch math and its
-:class:`~lightning_rollout.methods.base.Method`, the accumulator the shared side pass feeds.
+`Method`, the accumulator the shared side pass feeds.
 
-A new method is one module: the math as pure functions, a :class:`Method` subclass saying what it needs
+A new method is one module: the math as pure functions, a `Method` subclass saying what it needs
 (attention layers, Grad-CAM's layer, a gradient) and folding what it receives, and
-:func:`register_method`. See :mod:`lightning_rollout.methods.base` for the protocol.
+`register_method`. See `lightning_rollout.methods.base` for the protocol.
 """
 
 from lightning_rollout.methods.attention import attention_per_head_scores, attention_scores
@@ -26,7 +26,7 @@ from lightning_rollout.methods.legrad import legrad_layer
 from lightning_rollout.methods.rollout import rollout_layer
 
 METHODS = tuple(method_names())
-"""The built-in methods' names. Checks read the registry (:func:`method_names`, :func:`method_class`) at call
+"""The built-in methods' names. Checks read the registry (`method_names`, `method_class`) at call
 time instead, so that methods registered later are known to them."""
 
 __all__ = [

@@ -1,7 +1,7 @@
 """Raw attention: the last attention layer's attention from the token(s) the head reads to the patches.
 
 What DINO's ``visualize_attention.py`` shows for self-supervised ViTs (one map per head), here read with
-the same read-out as every method (:class:`~lightning_rollout.models.base.Readout`: the class-token row,
+the same read-out as every method (`Readout`: the class-token row,
 the class and distillation rows of a distilled DeiT, the patch rows a pooling head averages without their
 self-attention), so its maps line up with rollout's. Forward only, no gradient, class-agnostic.
 """
@@ -25,7 +25,7 @@ def attention_scores(attention: Tensor, readout: Readout, head_fusion: str) -> T
     """Fuses the heads (``"mean"``, ``"max"``, ``"min"``), then reads out: ``(B, heads, N, N)`` → ``(B, N)``.
 
     With ``"mean"`` (and any read-out, which is linear) this is the mean of
-    :func:`attention_per_head_scores` over heads.
+    `attention_per_head_scores` over heads.
     """
     return readout.apply(fuse_heads(attention, head_fusion))
 

@@ -1,21 +1,21 @@
 """What a method is to the engine: a small accumulator fed by one shared side pass, and the registry.
 
-One side pass (:mod:`lightning_rollout.engine.run`) runs the forward once and, when a method asks for it, one
+One side pass (`lightning_rollout.engine.run`) runs the forward once and, when a method asks for it, one
 backward of the target score. It hands every method what it asked for, as it arrives:
 
-- :meth:`Method.forward_attention`: each attention layer's post-softmax attention, in forward order
+- `Method.forward_attention`: each attention layer's post-softmax attention, in forward order
   (rollout multiplies it into its running product, ``"attention"`` keeps the last one);
-- :meth:`Method.after_forward`: the live forward (the attentions still on the autograd graph, the
+- `Method.after_forward`: the live forward (the attentions still on the autograd graph, the
   selected output, the per-sample target scores), for methods that run backward passes of their own;
-- :meth:`Method.backward_attention`: each layer's attention with the target score's gradient, last layer
+- `Method.backward_attention`: each layer's attention with the target score's gradient, last layer
   first, from one tensor hook per layer shared by every method (gradient rollout, Chefer);
-- :meth:`Method.gradcam`: Grad-CAM's activation and its gradient, from the same backward.
+- `Method.gradcam`: Grad-CAM's activation and its gradient, from the same backward.
 
-Then :meth:`Method.maps` gives the ``(B, grid_h, grid_w)`` maps. A new method is one subclass, registered
-with :func:`register_method`; it sets the class attributes that say what it needs and overrides the
+Then `Method.maps` gives the ``(B, grid_h, grid_w)`` maps. A new method is one subclass, registered
+with `register_method`; it sets the class attributes that say what it needs and overrides the
 callbacks it uses. Options of its own (keyword arguments of ``explain`` / ``explain_many`` beyond the
-shared ones) are declared in :attr:`Method.options` with their defaults and checked by
-:meth:`Method.check_options`; the pass hands them over in :attr:`PassContext.options`.
+shared ones) are declared in `Method.options` with their defaults and checked by
+`Method.check_options`; the pass hands them over in `PassContext.options`.
 """
 
 from contextlib import nullcontext
@@ -41,7 +41,7 @@ class PassContext:
         head_fusion: ``"mean"``, ``"max"`` or ``"min"``.
         discard_ratio: fraction in ``[0, 1)`` of each layer's ``N²`` fused entries taken as the smallest and
             zeroed per sample, entry ``[0, 0]`` excepted.
-        options: every registered method's own options (:attr:`Method.options`), defaults filled in.
+        options: every registered method's own options (`Method.options`), defaults filled in.
         readout: what the head reads; set after the forward, before any backward.
     """
 
@@ -56,7 +56,7 @@ class PassContext:
 
 @dataclass
 class LiveForward:
-    """The forward while its autograd graph is alive (handed to :meth:`Method.after_forward`).
+    """The forward while its autograd graph is alive (handed to `Method.after_forward`).
 
     Attributes:
         attentions: each attention layer's attention as the layer produced it, on the graph, forward order.
@@ -84,12 +84,12 @@ class Method:
         uses_gradcam: it reads Grad-CAM's activation layer.
         needs_grad: the forward runs with autograd.
         shared_backward: it receives gradients of the target score from the one shared backward
-            (:meth:`backward_attention`, :meth:`gradcam`).
+            (`backward_attention`, `gradcam`).
         options: its own keyword options of ``explain`` / ``explain_many`` and their defaults (names
             prefixed with the method's name, e.g. ``{"legrad_first_layer": -2}``).
 
     Args:
-        context: the side pass's :class:`PassContext`.
+        context: the side pass's `PassContext`.
     """
 
     name: ClassVar[str] = ""
@@ -123,7 +123,7 @@ class Method:
 
     def after_forward(self, live: LiveForward) -> None:
         """Called once after the forward, before the shared backward, with the graph alive; backward passes a
-        method runs here (``retain_graph=True``) do not reach the other methods' :meth:`backward_attention`."""
+        method runs here (``retain_graph=True``) do not reach the other methods' `backward_attention`."""
 
     def backward_attention(self, layer: int, attention: Tensor, gradient: Tensor) -> None:
         """Layer ``layer``'s attention and the target score's gradient w.r.t. it, last layer first."""
@@ -140,10 +140,10 @@ _METHODS: Dict[str, Type[Method]] = {}
 
 
 def register_method(method: Type[Method]) -> Type[Method]:
-    """Registers a :class:`Method` subclass under its ``name`` (usable as a class decorator).
+    """Registers a `Method` subclass under its ``name`` (usable as a class decorator).
 
     Raises:
-        TypeError: if ``method`` is not a :class:`Method` subclass with a non-empty ``name``.
+        TypeError: if ``method`` is not a `Method` subclass with a non-empty ``name``.
     """
     if not (isinstance(method, type) and issubclass(method, Method)) or not method.name:
         raise TypeError(f"`method` must be a Method subclass with a `name`, got {method!r}")
@@ -188,7 +188,7 @@ def check_method_options(options: Mapping[str, Any]) -> Dict[str, Any]:
 
     Raises:
         TypeError: naming an option no registered method declares, and the declared ones.
-        ValueError: from the declaring method's :meth:`Method.check_options`.
+        ValueError: from the declaring method's `Method.check_options`.
     """
     declared = {name: default for method in _METHODS.values() for name, default in method.options.items()}
     unknown = [name for name in options if name not in declared]

@@ -16,7 +16,7 @@ from lightning_rollout.methods.base import Method, grid_of
 class BackwardChain(Method):
     """Base of the methods whose per-layer factor ``(B, N, N)`` needs the attention's gradient.
 
-    Subclasses set ``name`` and implement :meth:`layer_factor`.
+    Subclasses set ``name`` and implement `layer_factor`.
     """
 
     needs_grad = True

@@ -27,7 +27,7 @@ def chefer_layer(attention: Tensor, gradient: Tensor) -> Tensor:
 
 @register_method
 class Chefer(BackwardChain):
-    """``"chefer"``: :func:`chefer_layer` folded through the shared backward."""
+    """``"chefer"``: `chefer_layer` folded through the shared backward."""
 
     name = "chefer"
     summary = "Chefer et al. (ICCV 2021): gradient-weighted relevance propagated through the layers"

@@ -92,7 +92,7 @@ def tokens_to_grid(token_scores: Tensor, num_prefix_tokens: int, grid_size: Sequ
         token_scores: ``(B, N)`` scores of every token, prefix tokens first.
         num_prefix_tokens: how many leading tokens are not patches.
         grid_size: ``(grid_h, grid_w)``, or ``(T', grid_h, grid_w)`` for video tokens ordered time first
-            (:class:`~lightning_rollout.core.geometry.TokenGeometry`); the product is ``N - num_prefix_tokens``.
+            (`TokenGeometry`); the product is ``N - num_prefix_tokens``.
 
     Returns:
         ``(B, *grid_size)`` tensor.

@@ -28,7 +28,7 @@ def grad_rollout_layer(attention: Tensor, gradient: Tensor, discard_ratio: float
 
 @register_method
 class GradRollout(BackwardChain):
-    """``"grad_rollout"``: :func:`grad_rollout_layer` folded through the shared backward."""
+    """``"grad_rollout"``: `grad_rollout_layer` folded through the shared backward."""
 
     name = "grad_rollout"
     summary = "gradient rollout: attention weighted by the target's gradient, rolled out over layers"

@@ -1,7 +1,7 @@
 """LeGrad (Bousselham et al., ICCV 2025): per-layer gradients of the model's head on the attention maps.
 
 For each explained layer ``l`` a score ``s_l`` is read from the tokens ``X_l`` after block ``l``
-(:meth:`~lightning_rollout.models.ModelAdapter.blocks`) and taken at the target. The layer's explanation
+(`blocks`) and taken at the target. The layer's explanation
 ``E_l`` is the positive part of ``∂s_l / ∂A_l`` on that block's post-softmax attention ``A_l``, averaged
 over heads and over all query rows; the map is ``Σ_l E_l`` over the key (token) columns, prefix columns
 dropped.
@@ -10,9 +10,9 @@ By default this is the rule of the authors' released code (``LeWrapper(model, la
 
 - ``legrad_readout="mean"``: ``s_l`` is the model's final norm and classifier applied to the **mean of all
   of block l's tokens**, class and other prefix tokens included
-  (:meth:`~lightning_rollout.models.ModelAdapter.pooled_head`), at every layer, the last one too, although
+  (`pooled_head`), at every layer, the last one too, although
   the model itself reads its class token. ``"head"``: the model's own read-out
-  (:meth:`~lightning_rollout.models.ModelAdapter.head`: final norm, its pooling, classifier), so that on the
+  (`head`: final norm, its pooling, classifier), so that on the
   last block ``s_l`` is the model's logit; with a class-token head the gradient then sits in one query row
   of ``N``.
 - ``legrad_first_layer=-2``: the last two layers; ``0`` sums every layer (the paper's figures), other
@@ -73,7 +73,7 @@ def check_first_layer(first_layer: int, num_layers: Optional[int] = None) -> Non
 
 
 def check_readout(readout: str) -> None:
-    """Raises unless ``readout`` is one of :data:`READOUTS`.
+    """Raises unless ``readout`` is one of `READOUTS`.
 
     Raises:
         ValueError: naming ``legrad_readout``, the value and what is allowed.
@@ -99,7 +99,7 @@ class LeGrad(Method):
     ``-2``); see the module docstring.
 
     Raises:
-        UnsupportedModelError: (at construction and in :meth:`check_adapter`) the model's blocks, head or (for
+        UnsupportedModelError: (at construction and in `check_adapter`) the model's blocks, head or (for
             ``legrad_readout="mean"``) pooled head are not known.
         ValueError: ``legrad_first_layer`` is not a layer index of the model, ``legrad_readout`` not a read-out.
     """

@@ -1,13 +1,13 @@
 """Scores of explanation maps: localisation against object masks, faithfulness by perturbation, and the
 model-randomisation sanity check.
 
-- :mod:`~lightning_rollout.metrics.localisation`: energy in the mask, pointing game, entropy, and class
+- `localisation`: energy in the mask, pointing game, entropy, and class
   discrimination on scenes of several classes (need masks, except the entropy).
-- :mod:`~lightning_rollout.metrics.video`: the same per frame, for video maps and per-frame masks.
-- :mod:`~lightning_rollout.metrics.faithfulness`: deletion and insertion AUCs (need the model, no masks).
+- `video`: the same per frame, for video maps and per-frame masks.
+- `faithfulness`: deletion and insertion AUCs (need the model, no masks).
 - `lightning_rollout.metrics.saco_score`: SaCo, whether the amounts of salience a map gives pixel groups match
   the drops of the prediction when each group is removed (Wu et al. 2024; needs the model, no masks).
-- :mod:`~lightning_rollout.metrics.randomisation`: rank correlation between maps, and a re-initialised copy
+- `randomisation`: rank correlation between maps, and a re-initialised copy
   of a model (Adebayo et al. 2018).
 """
 

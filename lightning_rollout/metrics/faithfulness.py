@@ -36,7 +36,7 @@ from lightning_rollout.core.outputs import OutputKey, Target, select_output
 __all__ = ["ACTIVATIONS", "BASELINES", "check_baseline", "deletion_insertion_auc", "perturbation_curves", "pixel_ranks"]
 
 ACTIVATIONS = ("softmax", "sigmoid")
-"""How :func:`perturbation_curves` turns logits into the probability it reads."""
+"""How `perturbation_curves` turns logits into the probability it reads."""
 
 BASELINES = ("blur", "mean")
 """Named baselines; a float or a tensor broadcastable to the images works too."""
@@ -58,7 +58,7 @@ def _gaussian_blur(images: Tensor, sigma: float) -> Tensor:
 
 
 def check_baseline(name: str, baseline: Any) -> None:
-    """Raises ``ValueError`` naming argument ``name`` unless ``baseline`` is a name of :data:`BASELINES`, a
+    """Raises ``ValueError`` naming argument ``name`` unless ``baseline`` is a name of `BASELINES`, a
     finite real number or a tensor (whose shape is checked against the images when it is used)."""
     if isinstance(baseline, str) and baseline in BASELINES:
         return
@@ -153,7 +153,7 @@ def perturbation_curves(
         batch_size: perturbed images per forward pass; bounds memory to ``batch_size`` images.
         activation: how logits become the probability read: ``"softmax"`` over the classes (one class per
             image) or ``"sigmoid"`` of the target's own logit (multi-label models).
-        output_key: where the logits sit in the model's output, as in :func:`~lightning_rollout.engine.api`.
+        output_key: where the logits sit in the model's output, as in `api`.
 
     Returns:
         ``(deletion, insertion)``, float32 tensors of shape ``(B, steps + 1)`` on ``images.device``.
@@ -218,16 +218,17 @@ def deletion_insertion_auc(
 
     Args:
         model, images, maps, target, steps, baseline, batch_size, activation, output_key: as in
-            :func:`perturbation_curves`
+            `perturbation_curves`
             (``steps + 1`` forwards per sample and curve, ``batch_size`` images per forward).
 
     Returns:
         ``(deletion, insertion)``: float32 tensors of shape ``(B,)`` with values in ``[0, 1]``.
 
-    Example::
-
+    Example:
+        ```python
         maps = explain(model, images, "grad_rollout", target=labels)
         deletion, insertion = deletion_insertion_auc(model, images, maps, labels, steps=16)
+        ```
     """
     deletion, insertion = perturbation_curves(
         model,

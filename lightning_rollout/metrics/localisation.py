@@ -191,7 +191,7 @@ def class_discrimination(maps: Tensor, own_masks: Tensor, other_masks: Tensor) -
     """Whether each map, explaining one class, puts more mass on that class's object than on the other's.
 
     Per sample ``sum(map * own coverage)`` is compared with ``sum(map * other coverage)`` (coverages from
-    :func:`mask_to_grid`): 1.0 when the own object gets more, 0.0 when it gets less, 0.5 on a tie (e.g. an
+    `mask_to_grid`): 1.0 when the own object gets more, 0.0 when it gets less, 0.5 on a tie (e.g. an
     all-zero map). A class-agnostic map (the same for both classes of a scene) scores 1 for one class and
     0 for the other unless the objects tie: 0.5 on average. The batch mean is the share of
     ``(sample, class)`` pairs told apart.

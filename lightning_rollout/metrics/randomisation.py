@@ -2,7 +2,7 @@
 
 A map that explains the *trained* model must change when the model's weights are replaced by random ones;
 a method whose maps stay the same (high rank correlation between the two) shows the input, not the model.
-:func:`randomized_copy` builds the re-initialised model, :func:`rank_correlation` compares the maps.
+`randomized_copy` builds the re-initialised model, `rank_correlation` compares the maps.
 """
 
 from __future__ import annotations

@@ -125,10 +125,11 @@ def saco(
     Raises:
         ValueError: naming the argument, on a bad argument, or when the model does not return 2-D logits.
 
-    Example::
-
+    Example:
+        ```python
         maps = explain(model, images, "chefer", target=labels)
         faithfulness = saco(model, images, maps, labels, groups=10, batch_size=256).mean()
+        ```
     """
     check_perturbation_inputs(images, maps, target)
     batch, _, height, width = images.shape

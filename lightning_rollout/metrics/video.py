@@ -40,8 +40,8 @@ def localisation_over_frames(maps: Tensor, masks: Tensor, tubelet: int) -> Dict[
 
     Returns:
         ``{"energy", "pointing_game", "mask_area"}``, each ``(B, T)`` float32
-        (:func:`~lightning_rollout.metrics.energy_in_mask`, :func:`~lightning_rollout.metrics.pointing_game`,
-        :func:`~lightning_rollout.metrics.mask_area_fraction` of every frame).
+        (`energy_in_mask`, `pointing_game`,
+        `mask_area_fraction` of every frame).
 
     Raises:
         ValueError: if ``masks`` is not ``(B, T, H, W)`` of the maps' batch, or as the per-frame metrics.

@@ -1,17 +1,18 @@
 """Model adapters: what the engine needs to know about a model, one small module per family.
 
-:func:`find_adapter` walks the registered adapters in order and returns the first that finds its family
+`find_adapter` walks the registered adapters in order and returns the first that finds its family
 inside the user's model (a LightningModule holding a timm, Hugging Face or torchvision model works as
-is). A new family is one file: subclass :class:`ModelAdapter`, then :func:`register_adapter` it.
+is). A new family is one file: subclass `ModelAdapter`, then `register_adapter` it.
 
-Example::
-
+Example:
+    ```python
     from lightning_rollout.models import ModelAdapter, register_adapter
 
     @register_adapter
     class MyViTAdapter(ModelAdapter):
         family = "my_vit"
         ...
+    ```
 """
 
 from lightning_rollout.models.base import AttentionSink, ModelAdapter, UnsupportedModelError

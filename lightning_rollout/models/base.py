@@ -1,23 +1,23 @@
-"""What the engine asks of a model family, answered once per family by a :class:`ModelAdapter`.
+"""What the engine asks of a model family, answered once per family by a `ModelAdapter`.
 
 An adapter answers, for one model it was built on:
 
 - where the post-softmax, per-head attention ``(B, heads, N, N)`` of every global self-attention layer
-  comes from, captured **on the gradient path** (:meth:`ModelAdapter.capture_attention`);
-- the token geometry (:meth:`ModelAdapter.geometry`) and, for a video model, the clips it takes
-  (:meth:`ModelAdapter.video_input`);
+  comes from, captured **on the gradient path** (`ModelAdapter.capture_attention`);
+- the token geometry (`ModelAdapter.geometry`) and, for a video model, the clips it takes
+  (`ModelAdapter.video_input`);
 - what the side pass switches and restores so that the attention exists at all
-  (:meth:`ModelAdapter.attention_settings`: fused kernels, SDPA);
+  (`ModelAdapter.attention_settings`: fused kernels, SDPA);
 - Grad-CAM's layer and how its output becomes a ``(B, N, C)`` token or ``(B, C, h, w)`` map
-  (:meth:`ModelAdapter.gradcam_layer`, :meth:`ModelAdapter.gradcam_activation`,
-  :meth:`ModelAdapter.gradcam_layout`);
-- what the model's head reads (:meth:`ModelAdapter.readout`);
+  (`ModelAdapter.gradcam_layer`, `ModelAdapter.gradcam_activation`,
+  `ModelAdapter.gradcam_layout`);
+- what the model's head reads (`ModelAdapter.readout`);
 - the block around each attention layer, the model's own head applied to any block's tokens, and its final
-  norm and classifier applied to one pooled token (:meth:`ModelAdapter.blocks`, :meth:`ModelAdapter.head`,
-  :meth:`ModelAdapter.pooled_head`; LeGrad's per-layer scores).
+  norm and classifier applied to one pooled token (`ModelAdapter.blocks`, `ModelAdapter.head`,
+  `ModelAdapter.pooled_head`; LeGrad's per-layer scores).
 
-A family without a global token attention (Swin, MaxViT, XCiT, ...) raises :class:`UnsupportedModelError`
-from :meth:`ModelAdapter.attention_layers` with the reason, and still serves Grad-CAM.
+A family without a global token attention (Swin, MaxViT, XCiT, ...) raises `UnsupportedModelError`
+from `ModelAdapter.attention_layers` with the reason, and still serves Grad-CAM.
 """
 
 from contextlib import contextmanager, nullcontext
@@ -31,7 +31,7 @@ from lightning_rollout.models.readout import Readout, patch_mean_readout, token_
 
 Layout = Callable[[Tensor, float], Tensor]
 """Lays a captured tensor (and, with ``fill=0``, its gradient) out on the model's full token sequence;
-``fill`` goes in the places the layer does not compute (see :mod:`lightning_rollout.models.timm_cait`)."""
+``fill`` goes in the places the layer does not compute (see `lightning_rollout.models.timm_cait`)."""
 
 AttentionSink = Callable[..., None]
 """Called as ``sink(layer_name, tensor)`` or ``sink(layer_name, tensor, layout)`` once per layer, in forward
@@ -77,11 +77,11 @@ def enclosing_blocks(model: nn.Module, layers: List[Tuple[str, nn.Module]]) -> L
 class ModelAdapter:
     """Base class of the per-family adapters; see the module docstring for what each answers.
 
-    Subclasses set :attr:`family`, implement :meth:`find` and whatever differs from the defaults, and are
-    registered with :func:`lightning_rollout.models.register_adapter`.
+    Subclasses set `family`, implement `find` and whatever differs from the defaults, and are
+    registered with `lightning_rollout.models.register_adapter`.
 
     Args:
-        root: the family's model found inside the user's model by :meth:`find`.
+        root: the family's model found inside the user's model by `find`.
     """
 
     family: ClassVar[str] = "custom"
@@ -132,7 +132,7 @@ class ModelAdapter:
     def capture_attention(self, layers: List[Tuple[str, nn.Module]], sink: AttentionSink) -> Iterator[None]:
         """Hands every layer's post-softmax attention ``(B, heads, N, N)`` to ``sink`` during the forward.
 
-        The default hooks each module's forward output (through :meth:`attention_from_output`); the
+        The default hooks each module's forward output (through `attention_from_output`); the
         tensor handed over is the one the layer multiplies with its values, so gradients flow through it.
         """
         names = {module: name for name, module in layers}
@@ -161,10 +161,10 @@ class ModelAdapter:
 
     def blocks(self) -> List[Tuple[str, nn.Module]]:
         """``(name, module)`` of the block around each attention layer, one per entry of
-        :meth:`attention_layers` and in the same order; each block outputs the tokens after it.
+        `attention_layers` and in the same order; each block outputs the tokens after it.
 
         The default is each attention layer's nearest enclosing module held in an ``nn.ModuleList`` or
-        ``nn.Sequential`` (:func:`enclosing_blocks`).
+        ``nn.Sequential`` (`enclosing_blocks`).
 
         Raises:
             UnsupportedModelError: when the blocks cannot be told.
@@ -178,8 +178,8 @@ class ModelAdapter:
     def head(self) -> Callable[[Tensor], Tensor]:
         """The model's own head (final norm, pooling, classifier) as a function of the tokens after any block.
 
-        The function takes ``(B, N, C)`` tokens as a block of :meth:`blocks` outputs them
-        (:meth:`block_tokens`) and returns ``(B, num_classes)`` logits: the model's logits on the last
+        The function takes ``(B, N, C)`` tokens as a block of `blocks` outputs them
+        (`block_tokens`) and returns ``(B, num_classes)`` logits: the model's logits on the last
         block's tokens; on an earlier block's, the score the head would give if the model stopped there
         (LeGrad's per-layer score).
 
@@ -196,7 +196,7 @@ class ModelAdapter:
         """The model's final norm and classifier as a function of one pooled token, skipping its own pooling.
 
         The function takes ``(B, C)`` (e.g. the mean of a block's tokens, as LeGrad's released code scores
-        every block) and returns what :meth:`head` returns: ``(B, num_classes)`` logits, or the embedding a
+        every block) and returns what `head` returns: ``(B, num_classes)`` logits, or the embedding a
         projection head gives. Where the head reads more than one token (a distilled DeiT's two heads,
         DINOv2's ``concat(CLS, mean(patches))``) the pooled token stands in every place the head reads.
 

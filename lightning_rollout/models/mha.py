@@ -9,12 +9,12 @@ then the module's output *from* the attention it handed out, so that gradients o
 through it. ``torch.backends.mha`` fast paths (``TransformerEncoderLayer``'s fused kernel, which never
 calls the attention module) are switched off meanwhile.
 
-- :class:`MultiheadAttentionAdapter` (generic, tried last): every ``nn.MultiheadAttention`` in
+- `MultiheadAttentionAdapter` (generic, tried last): every ``nn.MultiheadAttention`` in
   registration order, which must be the forward order. The token geometry cannot be read from such a
   model: pass ``num_prefix_tokens`` and ``grid_size``. Read-out: the class token when the geometry has
   one, else the mean of the patch tokens. Grad-CAM: the tokens the last attention module reads. No
   LeGrad: the head is somewhere in the model's own ``forward``, which cannot be applied to a block's tokens.
-- :class:`TorchvisionViTAdapter`: ``torchvision.models.VisionTransformer`` (``vit_b_16`` … ``vit_h_14``),
+- `TorchvisionViTAdapter`: ``torchvision.models.VisionTransformer`` (``vit_b_16`` … ``vit_h_14``),
   whose geometry (one class token, ``patch_size``) and class-token head (``encoder.ln``, then ``heads`` on
   the class token; on one pooled token for LeGrad's mean read-out) are known.
 """
@@ -98,7 +98,7 @@ def _replay_forward(
 ) -> Tuple[Tensor, Optional[Tensor]]:
     """``nn.MultiheadAttention.forward`` computed step by step, handing the attention to ``sink`` on the way.
 
-    Same arguments and returns as :meth:`torch.nn.MultiheadAttention.forward`. ``sink`` receives the
+    Same arguments and returns as `torch.nn.MultiheadAttention.forward`. ``sink`` receives the
     post-softmax attention ``(B, heads, L, S)`` over the given keys; the output is computed from that
     very tensor, so ``torch.autograd.grad(output, attention)`` is the true gradient. The work stays in the
     inputs' own layout (batch-first or sequence-first): the only copies are the head splits and merges
@@ -208,7 +208,7 @@ class MultiheadAttentionAdapter(ModelAdapter):
     """Any model whose token self-attention is ``nn.MultiheadAttention`` (see the module docstring).
 
     The geometry must come from the caller (``num_prefix_tokens``, ``grid_size``); a subclass that knows
-    it overrides :meth:`geometry`.
+    it overrides `geometry`.
     """
 
     family = "mha"

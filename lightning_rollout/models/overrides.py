@@ -28,7 +28,7 @@ class OverriddenAdapter(ModelAdapter):
 
     Args:
         model: the user's model.
-        found: the adapter :func:`~lightning_rollout.models.find_adapter` found, or ``None``.
+        found: the adapter `find_adapter` found, or ``None``.
         attention_pattern: fnmatch pattern of the modules whose output is the attention, or ``None``.
         gradcam_layer: fnmatch pattern; the last match is Grad-CAM's layer, or ``None``.
         num_prefix_tokens: override of the leading non-patch tokens, or ``None``.

@@ -15,7 +15,7 @@ def register_adapter(
     """Registers an adapter class; usable as ``@register_adapter`` or ``@register_adapter(first=False)``.
 
     Args:
-        adapter: the :class:`ModelAdapter` subclass.
+        adapter: the `ModelAdapter` subclass.
         first: try it before the adapters registered so far (a user's adapter wins over the built-in
             ones); ``False`` appends it.
 
@@ -23,7 +23,7 @@ def register_adapter(
         ``adapter`` itself.
 
     Raises:
-        TypeError: if ``adapter`` is not a :class:`ModelAdapter` subclass.
+        TypeError: if ``adapter`` is not a `ModelAdapter` subclass.
     """
     if adapter is None:
         return lambda cls: register_adapter(cls, first=first)

@@ -1,12 +1,12 @@
 """Keeping the fixed batch: chosen from batches Lightning already loads, frozen, shared across ranks.
 
-The callback hands every validation (or test) batch of dataloader 0 to :class:`FixedBatchKeeper`, which
+The callback hands every validation (or test) batch of dataloader 0 to `FixedBatchKeeper`, which
 copies the candidate samples it may still need to the CPU. Collection spans the sanity check and, when that
 is not enough, the first validation epoch; the batch never changes afterwards. With labels the default
 selection spreads over classes: round-robin over the classes in the order they were met (one sample of each,
 then a second of each, ...), over the classes met in the sanity check when it met two or more, else over
 those of the first validation epoch. For a sharded model every rank must join the side pass on the same samples:
-:meth:`FixedBatchKeeper.share` sends rank 0's batch to the others once.
+`FixedBatchKeeper.share` sends rank 0's batch to the others once.
 """
 
 import math
@@ -35,7 +35,7 @@ class FixedBatchKeeper:
     Args:
         num_samples: how many samples to keep.
         image_key, label_key, mask_key: where each field sits in a batch (see
-            :func:`~lightning_rollout.batch.take_samples`).
+            `take_samples`).
         needs_labels: whether the batch must carry labels (``target="label"``).
         sample_selection: ``"per_class"`` (round-robin over the classes met, when the batches carry class
             indices; otherwise as ``"first"``) or ``"first"`` (the first ``num_samples`` samples).

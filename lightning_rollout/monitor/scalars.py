@@ -32,7 +32,7 @@ def map_scalars(maps: Tensor, masks: Optional[Tensor]) -> Dict[str, float]:
 def video_scalars(maps: Tensor, masks: Optional[Tensor], tubelet: int) -> Dict[str, float]:
     """Video maps ``(P, T', h, w)``: ``entropy`` over all the clip's cells; with per-frame masks ``(P, T, H, W)``
     ``energy`` and ``pointing_game`` of every input frame's map against that frame's mask
-    (:func:`~lightning_rollout.metrics.localisation_over_frames`), averaged over frames and panels, and per
+    (`localisation_over_frames`), averaged over frames and panels, and per
     frame ``frames/energy_<t>`` and ``frames/pointing_game_<t>`` (averaged over panels)."""
     scalars = {"entropy": float(normalized_entropy(maps.flatten(1, 2)).mean())}
     if masks is None:
@@ -57,7 +57,7 @@ def faithfulness_scalars(
 ) -> Dict[str, float]:
     """Batch means of the deletion and insertion AUCs (``deletion_auc`` ↓, ``insertion_auc`` ↑) of ``maps``,
     with ``steps``, ``baseline``, ``activation`` and ``output_key`` as in
-    :func:`~lightning_rollout.metrics.deletion_insertion_auc`."""
+    `deletion_insertion_auc`."""
     deletion, insertion = deletion_insertion_auc(
         model,
         images,
@@ -92,7 +92,7 @@ def saco_scalars(
     activation: str = "softmax",
     output_key: OutputKey = None,
 ) -> Dict[str, float]:
-    """``{method: batch mean of SaCo}`` (:func:`~lightning_rollout.metrics.saco`, ``groups`` pixel groups) of
+    """``{method: batch mean of SaCo}`` (`saco`, ``groups`` pixel groups) of
     every method's maps, one forward of the ``B * groups`` perturbed images per method.
 
     Raises:
@@ -127,7 +127,7 @@ def all_finite(maps: Tensor) -> bool:
 
 def discrimination(maps: Tensor, masks: Optional[Tensor], labels: Optional[Tensor], panels: Panels) -> Optional[float]:
     """The share of panels whose map puts more mass on its class's object than on the sample's other present
-    classes' objects (:func:`~lightning_rollout.metrics.class_discrimination`), over the panels whose sample
+    classes' objects (`class_discrimination`), over the panels whose sample
     holds another class; ``None`` without per-class masks, multi-hot labels or such panels."""
     if masks is None or masks.dim() != 4 or labels is None or labels.dim() != 2 or panels.classes is None:
         return None

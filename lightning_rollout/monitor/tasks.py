@@ -10,7 +10,7 @@ from it: the scores shown, which ``(sample, class)`` panels are explained, their
 - ``"none"``: the output is not class scores (embeddings, regression): no scores or predictions are shown;
   gradient methods need a callable ``target``.
 
-A callable ``target`` (see :mod:`lightning_rollout.targets`) explains one panel per sample, its own score.
+A callable ``target`` (see `lightning_rollout.targets`) explains one panel per sample, its own score.
 """
 
 from dataclasses import dataclass
@@ -98,7 +98,7 @@ class Panels:
         classes: ``(P,)`` class per panel, or ``None`` when the panels explain no class (a callable target,
             or a class-agnostic run of ``task="none"``) or the predicted class, not known yet.
         predicted: whether the classes are the predicted ones, known after the pass
-            (:meth:`with_predictions`).
+            (`with_predictions`).
     """
 
     samples: Tensor
@@ -106,7 +106,7 @@ class Panels:
     predicted: bool = False
 
     def target(self, target: TargetSpec, device: torch.device):
-        """What :func:`~lightning_rollout.engine.api` gets as ``target`` for these panels."""
+        """What `api` gets as ``target`` for these panels."""
         if callable(target):
             return target
         return None if self.classes is None else self.classes.to(device)
@@ -134,7 +134,7 @@ def panels(
     if callable(target) or task == "none":
         return Panels(torch.arange(batch_size), None)
     if task == "multiclass":
-        if target == "prediction":  # explain (engine) and read (:meth:`Panels.with_predictions`) the arg-max
+        if target == "prediction":  # explain (engine) and read (`Panels.with_predictions`) the arg-max
             return Panels(torch.arange(batch_size), None, predicted=True)
         return Panels(torch.arange(batch_size), labels.long())
     if target == "label":

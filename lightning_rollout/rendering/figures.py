@@ -28,7 +28,7 @@ def overlays(
 ) -> np.ndarray:
     """Blends colour-mapped ``maps`` (upsampled to the image size) over ``(B, H, W, 3)`` uint8 images.
 
-    A constant map (:func:`constant_maps`) gets no colour: its overlay is the input itself. ``shared_scale``:
+    A constant map (`constant_maps`) gets no colour: its overlay is the input itself. ``shared_scale``:
     one colour scale for all ``B`` maps (the frames of a clip), else one per map.
     """
     heat = colorize_maps(maps, display_images.shape[1:3], colormap, shared_scale)

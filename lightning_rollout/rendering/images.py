@@ -130,7 +130,7 @@ def blend(images: np.ndarray, heat: np.ndarray, alpha: float) -> np.ndarray:
 
     Args:
         images: uint8 array of shape ``(..., H, W, 3)``.
-        heat: Float array of the same shape with values in ``[0, 1]``, e.g. from :func:`colorize_maps`.
+        heat: Float array of the same shape with values in ``[0, 1]``, e.g. from `colorize_maps`.
         alpha: Weight of the heat map, in ``[0, 1]``.
 
     Returns:

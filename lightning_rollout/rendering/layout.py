@@ -25,11 +25,11 @@ def render_panel(image: np.ndarray, overlay: np.ndarray, lines: Sequence[str], m
     """One sample: the input and its overlay side by side, with a caption below.
 
     Both pictures are upscaled by the same integer factor (nearest neighbour) so that the shorter side is at
-    least ``min_size`` pixels, and separated by a :data:`GAP`-pixel gap.
+    least ``min_size`` pixels, and separated by a `GAP`-pixel gap.
 
     Args:
         image: uint8 input image of shape ``(H, W, 3)``.
-        overlay: uint8 overlay of the same shape, e.g. from :func:`blend`.
+        overlay: uint8 overlay of the same shape, e.g. from `blend`.
         lines: Caption lines, e.g. ``["true: cat", "pred: dog (0.83)"]``.
         min_size: Smallest shorter side of the upscaled pictures.
 
@@ -59,7 +59,7 @@ def render_filmstrip(frames: Sequence[np.ndarray], labels: Sequence[str], min_si
     """One row of frames of the same sample (e.g. at successive epochs), each under its label.
 
     Frames are upscaled by one integer factor (nearest neighbour) so that their shorter side is at least
-    ``min_size`` pixels, laid out left to right with a :data:`GAP`-pixel gap.
+    ``min_size`` pixels, laid out left to right with a `GAP`-pixel gap.
 
     Args:
         frames: uint8 images of one shape ``(H, W, 3)``, oldest first.
@@ -97,8 +97,8 @@ def render_grid(panels: Sequence[np.ndarray], ncols: int) -> np.ndarray:
     """Tile panels row by row into one image.
 
     Cells are as large as the largest panel; a smaller panel sits in the top-left corner of its cell and
-    the rest of the cell, the :data:`GAP`-pixel gaps and the empty cells of the last row are filled with
-    :data:`BACKGROUND`. With fewer panels than ``ncols`` the grid has one column per panel.
+    the rest of the cell, the `GAP`-pixel gaps and the empty cells of the last row are filled with
+    `BACKGROUND`. With fewer panels than ``ncols`` the grid has one column per panel.
 
     Args:
         panels: uint8 images of shape ``(H, W, 3)``.

@@ -3,7 +3,7 @@
 A video model's map ``(T', h, w)`` has one slice per tubelet of ``tubelet`` input frames. The strip shows one
 frame per slice (the first frame of its tubelet; at most ``max_frames`` slices, evenly spread) above that
 slice's overlay, all of a clip's overlays on one colour scale (a slice the model looks at less shows less
-colour). What every logger shows is such an image; :func:`overlay_frames` gives every input frame with its
+colour). What every logger shows is such an image; `overlay_frames` gives every input frame with its
 overlay, for loggers that take a video.
 """
 
@@ -32,10 +32,10 @@ __all__ = [
 
 
 def to_display_clips(clips: Tensor, mean: Sequence[float] | None, std: Sequence[float] | None) -> np.ndarray:
-    """``(B, T, C, H, W)`` model input → ``(B, T, H, W, 3)`` uint8 frames (:func:`to_display_images` per frame).
+    """``(B, T, C, H, W)`` model input → ``(B, T, H, W, 3)`` uint8 frames (`to_display_images` per frame).
 
     Raises:
-        ValueError: If ``clips`` is not 5-D, or as :func:`to_display_images`.
+        ValueError: If ``clips`` is not 5-D, or as `to_display_images`.
     """
     if not isinstance(clips, Tensor) or clips.dim() != 5:
         raise ValueError(f"`clips` must be a tensor (B, T, C, H, W), got {getattr(clips, 'shape', clips)!r}.")
@@ -44,7 +44,7 @@ def to_display_clips(clips: Tensor, mean: Sequence[float] | None, std: Sequence[
 
 
 def fit_display_clips(clips: np.ndarray, max_size: int) -> np.ndarray:
-    """Downscales ``(B, T, H, W, 3)`` frames as :func:`fit_display_images` does images."""
+    """Downscales ``(B, T, H, W, 3)`` frames as `fit_display_images` does images."""
     frames = fit_display_images(np.ascontiguousarray(clips.reshape(-1, *clips.shape[2:])), max_size)
     return frames.reshape(*clips.shape[:2], *frames.shape[1:])
 

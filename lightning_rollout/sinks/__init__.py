@@ -1,16 +1,16 @@
 """Where rendered pictures go: one sink per attached logger.
 
 A sink is anything with ``log_image(tag, image, step, caption=None)`` taking an RGB uint8 array of shape
-``(H, W, 3)``. :func:`sink_for_logger` picks the native sink of a Lightning logger:
+``(H, W, 3)``. `sink_for_logger` picks the native sink of a Lightning logger:
 
 ================================  ===================================================================
 logger                            sink
 ================================  ===================================================================
-``TensorBoardLogger``             :class:`TensorBoardImageSink` (any logger whose ``experiment`` has
+``TensorBoardLogger``             `TensorBoardImageSink` (any logger whose ``experiment`` has
                                   ``add_image``)
-``WandbLogger``                   :class:`WandbImageSink` (``wandb.Image`` with a caption)
-``MLFlowLogger``                  :class:`MLflowImageSink` (step-indexed image artifacts)
-anything else (``CSVLogger``...)  ``None``: the callback writes :class:`PNGImageSink` files instead
+``WandbLogger``                   `WandbImageSink` (``wandb.Image`` with a caption)
+``MLFlowLogger``                  `MLflowImageSink` (step-indexed image artifacts)
+anything else (``CSVLogger``...)  ``None``: the callback writes `PNGImageSink` files instead
 ================================  ===================================================================
 
 The W&B and MLflow sinks import nothing of their packages; the loggers do, when a picture is logged.

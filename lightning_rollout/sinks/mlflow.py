@@ -37,10 +37,11 @@ class MLflowImageSink:
         TypeError: If ``logger.experiment`` has no callable ``log_image``.
         ValueError: If ``image_format`` is not ``"jpeg"`` or ``"png"``.
 
-    Example::
-
+    Example:
+        ```python
         sink = MLflowImageSink(MLFlowLogger(tracking_uri="sqlite:///mlruns.db"))
         sink.log_image("attention/rollout/samples", grid, step=120)
+        ```
     """
 
     def __init__(self, logger: Any, image_format: str = "jpeg") -> None:

@@ -36,10 +36,11 @@ class PNGImageSink:
     Args:
         root: Folder that receives the pictures.
 
-    Example::
-
+    Example:
+        ```python
         sink = PNGImageSink("explanations")
         sink.log_image("rollout/sample 0", panel, step=3)  # explanations/rollout/sample_0/step_00000003.png
+        ```
     """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:

@@ -22,16 +22,17 @@ class TensorBoardImageSink:
 
     Args:
         writer: The writer, e.g. ``TensorBoardLogger.experiment``.
-        image_format: ``"jpeg"`` or ``"png"`` (see :data:`~lightning_rollout.sinks.base.IMAGE_FORMATS`).
+        image_format: ``"jpeg"`` or ``"png"`` (see `IMAGE_FORMATS`).
 
     Raises:
         TypeError: If ``writer`` has no callable ``add_image``.
         ValueError: If ``image_format`` is not ``"jpeg"`` or ``"png"``.
 
-    Example::
-
+    Example:
+        ```python
         sink = TensorBoardImageSink(SummaryWriter("runs/demo"))
         sink.log_image("rollout/overlays", grid, step=3)
+        ```
     """
 
     def __init__(self, writer: Any, image_format: str = "jpeg") -> None:
@@ -64,7 +65,7 @@ class TensorBoardImageSink:
         self.writer._get_file_writer().add_summary(summary, int(step))  # noqa: SLF001  (SummaryWriter exposes its file writer only privately)
 
     def can_log_video(self) -> bool:
-        """Whether :meth:`log_video` works: the writer has ``add_video`` and ``moviepy`` (which TensorBoard's
+        """Whether `log_video` works: the writer has ``add_video`` and ``moviepy`` (which TensorBoard's
         ``add_video`` needs to encode the GIF) is installed."""
         return callable(getattr(self.writer, "add_video", None)) and importlib.util.find_spec("moviepy") is not None
 
@@ -72,7 +73,7 @@ class TensorBoardImageSink:
         """Write ``frames`` (uint8 ``(T, H, W, 3)``) as a TensorBoard video (an animated GIF) at ``step``.
 
         Raises:
-            ValueError: If ``frames`` is not uint8 ``(T, H, W, 3)``, or as :meth:`log_image` for ``tag``/``step``.
+            ValueError: If ``frames`` is not uint8 ``(T, H, W, 3)``, or as `log_image` for ``tag``/``step``.
         """
         if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[3] != 3:
             raise ValueError(f"`frames` must be uint8 of shape (T, H, W, 3), got {getattr(frames, 'shape', frames)!r}.")

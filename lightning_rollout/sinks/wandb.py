@@ -29,10 +29,11 @@ class WandbImageSink:
         TypeError: If ``logger`` has no callable ``log_image``.
         ValueError: If ``image_format`` is not ``"jpeg"`` or ``"png"``.
 
-    Example::
-
+    Example:
+        ```python
         sink = WandbImageSink(WandbLogger(project="vit", offline=True))
         sink.log_image("attention/rollout/samples", grid, step=120, caption="0: true red | pred red")
+        ```
     """
 
     def __init__(self, logger: Any, image_format: str = "jpeg") -> None:

@@ -1,7 +1,7 @@
 """The adapter of Hugging Face ``transformers`` vision models (5.x): ViT, DeiT, BEiT, DINOv2, CLIP vision, Swin (Grad-CAM),
-and the video models VideoMAE, ViViT and TimeSformer (Grad-CAM; :mod:`~lightning_rollout.models.hf.video`).
+and the video models VideoMAE, ViViT and TimeSformer (Grad-CAM; `video`).
 
-``transformers`` is optional: nothing here imports it at import time. :meth:`HFAdapter.find` looks at
+``transformers`` is optional: nothing here imports it at import time. `HFAdapter.find` looks at
 ``sys.modules`` only; a user holding a Hugging Face model has imported it already.
 
 - Attention: the modules each model class declares as its ``attentions`` outputs
@@ -9,7 +9,7 @@ and the video models VideoMAE, ViViT and TimeSformer (Grad-CAM; :mod:`~lightning
   ``Dinov2Attention``, ``CLIPAttention``, ...). They return ``(output, attn_weights)``; under the eager
   implementation ``attn_weights`` is the post-softmax attention that is multiplied with the values, so
   it is on the gradient path. The default implementation (SDPA) returns no weights, so the side pass
-  switches the model to our own eager attention (:mod:`~lightning_rollout.models.hf.attention`, registered in
+  switches the model to our own eager attention (`attention`, registered in
   transformers' attention interface as ``"lightning_rollout_eager"``) with ``set_attn_implementation``,
   and afterwards writes every config's previous value back (the config and the outputs are then
   bit-identical to before).
@@ -17,7 +17,7 @@ and the video models VideoMAE, ViViT and TimeSformer (Grad-CAM; :mod:`~lightning
   ``num_register_tokens``; the grid is ``(H // patch_size, W // patch_size)`` of the input. Swin: no
   prefix tokens and the grid of its last stage (the input's patch grid, halved, rounded up, at each of
   the ``len(depths) - 1`` patch mergings), which is where Grad-CAM reads it.
-- Read-out and head: one row per model class in :mod:`~lightning_rollout.models.hf.families`.
+- Read-out and head: one row per model class in `families`.
   Read-out, as each head reads the tokens: ViT, DeiT, CLIP vision (``pooler_output``) → the class token;
   ``DeiTForImageClassificationWithTeacher`` (mean of the class and distillation heads) → both tokens;
   BEiT with ``use_mean_pooling`` and ``CLIPForImageClassification`` → the mean of the patch tokens;
@@ -38,7 +38,7 @@ and the video models VideoMAE, ViViT and TimeSformer (Grad-CAM; :mod:`~lightning
   ``layernorm_before``, ``norm1``, ``layer_norm1``); Swin: the output of the final ``layernorm``.
 - Swin (also SwinV2, Donut-Swin, MaskFormer-Swin) has no global token attention: the attention methods
   refuse with the reason; Grad-CAM works for Swin and SwinV2.
-- Video (:mod:`~lightning_rollout.models.hf.video`): clips ``(B, T, C, H, W)``; the geometry adds the temporal
+- Video (`video`): clips ``(B, T, C, H, W)``; the geometry adds the temporal
   token count ``T // tubelet``. VideoMAE and ViViT serve every method; TimeSformer's divided attention
   refuses the attention methods with the reason, and Grad-CAM reads its last spatial attention's tokens.
 

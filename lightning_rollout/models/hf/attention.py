@@ -25,7 +25,7 @@ def _configs(root: nn.Module) -> list:
 
 
 ATTENTION_IMPLEMENTATION = "lightning_rollout_eager"
-"""The name :func:`attention_forward` is registered under in transformers' attention interface."""
+"""The name `attention_forward` is registered under in transformers' attention interface."""
 
 
 def attention_forward(
@@ -81,7 +81,7 @@ def attention_forward(
 
 
 def register_attention() -> None:
-    """Registers :func:`attention_forward` (and the eager mask format it adds) with transformers, once."""
+    """Registers `attention_forward` (and the eager mask format it adds) with transformers, once."""
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
@@ -92,7 +92,7 @@ def register_attention() -> None:
 
 @contextmanager
 def eager_attention(root: nn.Module) -> Iterator[None]:
-    """Switches ``root`` to :func:`attention_forward`; writes every config's previous value back on exit.
+    """Switches ``root`` to `attention_forward`; writes every config's previous value back on exit.
 
     Raises:
         UnsupportedModelError: if the model cannot switch (its attention does not follow transformers'
