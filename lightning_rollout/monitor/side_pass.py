@@ -97,7 +97,8 @@ def explain_panels(
         faithfulness: Dict[str, Dict[str, float]] = {}
         # Deletion, insertion and SaCo read a class's probability: there is none to read without class panels.
         scored = None if panels.classes is None else panels.classes.to(images.device)
-        perturbed = settings.faithfulness_steps or settings.saco_groups
+        # Clips are not perturbed: the AUCs and SaCo score images.
+        perturbed = (settings.faithfulness_steps or settings.saco_groups) and images.dim() == 4
         if perturbed and scored is not None and all(all_finite(m) for m in maps.values()):
             activation = "sigmoid" if task == "multilabel" else "softmax"
             faithfulness = {method: {} for method in maps}

@@ -157,6 +157,15 @@ def _clip_projection_pooled_head(model: nn.Module) -> Callable[[Tensor], Tensor]
     return lambda pooled: model.visual_projection(model.vision_model.post_layernorm(pooled))
 
 
+def _videomae_pooled_head(model: nn.Module) -> Callable[[Tensor], Tensor]:
+    def head(pooled: Tensor) -> Tensor:
+        if model.fc_norm is not None:
+            return model.classifier(model.fc_norm(pooled))
+        return model.classifier(_base(model).layernorm(pooled))
+
+    return head
+
+
 FAMILIES: Dict[str, Family] = {
     "ViTForImageClassification": Family(_class_token, _normed_class_token_head, _normed_pooled_head),
     "DeiTForImageClassification": Family(_class_token, _normed_class_token_head, _normed_pooled_head),
@@ -173,6 +182,9 @@ FAMILIES: Dict[str, Family] = {
     ),
     "CLIPForImageClassification": Family(_patch_mean, _clip_classifier_head, _clip_classifier_pooled_head),
     "CLIPVisionModelWithProjection": Family(_class_token, _clip_projection_head, _clip_projection_pooled_head),
+    "VideoMAEForVideoClassification": Family(_videomae_readout, _videomae_head, _videomae_pooled_head),
+    "VivitForVideoClassification": Family(_class_token, _normed_class_token_head, _normed_pooled_head),
+    "TimesformerForVideoClassification": Family(_class_token, _normed_class_token_head, _normed_pooled_head),
 }
 """Model class name → how it reads its tokens (see the module docstring)."""
 
