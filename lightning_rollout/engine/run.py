@@ -185,7 +185,7 @@ def run_pass(
     uses_attention = any(m.uses_attention for m in methods)
     uses_gradcam = any(m.uses_gradcam for m in methods)
     needs_grad = any(m.needs_grad for m in methods)
-    layers = adapter.attention_layers() if uses_attention else []
+    layers = attention_layers(adapter, method_classes) if uses_attention else []
     hooks = _SidePass(context, methods, images.device, keep_live=needs_grad)
     try:
         settings = attention_settings(adapter, method_classes) if uses_attention else nullcontext()

@@ -6,7 +6,6 @@ A new method is one module: the math as pure functions, a `Method` subclass sayi
 `register_method`. See `lightning_rollout.methods.base` for the protocol.
 """
 
-from lightning_rollout.methods.attention import attention_per_head_scores, attention_scores
 from lightning_rollout.methods.base import (
     LiveForward,
     Method,
@@ -18,12 +17,17 @@ from lightning_rollout.methods.base import (
     register_method,
     unregister_method,
 )
-from lightning_rollout.methods.chefer import chefer_layer
 from lightning_rollout.methods.core import HEAD_FUSIONS, upsample_maps
+
+# The built-in methods register themselves as they are imported: this order is the registry's.
+# isort: off
+from lightning_rollout.methods.rollout import rollout_layer
 from lightning_rollout.methods.grad_rollout import grad_rollout_layer
+from lightning_rollout.methods.chefer import chefer_layer
 from lightning_rollout.methods.gradcam import gradcam_tokens
 from lightning_rollout.methods.legrad import legrad_layer
-from lightning_rollout.methods.rollout import rollout_layer
+from lightning_rollout.methods.attention import attention_per_head_scores, attention_scores
+# isort: on
 
 METHODS = tuple(method_names())
 """The built-in methods' names. Checks read the registry (`method_names`, `method_class`) at call

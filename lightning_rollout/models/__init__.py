@@ -34,4 +34,6 @@ __all__ = [
 
 # The built-in families, in the order they are tried; the generic ones come last (mha.py registers
 # torchvision's ViT, then any nn.MultiheadAttention model).
-from lightning_rollout.models import hf, mha, timm_cait, timm_spatial, timm_vit  # noqa: E402,F401  (self-registering)
+# isort: off
+from lightning_rollout.models import hf, timm_vit, timm_cait, timm_spatial, mha  # noqa: E402,F401  (self-registering)
+# isort: on
