@@ -27,9 +27,9 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's package
-from lightning_rollout.data import ImageFolderDataModule  # noqa: E402
-from lightning_rollout.demo import TimmClassifier  # noqa: E402
-from lightning_rollout.evaluation import evaluate, format_markdown  # noqa: E402
+from lightning_rollout.data import ImageFolderDataModule
+from lightning_rollout.demo import TimmClassifier
+from lightning_rollout.evaluation import evaluate, format_markdown
 
 METHODS = ["rollout", "grad_rollout", "chefer", "gradcam"]
 BASELINES = ["blur", "mean", 0.0]

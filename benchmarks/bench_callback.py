@@ -30,14 +30,14 @@ from typing import Any, Dict, List, Optional
 # See bench_engine.py: spinning OpenMP waits make a shared 2-core machine unusable for timing.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import torch  # noqa: E402
-import yaml  # noqa: E402
-from _report import emit  # noqa: E402
-from lightning.pytorch import Callback, Trainer, seed_everything  # noqa: E402
-from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
+import torch
+import yaml
+from _report import emit
+from lightning.pytorch import Callback, Trainer, seed_everything
+from lightning.pytorch.loggers import TensorBoardLogger
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's package
-from lightning_rollout import AttentionRolloutCallback  # noqa: E402
+from lightning_rollout import AttentionRolloutCallback
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIG = os.path.join(ROOT, "configs", "demo.yaml")

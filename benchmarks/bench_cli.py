@@ -34,15 +34,15 @@ from typing import Dict, List, Optional, Tuple
 # See bench_engine.py: spinning OpenMP waits make a shared 2-core machine unusable for timing.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import torch  # noqa: E402
-import yaml  # noqa: E402
-from _report import emit  # noqa: E402
-from PIL import Image  # noqa: E402
+import torch
+import yaml
+from _report import emit
+from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # this checkout's package
-from lightning_rollout.cli import main as cli_main  # noqa: E402
-from lightning_rollout.demo import SyntheticScenes  # noqa: E402
+from lightning_rollout.cli import main as cli_main
+from lightning_rollout.demo import SyntheticScenes
 
 DEMO_CONFIG = os.path.join(ROOT, "configs", "demo.yaml")
 BAR_HELP_SECONDS = 2.0

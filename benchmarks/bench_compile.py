@@ -24,12 +24,12 @@ from typing import Dict, List, Optional
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench_engine.py
 
-import torch  # noqa: E402
+import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from _report import emit  # noqa: E402
+from _report import emit
 
-from lightning_rollout import explain  # noqa: E402
+from lightning_rollout import explain
 
 # Lightning and the callback are imported by the compile part only (see _compiled_vit.py).
 

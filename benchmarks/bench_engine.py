@@ -31,12 +31,12 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("KINETO_LOG_LEVEL", "5")
 
-import torch  # noqa: E402
-from _report import emit  # noqa: E402
-from torch import Tensor, nn  # noqa: E402
+import torch
+from _report import emit
+from torch import Tensor, nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's package
-from lightning_rollout import explain  # noqa: E402
+from lightning_rollout import explain
 
 GRADIENT_METHODS = ("grad_rollout", "chefer", "gradcam")
 METHODS = ("rollout",) + GRADIENT_METHODS

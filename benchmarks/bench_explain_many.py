@@ -27,16 +27,16 @@ from typing import Callable, Dict, List, Optional
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench_engine.py
 
-import timm  # noqa: E402
-import torch  # noqa: E402
-from _report import emit  # noqa: E402
-from torch import nn  # noqa: E402
+import timm
+import torch
+from _report import emit
+from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's package
-import lightning_rollout.monitor.side_pass as side_pass  # noqa: E402  (internal: the callback's side pass)
-from lightning_rollout import AttentionRolloutCallback, explain, explain_many  # noqa: E402
-from lightning_rollout.callbacks.loggers import runtime_of  # noqa: E402
-from lightning_rollout.engine.api import PassResult, explain_with  # noqa: E402
+import lightning_rollout.monitor.side_pass as side_pass
+from lightning_rollout import AttentionRolloutCallback, explain, explain_many
+from lightning_rollout.callbacks.loggers import runtime_of
+from lightning_rollout.engine.api import PassResult, explain_with
 
 ONE_PASS = explain_with
 """The side pass of one call for every method (what the callback runs)."""

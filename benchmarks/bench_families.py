@@ -28,13 +28,13 @@ from typing import Callable, Dict, List, Optional
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import torch  # noqa: E402
-from _report import emit  # noqa: E402
-from bench_engine import BAR_ROLLOUT_TIME, median_ms, median_ratio, run_rounds  # noqa: E402
-from torch import nn  # noqa: E402
+import torch
+from _report import emit
+from bench_engine import BAR_ROLLOUT_TIME, median_ms, median_ratio, run_rounds
+from torch import nn
 
-from lightning_rollout import explain  # noqa: E402
-from lightning_rollout.methods import METHODS  # noqa: E402
+from lightning_rollout import explain
+from lightning_rollout.methods import METHODS
 
 BAR_OVER_FLOOR = 1.10
 FLOOR_METHODS = ("grad_rollout", "chefer")

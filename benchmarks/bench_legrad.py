@@ -16,12 +16,12 @@ from typing import Callable, Dict, List, Optional
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench_engine.py
 
-import timm  # noqa: E402
-import torch  # noqa: E402
-from _report import emit  # noqa: E402
+import timm
+import torch
+from _report import emit
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's package
-from lightning_rollout import explain  # noqa: E402
+from lightning_rollout import explain
 
 BAR = 1.3
 QUICK_NOTE = "**`--quick`: a smoke run of the code path on a tiny model; its numbers mean nothing.**"

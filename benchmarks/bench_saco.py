@@ -30,13 +30,13 @@ from typing import Callable, Dict, List, Optional
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench_engine.py
 
-import timm  # noqa: E402
-import torch  # noqa: E402
-from _report import emit  # noqa: E402
-from torch import nn  # noqa: E402
+import timm
+import torch
+from _report import emit
+from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's package
-from lightning_rollout import AttentionRolloutCallback  # noqa: E402
+from lightning_rollout import AttentionRolloutCallback
 
 METHODS = ["rollout", "grad_rollout", "chefer", "gradcam"]
 ARMS = {

@@ -25,15 +25,15 @@ from typing import Dict, List, Optional
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning OpenMP waits make a shared machine unusable
 
-import torch  # noqa: E402
-from _report import emit  # noqa: E402
-from transformers import Trainer, TrainingArguments  # noqa: E402
+import torch
+from _report import emit
+from transformers import Trainer, TrainingArguments
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "examples")]  # this checkout's package and the example
-from hf_trainer_demo import DEFAULT_CONFIG, SceneDicts, build_model, load_config, scenes  # noqa: E402
+from hf_trainer_demo import DEFAULT_CONFIG, SceneDicts, build_model, load_config, scenes
 
-from lightning_rollout import AttentionRolloutTrainerCallback  # noqa: E402
+from lightning_rollout import AttentionRolloutTrainerCallback
 
 ARMS = ("without", "with", "with_no_auc")
 

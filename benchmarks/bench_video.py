@@ -41,12 +41,12 @@ from typing import Callable, Dict, List, Optional
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("KINETO_LOG_LEVEL", "5")
 
-import torch  # noqa: E402
-import transformers  # noqa: E402
-from _report import emit  # noqa: E402
-from bench_engine import peak_bytes  # noqa: E402
+import torch
+import transformers
+from _report import emit
+from bench_engine import peak_bytes
 
-from lightning_rollout import explain, explain_many  # noqa: E402
+from lightning_rollout import explain, explain_many
 
 METHODS = ("rollout", "grad_rollout", "chefer", "gradcam", "legrad", "attention")
 GRADIENT = {"grad_rollout", "chefer", "gradcam", "legrad"}

@@ -28,10 +28,10 @@ from typing import Any, Dict, List, Optional
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import torch  # noqa: E402
-import yaml  # noqa: E402
-from _report import emit  # noqa: E402
-from bench_callback import (  # noqa: E402
+import torch
+import yaml
+from _report import emit
+from bench_callback import (
     DEFAULT_CONFIG,
     DEFAULT_DATA,
     DEFAULT_MODEL,
@@ -41,10 +41,10 @@ from bench_callback import (  # noqa: E402
     quick_config,
     section_spec,
 )
-from lightning.pytorch import Callback, Trainer, seed_everything  # noqa: E402
+from lightning.pytorch import Callback, Trainer, seed_everything
 
-from lightning_rollout import explain  # noqa: E402  (this checkout's: bench_callback puts it first on sys.path)
-from lightning_rollout.metrics import energy_in_mask, mask_area_fraction, pointing_game  # noqa: E402
+from lightning_rollout import explain
+from lightning_rollout.metrics import energy_in_mask, mask_area_fraction, pointing_game
 
 METHODS = ("grad_rollout", "chefer", "legrad")
 VARIANTS = {"legrad_head": ("legrad", dict(legrad_readout="head", legrad_first_layer=0))}

@@ -25,12 +25,12 @@ from typing import Dict, List, Optional
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import torch  # noqa: E402
-from _report import emit  # noqa: E402
-from lightning.pytorch.cli import LightningCLI  # noqa: E402
+import torch
+from _report import emit
+from lightning.pytorch.cli import LightningCLI
 
-from lightning_rollout import explain_many  # noqa: E402
-from lightning_rollout.metrics import localisation_over_frames  # noqa: E402
+from lightning_rollout import explain_many
+from lightning_rollout.metrics import localisation_over_frames
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METHODS = ["rollout", "grad_rollout", "chefer", "gradcam", "legrad", "attention"]

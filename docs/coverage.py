@@ -23,9 +23,9 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from lightning_rollout import explain  # noqa: E402
-from lightning_rollout.methods import METHODS  # noqa: E402
-from lightning_rollout.models import UnsupportedModelError, find_adapter  # noqa: E402
+from lightning_rollout import explain
+from lightning_rollout.methods import METHODS
+from lightning_rollout.models import UnsupportedModelError, find_adapter
 
 Case = Tuple[str, str, Callable[[], nn.Module], Tuple[int, int]]
 

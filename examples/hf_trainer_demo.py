@@ -28,17 +28,17 @@ from typing import Any, Dict, List, Optional
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spin-waiting threads make a shared machine crawl
 
-import torch  # noqa: E402
-import yaml  # noqa: E402
-from torch.utils.data import Dataset  # noqa: E402
-from transformers import Trainer, TrainingArguments, ViTConfig, ViTForImageClassification, set_seed  # noqa: E402
+import torch
+import yaml
+from torch.utils.data import Dataset
+from transformers import Trainer, TrainingArguments, ViTConfig, ViTForImageClassification, set_seed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # this checkout's lightning_rollout
 
-from lightning_rollout import AttentionRolloutTrainerCallback, explain  # noqa: E402
+from lightning_rollout import AttentionRolloutTrainerCallback, explain
 from lightning_rollout.demo import SyntheticScenes  # noqa: E402  (examples may use the demo; the library never does)
-from lightning_rollout.metrics import energy_in_mask, mask_area_fraction, pointing_game  # noqa: E402
+from lightning_rollout.metrics import energy_in_mask, mask_area_fraction, pointing_game
 
 DEFAULT_CONFIG = os.path.join(ROOT, "configs", "hf_trainer_demo.yaml")
 

@@ -5,9 +5,9 @@ import os
 # Spin-waiting OpenMP threads make a shared 2-core machine (and the tests' own subprocesses) crawl.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import pytest  # noqa: E402
-import timm  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import timm
+import torch
 
 
 def tiny_vit(**kwargs) -> torch.nn.Module:

@@ -12,9 +12,9 @@ from lightning.pytorch.loggers import TensorBoardLogger
 TESTS = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [TESTS, os.path.dirname(TESTS)]  # this checkout's lightning_rollout, not an installed one
 
-from lightning_helpers import make_module_class  # noqa: E402
+from lightning_helpers import make_module_class
 
-from lightning_rollout import AttentionRolloutCallback  # noqa: E402
+from lightning_rollout import AttentionRolloutCallback
 
 
 class TinyViTModule(make_module_class(pl.LightningModule)):

@@ -24,9 +24,9 @@ from torch.distributed.tensor import DTensor
 TESTS = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [TESTS, os.path.dirname(TESTS)]  # this checkout's lightning_rollout, not an installed one
 
-from lightning_helpers import make_module_class  # noqa: E402
+from lightning_helpers import make_module_class
 
-from lightning_rollout import AttentionRolloutCallback  # noqa: E402
+from lightning_rollout import AttentionRolloutCallback
 
 METHODS = ["rollout", "grad_rollout", "chefer", "gradcam"]
 SHARDINGS = ["fully_shard", "fsdp1"]

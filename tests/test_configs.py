@@ -9,12 +9,12 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from lightning_helpers import read_events  # noqa: E402
+from lightning_helpers import read_events
 
-import train_demo  # noqa: E402
-from lightning_rollout import AttentionRolloutCallback  # noqa: E402  (after the sys.path line above)
-from lightning_rollout.data.linking import LinkedLightningCLI  # noqa: E402
-from lightning_rollout.methods import METHODS  # noqa: E402
+import train_demo
+from lightning_rollout import AttentionRolloutCallback
+from lightning_rollout.data.linking import LinkedLightningCLI
+from lightning_rollout.methods import METHODS
 
 # LightningCLI configs of train_demo.py (hf_trainer_demo.yaml configures examples/hf_trainer_demo.py instead).
 CONFIGS = sorted(c for c in glob.glob(os.path.join(ROOT, "configs", "*.yaml")) if "hf_trainer" not in c)

@@ -225,7 +225,7 @@ def test_default_is_the_released_rule_on_torchvision():
     attentions, tokens = _torchvision_by_hand(model, images)
     logits = model.heads(model.encoder.ln(tokens[-1])[:, 0])
     torch.testing.assert_close(logits, model(images), rtol=1e-5, atol=1e-6)  # the forward by hand is the model's
-    pooled_head = lambda p: model.heads(model.encoder.ln(p))  # noqa: E731
+    pooled_head = lambda p: model.heads(model.encoder.ln(p))  # noqa: E731  (a one-line function passed as an argument)
     expected = _released_rule(attentions, tokens, pooled_head, _class_score(target), 1, (4, 4))
     _assert_same_maps(explain(model, images, "legrad", target=target), expected)
 
@@ -620,7 +620,7 @@ def test_callable_target_is_each_layers_score(images):
         explain(model, images, "legrad", target=lambda logits: logits[:, 2]), explain(model, images, "legrad", target=2)
     )
     # a score mixing classes, per layer as the naive references take it
-    mixed = lambda logits: logits[:, 1] - logits[:, 3]  # noqa: E731
+    mixed = lambda logits: logits[:, 1] - logits[:, 3]  # noqa: E731  (a one-line function passed as an argument)
     difference = explain(model, images, "legrad", target=mixed, **HEAD_EVERY_LAYER)
     torch.testing.assert_close(difference, naive_legrad(model, images, mixed), rtol=1e-5, atol=1e-7)
     attentions, tokens = [], []

@@ -12,12 +12,12 @@ from torch import nn
 
 transformers = pytest.importorskip("transformers")
 
-from reference import _discard, _normalised  # noqa: E402
+from reference import _discard, _normalised
 
-from lightning_rollout import explain  # noqa: E402
-from lightning_rollout.core.geometry import TokenGeometry  # noqa: E402
-from lightning_rollout.models import UnsupportedModelError, find_adapter  # noqa: E402
-from lightning_rollout.models.hf import ATTENTION_IMPLEMENTATION, HFAdapter, attention_forward  # noqa: E402
+from lightning_rollout import explain
+from lightning_rollout.core.geometry import TokenGeometry
+from lightning_rollout.models import UnsupportedModelError, find_adapter
+from lightning_rollout.models.hf import ATTENTION_IMPLEMENTATION, HFAdapter, attention_forward
 
 SIZES = dict(
     hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8

@@ -324,7 +324,7 @@ def test_gradcam_reads_the_tokens_of_the_last_attention_batch_first(name, norm):
     expected, tokens = [], []
     handle = model.get_submodule(norm).register_forward_hook(lambda m, i, o: expected.append(o))
     try:
-        sink = lambda n, x, *layout: tokens.append(x)  # noqa: E731
+        sink = lambda n, x, *layout: tokens.append(x)  # noqa: E731  (a one-line function passed as an argument)
         with torch.enable_grad(), find_adapter(model).capture_gradcam(sink) as layer_name:
             score = model(images)[:, 1].sum()
             (gradient,) = torch.autograd.grad(score, tokens[0], retain_graph=True)

@@ -18,17 +18,17 @@ import torch
 pytest.importorskip("transformers")
 pytest.importorskip("accelerate", reason="transformers.Trainer needs accelerate (the test extras install it)")
 
-from lightning_helpers import read_events  # noqa: E402
-from test_memory import OutputWatch, _tensors, live_tensor_bytes  # noqa: E402
-from trainer_helpers import DictScenes, TimmForTrainer, make_trainer, png_steps, tiny_hf_vit  # noqa: E402
-from transformers import TrainerCallback  # noqa: E402
+from lightning_helpers import read_events
+from test_memory import OutputWatch, _tensors, live_tensor_bytes
+from trainer_helpers import DictScenes, TimmForTrainer, make_trainer, png_steps, tiny_hf_vit
+from transformers import TrainerCallback
 
-from lightning_rollout import (  # noqa: E402
+from lightning_rollout import (
     AttentionRolloutTrainerCallback,
-    callbacks,  # noqa: E402
+    callbacks,
     explain,
 )
-from lightning_rollout.callbacks import trainer as trainer_module  # noqa: E402
+from lightning_rollout.callbacks import trainer as trainer_module
 
 METHODS = ["rollout", "grad_rollout", "chefer", "gradcam"]
 TESTS = pathlib.Path(__file__).parent

@@ -14,13 +14,13 @@ from torch import nn
 
 transformers = pytest.importorskip("transformers")
 
-from reference import _discard, _normalised, read_out  # noqa: E402
+from reference import _discard, _normalised, read_out
 
-from lightning_rollout import explain, explain_many  # noqa: E402
-from lightning_rollout.core.geometry import TokenGeometry, VideoInput  # noqa: E402
-from lightning_rollout.engine.api import check_model  # noqa: E402
-from lightning_rollout.methods.core import tokens_to_grid, upsample_maps  # noqa: E402
-from lightning_rollout.models import UnsupportedModelError, find_adapter  # noqa: E402
+from lightning_rollout import explain, explain_many
+from lightning_rollout.core.geometry import TokenGeometry, VideoInput
+from lightning_rollout.engine.api import check_model
+from lightning_rollout.methods.core import tokens_to_grid, upsample_maps
+from lightning_rollout.models import UnsupportedModelError, find_adapter
 
 SIZES = dict(
     hidden_size=32,

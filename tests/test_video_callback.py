@@ -9,13 +9,13 @@ from torch.utils.data import DataLoader, Dataset
 transformers = pytest.importorskip("transformers")
 pl = pytest.importorskip("lightning.pytorch")
 
-from lightning_helpers import read_events  # noqa: E402
+from lightning_helpers import read_events
 
-from lightning_rollout import AttentionRolloutCallback  # noqa: E402
-from lightning_rollout.monitor.settings import MonitorSettings  # noqa: E402
-from lightning_rollout.monitor.side_pass import Runtime  # noqa: E402
-from lightning_rollout.monitor.step import MapLogger  # noqa: E402
-from lightning_rollout.rendering.video import overlay_frames, render_clip_strips, strip_slices  # noqa: E402
+from lightning_rollout import AttentionRolloutCallback
+from lightning_rollout.monitor.settings import MonitorSettings
+from lightning_rollout.monitor.side_pass import Runtime
+from lightning_rollout.monitor.step import MapLogger
+from lightning_rollout.rendering.video import overlay_frames, render_clip_strips, strip_slices
 
 
 class MovingSquares(Dataset):

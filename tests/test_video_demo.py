@@ -13,10 +13,10 @@ pytest.importorskip("transformers")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from lightning_helpers import read_events  # noqa: E402
+from lightning_helpers import read_events
 
-import train_demo  # noqa: E402
-from lightning_rollout.demo.clips import DIRECTIONS, MovingTargetClips, MovingTargetClipsDataModule  # noqa: E402
+import train_demo
+from lightning_rollout.demo.clips import DIRECTIONS, MovingTargetClips, MovingTargetClipsDataModule
 
 
 def test_deterministic_from_seed_split_and_index_and_global_rngs_untouched():

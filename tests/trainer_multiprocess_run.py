@@ -20,10 +20,10 @@ from torch.distributed.tensor import DTensor
 TESTS = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [TESTS, os.path.dirname(TESTS)]  # this checkout's lightning_rollout, not an installed one
 
-from trainer_helpers import make_trainer, tiny_hf_vit  # noqa: E402
+from trainer_helpers import make_trainer, tiny_hf_vit
 
-from lightning_rollout import AttentionRolloutTrainerCallback  # noqa: E402
-from lightning_rollout.core.distributed import is_sharded  # noqa: E402
+from lightning_rollout import AttentionRolloutTrainerCallback
+from lightning_rollout.core.distributed import is_sharded
 
 METHODS = ["rollout", "grad_rollout", "chefer", "gradcam"]
 

@@ -79,7 +79,7 @@ class ImageFolderDataModule(LightningDataModule):
         batch_size: int = 32,
         num_workers: int = 0,
         mean: list[float] = list(IMAGENET_MEAN),  # noqa: B006 (plain list for LightningCLI; never mutated)
-        std: list[float] = list(IMAGENET_STD),  # noqa: B006
+        std: list[float] = list(IMAGENET_STD),  # noqa: B006  (a plain list for LightningCLI; never mutated)
         train_augmentation: str = "crop_flip",
     ) -> None:
         super().__init__()
