@@ -41,7 +41,7 @@ def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
         pair = tuple(int(v) for v in value)
     if len(pair) != 2 or min(pair) < 16:
         raise ValueError(f"`{name}` must be an int or a pair of ints, each >= 16, got {value!r}")
-    return pair  # type: ignore[return-value]  (two ints, checked above)
+    return pair  # type: ignore[return-value]  # two ints, checked above
 
 
 class SyntheticScenes(Dataset):
@@ -235,7 +235,7 @@ class TwoObjectScenes(SyntheticScenes):
         image, labels, masks = super().__getitem__(index)
         return image, torch.from_numpy(labels), masks
 
-    def render(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # type: ignore[override]  (multi-hot labels instead of one class)
+    def render(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # type: ignore[override]  # multi-hot labels instead of one class
         """Draw sample ``index``: an ``(H, W, 3)`` uint8 image, ``(C,)`` float32 multi-hot labels and
         ``(C, H, W)`` bool masks."""
         rng = np.random.default_rng((self.seed, _SPLIT_IDS[self.split], int(index)))
