@@ -86,6 +86,8 @@ def test_wandb_offline_pictures_and_scalars_at_train_global_step(tmp_path, monke
         monkeypatch.setenv(name, value)
     from test_logger_sinks import _wandb_records
 
+    wandb.teardown()  # a run of an earlier test leaves wandb's process-wide settings (its directory) behind
+
     callback = AttentionRolloutTrainerCallback(methods=["rollout"], num_samples=3)
     try:
         make_trainer(tmp_path, [callback], report_to="wandb", eval_on_start=True).train()
@@ -120,11 +122,16 @@ def test_mlflow_pictures_and_metrics_in_the_active_run(tmp_path, monkeypatch):
     client.create_experiment("hf", artifact_location=str(tmp_path / "artifacts"))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "hf")
+    # An earlier test's MLFlowLogger leaves its tracking URI set process-wide; the environment's must win.
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    monkeypatch.setattr("mlflow.tracking._tracking_service.utils._tracking_uri", uri, raising=False)
     callback = AttentionRolloutTrainerCallback(methods=["rollout"], num_samples=3, image_format="png")
     try:
         make_trainer(tmp_path, [callback], report_to="mlflow", eval_on_start=True).train()
     finally:
         mlflow.end_run()
+        mlflow.set_tracking_uri(previous)
     (run,) = client.search_runs([client.get_experiment_by_name("hf").experiment_id])
     history = client.get_metric_history(run.info.run_id, "attention/rollout/energy")
     assert sorted(metric.step for metric in history) == [0, 2, 4]
