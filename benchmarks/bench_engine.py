@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's package
 from lightning_rollout import explain
+from lightning_rollout.core.hooks import fused_attention_disabled
 
 GRADIENT_METHODS = ("grad_rollout", "chefer", "gradcam")
 METHODS = ("rollout",) + GRADIENT_METHODS
@@ -106,20 +107,6 @@ def plain_forward(model: nn.Module, images: Tensor) -> Tensor:
     """The baseline: what a validation step runs, with whatever attention kernel the model is set to."""
     with torch.no_grad():
         return model(images)
-
-
-@contextmanager
-def fused_attention_disabled(model: nn.Module) -> Iterator[None]:
-    """Sets ``fused_attn = False`` on every submodule that has a bool ``fused_attn`` (timm's attention
-    modules); restores each after. The engine does the same while it captures the maps."""
-    saved = {m: m.fused_attn for m in model.modules() if isinstance(getattr(m, "fused_attn", None), bool)}
-    try:
-        for module in saved:
-            module.fused_attn = False
-        yield
-    finally:
-        for module, flag in saved.items():
-            module.fused_attn = flag
 
 
 def attention_modules(model: nn.Module) -> List[nn.Module]:
