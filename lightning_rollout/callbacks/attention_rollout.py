@@ -17,7 +17,6 @@ from lightning_rollout.core.outputs import OutputKey
 from lightning_rollout.monitor.arguments import setting_value, settings_from
 from lightning_rollout.monitor.batch import BatchKey, FixedBatch
 from lightning_rollout.monitor.history import FilmstripHistory
-from lightning_rollout.monitor.notices import short_traceback
 from lightning_rollout.monitor.step import MapLogger
 
 
@@ -282,6 +281,4 @@ class AttentionRolloutCallback(*callback_bases()):  # type: ignore[misc]
         except Exception as error:  # noqa: BLE001  (once training has begun, a failure never ends the run)
             if trainer.state.fn != "fit" or trainer.global_step == 0:
                 raise  # before training (the sanity check), or outside fit: a clear error costs no training
-            keeper.stop()
-            cause = str(error) if isinstance(error, ValueError) else short_traceback(error)
-            self.maps.warn("unusable", f"logs nothing in this run: {cause}")
+            self.maps.stop(error)

@@ -25,7 +25,6 @@ from lightning_rollout.core.hooks import preserved_rng
 from lightning_rollout.monitor.arguments import setting_value, settings_from
 from lightning_rollout.monitor.batch import BatchKey, FixedBatch
 from lightning_rollout.monitor.history import FilmstripHistory
-from lightning_rollout.monitor.notices import short_traceback
 from lightning_rollout.monitor.side_pass import Runtime
 from lightning_rollout.monitor.step import MapLogger
 
@@ -213,9 +212,7 @@ class AttentionRolloutTrainerCallback(TrainerCallback):
         except Exception as error:  # noqa: BLE001  (once training has begun, a failure never ends the run)
             if state.global_step == 0:
                 raise
-            keeper.stop()
-            cause = str(error) if isinstance(error, ValueError) else short_traceback(error)
-            self.maps.warn("unusable", f"logs nothing in this run: {cause}")
+            self.maps.stop(error)
 
     def _chosen(self) -> bool:
         """Whether the kept samples are complete: `num_samples` of them, over as many classes as there can be."""

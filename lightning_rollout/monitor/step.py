@@ -95,6 +95,13 @@ class MapLogger:
         """The model's input for the kept samples (`input_transform` applied), on `device`."""
         return model_input(self.keeper.batch.images.to(device), self.settings.input_transform, self.display_stats)
 
+    def stop(self, error: Exception) -> None:
+        """Gives up for this run after `error` (found once training began): keeps no samples, logs nothing, and
+        says why once (a bad input's message, or any other failure's short traceback)."""
+        self.keeper.stop()
+        cause = str(error) if isinstance(error, ValueError) else short_traceback(error)
+        self.warn("unusable", f"logs nothing in this run: {cause}")
+
     def check_first_batch(self, runtime: Runtime, model: Optional[nn.Module]) -> None:
         """Checks the samples first kept, so that no later step fails on them: the model input, the labels and,
         given `model`, a trial of the whole step on one sample (side pass, every map's grid, scalars, captions).
