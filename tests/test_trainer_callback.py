@@ -125,7 +125,6 @@ def test_mlflow_pictures_and_metrics_in_the_active_run(tmp_path, monkeypatch):
     # An earlier test's MLFlowLogger leaves its tracking URI set process-wide; the environment's must win.
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(uri)
-    monkeypatch.setattr("mlflow.tracking._tracking_service.utils._tracking_uri", uri, raising=False)
     callback = AttentionRolloutTrainerCallback(methods=["rollout"], num_samples=3, image_format="png")
     try:
         make_trainer(tmp_path, [callback], report_to="mlflow", eval_on_start=True).train()
