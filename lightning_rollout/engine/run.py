@@ -57,7 +57,8 @@ class _SidePass:
         self.attention_methods = [m for m in methods if m.uses_attention]
         self.backward_methods = [m for m in self.attention_methods if m.shared_backward]
         self.gradcam_methods = [m for m in methods if m.uses_gradcam]
-        self.live = LiveForward()
+        self.attentions: List[Tensor] = []
+        self.layouts: List[Optional[Layout]] = []
         self.hooks: List[RemovableHandle] = []
         self.next_layer = -1
         self.in_shared_backward = False
@@ -70,8 +71,8 @@ class _SidePass:
         layer = self.num_layers
         self.num_layers += 1
         if self.keep_live:
-            self.live.attentions.append(attention)
-            self.live.layouts.append(layout)
+            self.attentions.append(attention)
+            self.layouts.append(layout)
         with float32(self.device):
             for method in self.attention_methods:
                 method.forward_attention(layer, laid_out)
@@ -110,7 +111,8 @@ class _SidePass:
         for handle in self.hooks:
             handle.remove()
         self.hooks.clear()
-        self.live = LiveForward()
+        self.attentions.clear()
+        self.layouts.clear()
         self.activation = self.activation_layout = None
 
 
@@ -227,13 +229,14 @@ def _backward(
 ) -> None:
     """``after_forward`` of every method, then the one shared backward of the summed target scores."""
     score = target_score(target, output, batch_size)
-    hooks.live.output, hooks.live.score = output, score
+    live = LiveForward(hooks.attentions, hooks.layouts, output, score)
     for method in methods:
-        method.after_forward(hooks.live)
+        method.after_forward(live)
     gradcam_methods = [m for m in hooks.gradcam_methods if m.shared_backward]
+    activation = hooks.activation if gradcam_methods else None
     # The backward stops at the first attention layer (and Grad-CAM's layer): nothing below is needed.
-    inputs = ([hooks.live.attentions[0]] if hooks.backward_methods else []) + (
-        [hooks.activation] if gradcam_methods else []
+    inputs = ([hooks.attentions[0]] if hooks.backward_methods else []) + (
+        [activation] if activation is not None else []
     )
     if not inputs:
         return
@@ -244,8 +247,8 @@ def _backward(
         hooks.in_shared_backward = False
     if hooks.backward_methods:
         hooks.check_backward()
-    if gradcam_methods:
-        activation, gradient = hooks.activation.detach(), gradients[-1]
+    if activation is not None:
+        activation, gradient = activation.detach(), gradients[-1]
         if hooks.activation_layout is not None:
             activation = hooks.activation_layout(activation, 0.0)
             gradient = hooks.activation_layout(gradient, 0.0)

@@ -11,7 +11,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from lightning_rollout.methods.base import Method, grid_of, register_method
+from lightning_rollout.methods.base import Method, fed, grid_of, register_method
 from lightning_rollout.methods.core import fuse_heads
 from lightning_rollout.models.readout import Readout
 
@@ -49,12 +49,14 @@ class Attention(Method):
         self.last = attention
 
     def maps(self) -> Tensor:
-        return grid_of(self.context, attention_scores(self.last, self.context.readout, self.context.head_fusion))
+        last = fed(self.last, "last attention layer", f"method {self.name!r}")
+        return grid_of(self.context, attention_scores(last, self.context.require_readout(), self.context.head_fusion))
 
     def per_head_maps(self) -> Tensor:
         """``(B, heads, grid_h, grid_w)`` float32 (video: ``(B, heads, T', grid_h, grid_w)``): each head's map,
         before fusion."""
-        scores = attention_per_head_scores(self.last, self.context.readout)
+        last = fed(self.last, "last attention layer", f"method {self.name!r}")
+        scores = attention_per_head_scores(last, self.context.require_readout())
         batch, heads, num_tokens = scores.shape
         return grid_of(self.context, scores.reshape(batch * heads, num_tokens)).reshape(
             batch, heads, *self.context.geometry.map_shape

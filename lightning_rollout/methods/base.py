@@ -20,7 +20,7 @@ shared ones) are declared in `Method.options` with their defaults and checked by
 
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, ContextManager, Dict, List, Mapping, Optional, Type
+from typing import Any, Callable, ClassVar, ContextManager, Dict, List, Mapping, Optional, Type, TypeVar
 
 from torch import Tensor, nn
 
@@ -28,6 +28,8 @@ from lightning_rollout.core.geometry import TokenGeometry
 from lightning_rollout.methods.core import tokens_to_grid
 from lightning_rollout.models.base import Layout, ModelAdapter
 from lightning_rollout.models.readout import Readout
+
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -53,6 +55,14 @@ class PassContext:
     options: Dict[str, Any] = field(default_factory=dict)
     readout: Optional[Readout] = None
 
+    def require_readout(self) -> Readout:
+        """The read-out, once the forward has set it.
+
+        Raises:
+            RuntimeError: when asked before the forward ran.
+        """
+        return fed(self.readout, "read-out (it is set after the forward)", "the side pass")
+
 
 @dataclass
 class LiveForward:
@@ -67,10 +77,10 @@ class LiveForward:
             backward differentiates.
     """
 
-    attentions: List[Tensor] = field(default_factory=list)
-    layouts: List[Optional[Layout]] = field(default_factory=list)
-    output: Optional[Tensor] = None
-    score: Optional[Callable[[Tensor], Tensor]] = None
+    attentions: List[Tensor]
+    layouts: List[Optional[Layout]]
+    output: Tensor
+    score: Callable[[Tensor], Tensor]
 
 
 class Method:
@@ -215,6 +225,18 @@ def check_tokens(num_tokens: int, name: str, geometry: TokenGeometry, verb: str 
             + f"grid_size={geometry.grid_size} = "
             f"{geometry.num_tokens}; pass the right `num_prefix_tokens` / `grid_size`"
         )
+
+
+def fed(value: Optional[_T], what: str, owner: str) -> _T:
+    """``value`` once the side pass has fed it.
+
+    Raises:
+        RuntimeError: naming ``owner`` and what it was not fed (``maps`` before the pass, or a pass that never
+            reached the hook).
+    """
+    if value is None:
+        raise RuntimeError(f"{owner} was not fed its {what}")
+    return value
 
 
 def grid_of(context: PassContext, token_scores: Tensor) -> Tensor:

@@ -10,7 +10,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from lightning_rollout.methods.base import Method, grid_of
+from lightning_rollout.methods.base import Method, fed, grid_of
 
 
 class BackwardChain(Method):
@@ -32,7 +32,7 @@ class BackwardChain(Method):
 
     def backward_attention(self, layer: int, attention: Tensor, gradient: Tensor) -> None:
         factor = self.layer_factor(attention, gradient)
-        readout = self.context.readout
+        readout = self.context.require_readout()
         if readout.is_linear:
             row = readout.vector(factor.shape[0], factor.device) if self.chain is None else self.chain
             self.chain = torch.bmm(row.unsqueeze(1), factor).squeeze(1)
@@ -40,5 +40,6 @@ class BackwardChain(Method):
             self.chain = factor if self.chain is None else torch.bmm(self.chain, factor)
 
     def maps(self) -> Tensor:
-        readout = self.context.readout
-        return grid_of(self.context, self.chain if readout.is_linear else readout.apply(self.chain))
+        readout = self.context.require_readout()
+        chain = fed(self.chain, "attention gradients", f"method {self.name!r}")
+        return grid_of(self.context, chain if readout.is_linear else readout.apply(chain))

@@ -4,7 +4,7 @@ from typing import Optional
 
 from torch import Tensor
 
-from lightning_rollout.methods.base import Method, check_tokens, register_method
+from lightning_rollout.methods.base import Method, check_tokens, fed, register_method
 
 
 def gradcam_tokens(activations: Tensor, gradients: Tensor, num_prefix_tokens: int) -> Tensor:
@@ -63,4 +63,4 @@ class GradCAM(Method):
         self.result = scores.reshape(-1, *geometry.map_shape)
 
     def maps(self) -> Tensor:
-        return self.result
+        return fed(self.result, "Grad-CAM activation and gradient", f"method {self.name!r}")

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from lightning_rollout.core.hooks import forward_hooks
-from lightning_rollout.methods.base import LiveForward, Method, grid_of, register_method
+from lightning_rollout.methods.base import LiveForward, Method, fed, grid_of, register_method
 from lightning_rollout.models.base import ModelAdapter
 
 
@@ -193,4 +193,4 @@ class LeGrad(Method):
             )
 
     def maps(self) -> Tensor:
-        return grid_of(self.context, self.scores)
+        return grid_of(self.context, fed(self.scores, "per-layer gradients", f"method {self.name!r}"))

@@ -5,7 +5,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from lightning_rollout.methods.base import Method, grid_of, register_method
+from lightning_rollout.methods.base import Method, fed, grid_of, register_method
 from lightning_rollout.methods.core import add_identity_and_normalize, discard_smallest, fuse_heads
 
 
@@ -45,4 +45,5 @@ class Rollout(Method):
         self.relevance = factor if self.relevance is None else torch.bmm(factor, self.relevance)
 
     def maps(self) -> Tensor:
-        return grid_of(self.context, self.context.readout.apply(self.relevance))
+        relevance = fed(self.relevance, "attention layers", f"method {self.name!r}")
+        return grid_of(self.context, self.context.require_readout().apply(relevance))
