@@ -13,7 +13,7 @@ from torch import nn
 
 from lightning_rollout import explain, explain_many
 from lightning_rollout.core.hooks import forward_hooks, fused_attention_disabled
-from lightning_rollout.engine.api import check_model
+from lightning_rollout.engine import check_model
 from lightning_rollout.engine.options import ExplainOptions
 from lightning_rollout.methods import legrad_layer
 from lightning_rollout.methods.legrad import LeGrad

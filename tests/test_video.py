@@ -18,7 +18,7 @@ from reference import _discard, _normalised, read_out
 
 from lightning_rollout import explain, explain_many
 from lightning_rollout.core.geometry import TokenGeometry, VideoInput
-from lightning_rollout.engine.api import check_model
+from lightning_rollout.engine import check_model
 from lightning_rollout.methods.core import tokens_to_grid, upsample_maps
 from lightning_rollout.models import UnsupportedModelError, find_adapter
 

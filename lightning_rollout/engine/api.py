@@ -11,28 +11,22 @@ into the read-out row ``u @ A_L ⋯ A_l`` (or, for heads that pool tokens, the p
 one tensor hook per layer while the backward pass walks the layers in reverse.
 """
 
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Type, Union
+from typing import Any, Dict, NamedTuple, Optional, Sequence, Tuple, Type, Union, cast
 
 from torch import Tensor, nn
 
 from lightning_rollout.core.checks import check_clips, check_images, check_target
 from lightning_rollout.core.outputs import OutputKey, Target
+from lightning_rollout.engine.checks import method_classes
 from lightning_rollout.engine.chunks import check_output_size, chunked_pass
 from lightning_rollout.engine.options import ExplainOptions
-from lightning_rollout.engine.run import attention_layers
-from lightning_rollout.methods import Method, method_class, method_names
+from lightning_rollout.methods import Method, method_class
 from lightning_rollout.methods.attention import Attention
-from lightning_rollout.models.base import ModelAdapter
 
 
-def _method_classes(methods: Sequence[str]) -> List[Type[Method]]:
-    if isinstance(methods, str) or not isinstance(methods, (list, tuple)) or not methods:
-        raise ValueError(
-            f"`methods` must be a non-empty list or tuple of method names from {method_names()}, got {methods!r}"
-        )
-    if len(set(methods)) != len(methods):
-        raise ValueError(f"`methods` must name each method once, got {list(methods)}")
-    return [method_class(name) for name in methods]
+def _pair(grid_size: Optional[Sequence[int]]) -> Optional[Tuple[int, int]]:
+    """``grid_size`` as a tuple; `ExplainOptions` checks that it is a pair of positive ints."""
+    return None if grid_size is None else cast(Tuple[int, int], tuple(grid_size))
 
 
 def explain_many(
@@ -80,7 +74,7 @@ def explain_many(
         probabilities = logits.softmax(dim=-1)
         ```
     """
-    classes = _method_classes(methods)
+    classes = method_classes(methods)
     options = ExplainOptions(
         head_fusion=head_fusion,
         discard_ratio=discard_ratio,
@@ -88,12 +82,15 @@ def explain_many(
         attention_pattern=attention_pattern,
         gradcam_layer=gradcam_layer,
         num_prefix_tokens=num_prefix_tokens,
-        grid_size=None if grid_size is None else tuple(grid_size),
+        grid_size=_pair(grid_size),
         method_options=method_options,
         chunk_size=chunk_size,
     )
     maps, output, _ = explain_with(model, images, classes, options, target, return_output, output_size=output_size)
-    return (maps, output) if return_output else maps
+    if not return_output:
+        return maps
+    assert output is not None, "explain_with gives the output with return_output=True"
+    return maps, output
 
 
 class PassResult(NamedTuple):
@@ -230,7 +227,8 @@ def explain(
         maps = explain(model, images, "grad_rollout", target=labels)  # (B, 14, 14)
         ```
     """
-    return explain_many(
+    # Without `return_output`, `explain_many` returns the maps alone.
+    maps = explain_many(
         model,
         images,
         [method],
@@ -245,7 +243,8 @@ def explain(
         chunk_size=chunk_size,
         output_size=output_size,
         **method_options,
-    )[method]
+    )
+    return cast(Dict[str, Tensor], maps)[method]
 
 
 def attention_per_head(
@@ -271,30 +270,9 @@ def attention_per_head(
         heads = attention_per_head(dino, images)  # (B, 6, 14, 14) for a ViT-S/16 at 224 px
         ```
     """
-    geometry = dict(num_prefix_tokens=num_prefix_tokens, grid_size=None if grid_size is None else tuple(grid_size))
-    options = ExplainOptions(attention_pattern=attention_pattern, **geometry)
-    return explain_with(model, images, [Attention], options, per_head=True).heads
-
-
-def check_model(model: nn.Module, methods: Sequence[str], options: Optional[ExplainOptions] = None) -> ModelAdapter:
-    """Checks, without running the model, that `explain` can serve ``methods`` on ``model``.
-
-    Returns:
-        The adapter ``explain`` will use.
-
-    Raises:
-        ValueError: (or `UnsupportedModelError`) with the reason, as
-            ``explain`` would raise it.
-    """
-    options = options or ExplainOptions()
-    adapter = options.resolve_adapter(model)
-    adapter.geometry(None)
-    classes = [method_class(method) for method in methods]
-    if any(method.uses_attention for method in classes):
-        attention_layers(adapter, classes)
-    if any(method.uses_gradcam for method in classes):
-        adapter.gradcam_layer()
-    method_options = options.resolved_method_options()
-    for method in classes:
-        method.check_adapter(adapter, method_options)
-    return adapter
+    options = ExplainOptions(
+        attention_pattern=attention_pattern, num_prefix_tokens=num_prefix_tokens, grid_size=_pair(grid_size)
+    )
+    heads = explain_with(model, images, [Attention], options, per_head=True).heads
+    assert heads is not None, "explain_with gives the per-head maps with per_head=True"
+    return heads

@@ -5,10 +5,10 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from lightning_rollout.core.outputs import Target
+from lightning_rollout.core.outputs import ClassTarget, Target
 
 
-def class_indices(target: Target, logits: Tensor) -> Tensor:
+def class_indices(target: ClassTarget, logits: Tensor) -> Tensor:
     """The class explained per sample: the target's, or the arg-max of `logits` `(B, num_classes)`.
 
     Raises:
@@ -44,10 +44,15 @@ def target_score(target: Target, output: Tensor, batch_size: int) -> Callable[[T
         ValueError: naming ``target`` when class targets meet an output that is not ``(B, num_classes)``,
             or the callable returns something else than differentiable float scores ``(B,)``.
     """
-    if callable(target) and not isinstance(target, Tensor):
+    if target is not None and not isinstance(target, (int, Tensor)):
+        if not callable(target):
+            raise ValueError(
+                f"`target` must be None, an int, a LongTensor (B,) or a callable, got a {type(target).__name__}"
+            )
+        target_fn = target
 
         def score(value: Tensor) -> Tensor:
-            scores = target(value)
+            scores = target_fn(value)
             check_scores(scores, batch_size, value.requires_grad)
             return scores
 

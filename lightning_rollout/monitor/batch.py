@@ -17,7 +17,7 @@ def check_key(argument: str, key: BatchKey) -> None:
         raise ValueError(f"`{argument}` must be None (default layout), an int index or a str key, got {key!r}")
 
 
-def _pick(batch: Any, key: BatchKey, field: str, required: bool) -> Optional[Tensor]:
+def _find(batch: Any, key: BatchKey, field: str) -> Optional[Tensor]:
     if key is None:
         index, name = _DEFAULT_KEYS[field]
         if isinstance(batch, dict):
@@ -31,14 +31,24 @@ def _pick(batch: Any, key: BatchKey, field: str, required: bool) -> Optional[Ten
             value = batch[key]
         except (KeyError, IndexError, TypeError):
             value = None
-    if value is None and required:
+    if value is not None and not isinstance(value, Tensor):
+        raise ValueError(f"the {field} at `{field}_key`={key!r} is a {type(value).__name__}, not a tensor")
+    return value
+
+
+def _pick(batch: Any, key: BatchKey, field: str) -> Tensor:
+    value = _find(batch, key, field)
+    if value is None:
         raise ValueError(
             f"found no {field} at `{field}_key`={key!r} in a batch of type {type(batch).__name__}; the default "
             f"layout is (images, labels[, masks]) or a dict with keys 'image', 'label', 'mask'"
         )
-    if value is not None and not isinstance(value, Tensor):
-        raise ValueError(f"the {field} at `{field}_key`={key!r} is a {type(value).__name__}, not a tensor")
     return value
+
+
+def _pick_optional(batch: Any, key: BatchKey, field: str) -> Optional[Tensor]:
+    """The field at an explicit ``key`` must be there; at the default place it may be missing."""
+    return _find(batch, key, field) if key is None else _pick(batch, key, field)
 
 
 @dataclass
@@ -87,12 +97,12 @@ def pick_labels(batch: Any, label_key: BatchKey = None) -> Optional[Tensor]:
     Raises:
         ValueError: if an explicit ``label_key`` finds nothing, or the labels are not a tensor.
     """
-    return _pick(batch, label_key, "label", required=label_key is not None)
+    return _pick_optional(batch, label_key, "label")
 
 
 def count_samples(batch: Any, image_key: BatchKey = None) -> int:
     """The number of images in ``batch`` (``images.shape[0]``), without copying anything."""
-    return _pick(batch, image_key, "image", required=True).shape[0]
+    return _pick(batch, image_key, "image").shape[0]
 
 
 def take_samples(
@@ -117,9 +127,9 @@ def take_samples(
     Raises:
         ValueError: if no image tensor is found, or a field is not a tensor of the batch's length.
     """
-    images = _pick(batch, image_key, "image", required=True)
-    labels = _pick(batch, label_key, "label", required=label_key is not None)
-    masks = _pick(batch, mask_key, "mask", required=mask_key is not None)
+    images = _pick(batch, image_key, "image")
+    labels = _pick_optional(batch, label_key, "label")
+    masks = _pick_optional(batch, mask_key, "mask")
     if images.dim() not in (4, 5):
         raise ValueError(
             f"images must be (B, C, H, W) (clips: (B, T, C, H, W)), got shape {tuple(images.shape)} at "
@@ -138,12 +148,10 @@ def take_samples(
 
     rows = slice(start, start + limit) if indices is None else torch.as_tensor(list(indices), dtype=torch.long)
 
-    def keep(value: Optional[Tensor]) -> Optional[Tensor]:
-        if value is None:
-            return None
+    def keep(value: Tensor) -> Tensor:
         return value[rows.to(value.device) if isinstance(rows, Tensor) else rows].detach().to("cpu", copy=True)
 
-    return FixedBatch(keep(images), keep(labels), keep(masks))
+    return FixedBatch(keep(images), None if labels is None else keep(labels), None if masks is None else keep(masks))
 
 
 def is_class_indices(labels: Tensor) -> bool:

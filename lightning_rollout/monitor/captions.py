@@ -16,7 +16,8 @@ def captions(
     target_scores: Optional[Tensor],
     class_names: Optional[Sequence[str]] = None,
 ) -> List[List[str]]:
-    """Caption lines per panel; ``scores`` ``(P, C)`` and ``target_scores`` ``(P,)`` are per panel.
+    """Caption lines per panel; ``scores`` ``(P, C)`` (``None`` for ``task="none"``) and ``target_scores``
+    ``(P,)`` are per panel.
 
     ``multiclass``: the true label (when known) and the prediction with its confidence. ``multilabel``: the
     explained class with its score, then the sample's true labels (when known). ``none``: nothing about
@@ -29,12 +30,12 @@ def captions(
     lines: List[List[str]] = []
     for panel, sample in enumerate(panels.samples.tolist()):
         sample_lines: List[str] = []
-        if task == "multiclass":
+        if task == "multiclass" and scores is not None:
             if labels is not None and labels.dim() == 1:
                 sample_lines.append(f"true: {name(int(labels[sample]))}")
             confidence, predicted = scores[panel].max(dim=-1)
             sample_lines.append(f"pred: {name(int(predicted))} ({float(confidence):.2f})")
-        elif task == "multilabel":
+        elif task == "multilabel" and scores is not None:
             if panels.classes is not None:
                 explained = int(panels.classes[panel])
                 sample_lines.append(f"{name(explained)} ({float(scores[panel, explained]):.2f})")

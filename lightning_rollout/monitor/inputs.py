@@ -6,7 +6,7 @@ from torch import Tensor
 
 from lightning_rollout.monitor.notices import Warn
 
-Stats = Tuple[Optional[List[float]], Optional[List[float]]]
+Stats = Tuple[Optional[Sequence[float]], Optional[Sequence[float]]]
 
 
 def check_stats(argument: str, value: Optional[Sequence[float]]) -> None:
@@ -24,7 +24,11 @@ def check_stats(argument: str, value: Optional[Sequence[float]]) -> None:
 
 
 def resolve_display_stats(
-    mean: Optional[List[float]], std: Optional[List[float]], config: Dict[str, Any], channels: Optional[int], warn: Warn
+    mean: Optional[Sequence[float]],
+    std: Optional[Sequence[float]],
+    config: Dict[str, Any],
+    channels: Optional[int],
+    warn: Warn,
 ) -> Stats:
     """``mean``/``std`` for display: the arguments, else the model's data config when it fits ``channels``.
 
@@ -45,7 +49,7 @@ def resolve_display_stats(
             )
     if mean is not None and std is not None:
         return mean, std
-    stats = []
+    stats: List[Optional[List[float]]] = []
     for argument, given in (("mean", mean), ("std", std)):
         value = given if given is not None else config.get(argument)
         if value is not None and given is None and channels is not None and len(value) not in (1, channels):

@@ -66,6 +66,16 @@ class FixedBatchKeeper:
         self._considered = 0  # samples of the loader's order considered already (a new epoch starts over)
         self._shared = False  # whether rank 0 has sent the batch to the other ranks (sharded models)
 
+    def kept(self) -> FixedBatch:
+        """The kept samples.
+
+        Raises:
+            RuntimeError: when no sample has been kept yet (no validation batch seen, or `stop` was called).
+        """
+        if self.batch is None:
+            raise RuntimeError("no validation samples are kept yet: the fixed batch fills from validation batches")
+        return self.batch
+
     def start_epoch(self) -> None:
         """A validation or test epoch starts: the loader starts over."""
         self._position = 0
@@ -91,8 +101,9 @@ class FixedBatchKeeper:
             )
         if self.batch is None:
             self.loader_batch_size = size
-        by_class = self.sample_selection == "per_class" and labels is not None and is_class_indices(labels)
-        keys = labels[start:].tolist() if by_class else [None] * (size - start)
+        keys: List[Optional[Hashable]] = [None] * (size - start)
+        if self.sample_selection == "per_class" and labels is not None and is_class_indices(labels):
+            keys = labels[start:].tolist()
         wanted, found = [], {key: len(value) for key, value in self._candidates.items()}
         for index, key in enumerate(keys, start):
             if key not in found and len(found) >= self.num_samples:
@@ -128,7 +139,7 @@ class FixedBatchKeeper:
             values = [getattr(sample, field) for sample in chosen]
             return None if any(value is None for value in values) else torch.cat(values)
 
-        return FixedBatch(cat("images"), cat("labels"), cat("masks"))
+        return FixedBatch(torch.cat([sample.images for sample in chosen]), cat("labels"), cat("masks"))
 
     def classes(self) -> List[Hashable]:
         """The classes among the kept samples (``[None]`` when they are not told apart by class)."""

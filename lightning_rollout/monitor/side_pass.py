@@ -90,6 +90,7 @@ def explain_panels(
             return_output=True,
             per_head=settings.attention_heads,
         )
+        assert result.output is not None, "explain_with gives the output with return_output=True"
         maps = {method: method_maps.cpu() for method, method_maps in result.maps.items()}
         scores = tasks.class_scores(task, result.output)
         panels = panels.with_predictions(scores)
@@ -163,7 +164,9 @@ def _joined(parts: List[SidePass], size: int) -> SidePass:
     maps = {method: torch.cat([part.maps[method] for part in parts]) for method in parts[0].maps}
     panels = Panels(
         torch.cat([part.panels.samples + index * size for index, part in enumerate(parts)]),
-        None if parts[0].panels.classes is None else torch.cat([part.panels.classes for part in parts]),
+        None
+        if parts[0].panels.classes is None
+        else torch.cat([p.panels.classes for p in parts if p.panels.classes is not None]),
         parts[0].panels.predicted,
     )
     weights = [len(part.panels.samples) for part in parts]  # the faithfulness means (AUCs, SaCo) are over panels

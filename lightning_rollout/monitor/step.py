@@ -12,12 +12,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from lightning_rollout.engine.api import check_model
+from lightning_rollout.engine.checks import check_model
 from lightning_rollout.methods import method_class
 from lightning_rollout.models.base import ModelAdapter
 from lightning_rollout.monitor.captions import captions
 from lightning_rollout.monitor.history import FilmstripHistory
-from lightning_rollout.monitor.inputs import model_input, resolve_display_stats
+from lightning_rollout.monitor.inputs import Stats, model_input, resolve_display_stats
 from lightning_rollout.monitor.keeper import FixedBatchKeeper
 from lightning_rollout.monitor.notices import WarnOnce, short_traceback
 from lightning_rollout.monitor.scalars import all_finite, discrimination, map_scalars, video_scalars
@@ -33,7 +33,7 @@ from lightning_rollout.rendering.video import (
     render_clip_strips,
     to_display_clips,
 )
-from lightning_rollout.sinks.base import ImageSink
+from lightning_rollout.sinks.base import ImageSink, VideoSink
 
 LogScalars = Callable[[Dict[str, float], int], None]
 """`log_scalars(scalars, step)`: where a step's numbers go."""
@@ -60,7 +60,7 @@ class MapLogger:
             self.warn,
         )
         self.history = FilmstripHistory(settings.methods, settings.filmstrip_columns)
-        self.display_stats = (settings.mean, settings.std)
+        self.display_stats: Stats = (settings.mean, settings.std)
         self.class_names: Optional[Sequence[str]] = settings.class_names
         self.num_classes: Optional[int] = None
         self.tubelet: Optional[int] = None  # a video model's frames per temporal slice (set by `setup`)
@@ -93,7 +93,7 @@ class MapLogger:
 
     def inputs(self, device: torch.device) -> torch.Tensor:
         """The model's input for the kept samples (`input_transform` applied), on `device`."""
-        return model_input(self.keeper.batch.images.to(device), self.settings.input_transform, self.display_stats)
+        return model_input(self.keeper.kept().images.to(device), self.settings.input_transform, self.display_stats)
 
     def stop(self, error: Exception) -> None:
         """Gives up for this run after `error` (found once training began): keeps no samples, logs nothing, and
@@ -109,7 +109,7 @@ class MapLogger:
         Raises:
             ValueError: naming the argument or method at fault; any error of the trial itself.
         """
-        settings, batch = self.settings, self.keeper.batch
+        settings, batch = self.settings, self.keeper.kept()
         inputs = model_input(batch.images, settings.input_transform, self.display_stats)
         check_labels(settings.task, settings.target, batch.labels, batch.masks, settings.label_key, self.num_classes)
         if model is None:
@@ -153,7 +153,7 @@ class MapLogger:
         root = self.settings.tag_prefix if root is None else root
         try:
             inputs = self.inputs(runtime.device)  # `input_transform` runs once per step
-            result = explain_samples(self.settings, runtime, model, inputs, self.keeper.batch.labels)
+            result = explain_samples(self.settings, runtime, model, inputs, self.keeper.kept().labels)
             if not runtime.is_global_zero or not self._finite(result, step):
                 return False
             self.history.last_logged = (root, step)
@@ -190,7 +190,7 @@ class MapLogger:
         label: Optional[str],
     ) -> None:
         """Pictures to `sinks` and scalars to `log_scalars`; appends a filmstrip column when `label` is given."""
-        settings, batch, panels = self.settings, self.keeper.batch, result.panels
+        settings, batch, panels = self.settings, self.keeper.kept(), result.panels
         video = inputs.dim() == 5
         if video:  # the strips show frames; the filmstrip and the heads each clip's mean frame
             clips = to_display_clips(inputs.detach().float().cpu(), *self.display_stats)
@@ -248,7 +248,7 @@ class MapLogger:
 
     def _log_videos(self, sinks: Sequence[ImageSink], tag: str, clips, maps: torch.Tensor, tubelet: int, step: int):
         """Every frame with its overlay, the samples side by side, to the sinks that take a video."""
-        takers = [sink for sink in sinks if callable(getattr(sink, "log_video", None)) and sink.can_log_video()]
+        takers = [sink for sink in sinks if isinstance(sink, VideoSink) and sink.can_log_video()]
         if not takers:
             return
         frames = [

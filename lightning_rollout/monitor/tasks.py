@@ -115,6 +115,8 @@ class Panels:
         """These panels with the predicted classes filled in from the pass's class scores ``(P, C)``."""
         if not self.predicted or self.classes is not None:
             return self
+        if scores is None:
+            raise ValueError("panels of predicted classes need the pass's class scores, got None")
         return Panels(self.samples, scores.argmax(dim=-1).cpu(), predicted=True)
 
 
@@ -136,12 +138,22 @@ def panels(
     if task == "multiclass":
         if target == "prediction":  # explain (engine) and read (`Panels.with_predictions`) the arg-max
             return Panels(torch.arange(batch_size), None, predicted=True)
-        return Panels(torch.arange(batch_size), labels.long())
+        return Panels(torch.arange(batch_size), _labels(labels).long())
     if target == "label":
-        samples, classes = positive_labels(labels, max_labels)
+        samples, classes = positive_labels(_labels(labels), max_labels)
         return Panels(samples, classes)
+    if scores is None:
+        raise ValueError("`task`='multilabel' with `target`='prediction' needs the fixed batch's class scores")
     top = scores.topk(min(max_labels, scores.shape[1]), dim=1).indices
     return Panels(torch.arange(batch_size).repeat_interleave(top.shape[1]), top.flatten())
+
+
+def _labels(labels: Optional[Tensor]) -> Tensor:
+    if labels is None:
+        raise ValueError(
+            "`target`='label' but the fixed batch has no labels; set `label_key` or use `target`='prediction'"
+        )
+    return labels
 
 
 def panel_masks(masks: Optional[Tensor], panels: Panels, video: bool = False) -> Optional[Tensor]:

@@ -18,7 +18,7 @@ The W&B and MLflow sinks import nothing of their packages; the loggers do, when 
 
 from typing import Any, Optional
 
-from lightning_rollout.sinks.base import ImageSink
+from lightning_rollout.sinks.base import ImageSink, VideoSink
 from lightning_rollout.sinks.mlflow import MLflowImageSink
 from lightning_rollout.sinks.png import PNGImageSink
 from lightning_rollout.sinks.tensorboard import TensorBoardImageSink
@@ -29,6 +29,7 @@ __all__ = [
     "MLflowImageSink",
     "PNGImageSink",
     "TensorBoardImageSink",
+    "VideoSink",
     "WandbImageSink",
     "sink_for_logger",
 ]

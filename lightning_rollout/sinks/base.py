@@ -12,6 +12,7 @@ __all__ = [
     "IMAGE_FORMATS",
     "JPEG_QUALITY",
     "ImageSink",
+    "VideoSink",
     "check_image_args",
     "check_image_format",
     "encode_image",
@@ -30,6 +31,17 @@ class ImageSink(Protocol):
 
     def log_image(self, tag: str, image: np.ndarray, step: int, caption: Optional[str] = None) -> None:
         """Store ``image`` (uint8, ``(H, W, 3)``) under ``tag`` at ``step``, with an optional ``caption``."""
+
+
+@runtime_checkable
+class VideoSink(Protocol):
+    """A sink that also takes videos (the callbacks log clips' overlays to it when `can_log_video`)."""
+
+    def can_log_video(self) -> bool:
+        """Whether `log_video` works now (e.g. its encoder is installed)."""
+
+    def log_video(self, tag: str, frames: np.ndarray, step: int, fps: int = 4) -> None:
+        """Store ``frames`` (uint8 ``(T, H, W, 3)``) under ``tag`` at ``step``."""
 
 
 def check_image_args(tag: object, image: object, step: object) -> None:
