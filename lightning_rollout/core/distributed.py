@@ -5,7 +5,7 @@ every forward, so every rank must run the side pass, on the same batch. Data par
 full copies: rank 0 runs the side pass alone.
 """
 
-from typing import Any
+from typing import Any, Tuple
 
 import torch
 from torch import nn
@@ -23,11 +23,14 @@ def is_sharded(model: nn.Module) -> bool:
     from torch.distributed.fsdp import FullyShardedDataParallel
     from torch.distributed.tensor import DTensor
 
+    sharded_types: Tuple[type, ...] = (FullyShardedDataParallel,)
     try:
         from torch.distributed.fsdp import FSDPModule
+
+        sharded_types += (FSDPModule,)
     except ImportError:  # torch < 2.6
-        FSDPModule = ()
-    if any(isinstance(module, (FullyShardedDataParallel, FSDPModule)) for module in model.modules()):
+        pass
+    if any(isinstance(module, sharded_types) for module in model.modules()):
         return True
     return any(
         isinstance(parameter, DTensor) or getattr(parameter, "_is_flat_param", False) or hasattr(parameter, "ds_id")

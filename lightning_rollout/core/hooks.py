@@ -9,7 +9,7 @@ also when the forward raises.
 
 from contextlib import contextmanager
 from fnmatch import fnmatchcase
-from typing import Callable, Dict, Iterator, List, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -47,7 +47,7 @@ def require_modules(model: nn.Module, pattern: str, argument: str) -> List[Tuple
 @contextmanager
 def fused_attention_disabled(model: nn.Module) -> Iterator[None]:
     """Sets ``fused_attn = False`` on every submodule that has a bool ``fused_attn``; restores each after."""
-    saved: Dict[nn.Module, bool] = {}
+    saved: Dict[Any, bool] = {}  # modules of any class that has a `fused_attn` (timm's attention layers)
     for module in model.modules():
         flag = getattr(module, "fused_attn", None)
         if isinstance(flag, bool):

@@ -87,7 +87,7 @@ def mask_to_grid(masks: Tensor, grid_size: tuple[int, int]) -> Tensor:
         or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in grid_size)
     ):
         raise ValueError(f"`grid_size` must be a pair of positive ints (gh, gw), got {grid_size!r}.")
-    return F.adaptive_avg_pool2d(masks.unsqueeze(1), tuple(grid_size)).squeeze(1)
+    return F.adaptive_avg_pool2d(masks.unsqueeze(1), (grid_size[0], grid_size[1])).squeeze(1)
 
 
 def energy_in_mask(maps: Tensor, masks: Tensor) -> Tensor:
