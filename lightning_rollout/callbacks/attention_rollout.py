@@ -18,6 +18,7 @@ from lightning_rollout.monitor.arguments import setting_value, settings_from
 from lightning_rollout.monitor.batch import BatchKey, FixedBatch
 from lightning_rollout.monitor.history import FilmstripHistory
 from lightning_rollout.monitor.step import MapLogger
+from lightning_rollout.sinks.base import ImageSink
 
 
 # One base per installed Lightning namespace (computed, so mypy cannot check it).
@@ -133,7 +134,7 @@ class AttentionRolloutCallback(*callback_bases()):  # type: ignore[misc]
         del arguments["self"], arguments["every_n_epochs"]
         self.settings = settings_from({**arguments, "every_n": every_n_epochs})
         self.maps = MapLogger(self.settings, type(self).__name__)
-        self._sinks: Optional[list] = None  # one per logger, made at the first logging step
+        self._sinks: Optional[List[ImageSink]] = None  # one per logger, made at the first logging step
 
     def __getattr__(self, name: str) -> Any:
         """Each argument read back by its name (`callback.num_samples`), from the checked settings."""
@@ -263,7 +264,7 @@ class AttentionRolloutCallback(*callback_bases()):  # type: ignore[misc]
         elif not trainer.is_global_zero or not ready:
             return
         model = wrapper if sharded else pl_module
-        sinks = self._sinks if trainer.is_global_zero else []
+        sinks = self._sinks or []  # made on rank 0 only
         self.maps.log(runtime_of(trainer, pl_module), model, sinks, metrics_logger(trainer), step, label, root)
 
     def _collect(self, trainer: Any, pl_module: nn.Module, batch: Any, dataloader_idx: int) -> None:

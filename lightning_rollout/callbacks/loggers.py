@@ -3,6 +3,7 @@
 import os
 from typing import Any, Dict, List
 
+import torch
 from torch import nn
 
 from lightning_rollout.monitor.notices import Warn
@@ -49,7 +50,9 @@ def metrics_logger(trainer: Any) -> LogScalars:
 
 def runtime_of(trainer: Any, pl_module: nn.Module) -> Runtime:
     """What `trainer` lends the logging step: the module's device, the precision plugin, the rank."""
-    device = pl_module.device if hasattr(pl_module, "device") else next(pl_module.parameters()).device
+    device = getattr(pl_module, "device", None)  # a LightningModule's; any other module: its parameters'
+    if not isinstance(device, torch.device):
+        device = next(pl_module.parameters()).device
     precision = trainer.precision_plugin
     return Runtime(
         device, precision.convert_input, precision.forward_context, trainer.is_global_zero, trainer.world_size

@@ -11,7 +11,7 @@ import random
 import re
 from contextlib import contextmanager, nullcontext
 from functools import partial
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence, cast
 
 import numpy as np
 import torch
@@ -128,7 +128,7 @@ class AttentionRolloutTrainerCallback(TrainerCallback):
         self._setup(kwargs["model"])
         self._close()
         if state.global_step > 0:
-            self._load(os.path.join(args.output_dir, f"checkpoint-{state.global_step}"), state.global_step)
+            self._load(_checkpoint_folder(args, state.global_step), state.global_step)
         elif self._asked_initial_maps and not args.eval_on_start and state.is_world_process_zero:
             self.maps.warn(
                 "initial",
@@ -156,7 +156,7 @@ class AttentionRolloutTrainerCallback(TrainerCallback):
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         if not state.is_world_process_zero:
             return
-        folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+        folder = _checkpoint_folder(args, state.global_step)
         if not os.path.isdir(folder):
             self.maps.warn("no-checkpoint", f"found no checkpoint folder {folder}; this callback's state is not saved")
             return
@@ -183,7 +183,7 @@ class AttentionRolloutTrainerCallback(TrainerCallback):
                 return
         elif not is_zero or not ready:
             return
-        outlets = self._outlets if is_zero else []
+        outlets = self._outlets or []  # made on the main process only
         sinks = [outlet.images for outlet in outlets]
         self.maps.log(_runtime(args, state, model), model, sinks, log_scalars_to(outlets), step, label, root)
 
@@ -249,6 +249,12 @@ def _class_names(model: nn.Module) -> Optional[List[str]]:
     id2label: Dict[Any, str] = getattr(getattr(model, "config", None), "id2label", None) or {}
     names = [str(id2label.get(i, id2label.get(str(i), i))) for i in range(len(id2label))]
     return None if not names or names == [f"LABEL_{i}" for i in range(len(names))] else names
+
+
+def _checkpoint_folder(args: TrainingArguments, step: int) -> str:
+    """Where the Trainer saves the checkpoint of ``step``."""
+    # `output_dir` is typed optional, but `TrainingArguments` sets its default in `__post_init__`.
+    return os.path.join(cast(str, args.output_dir), f"checkpoint-{step}")
 
 
 def _runtime(args: TrainingArguments, state: TrainerState, model: nn.Module) -> Runtime:

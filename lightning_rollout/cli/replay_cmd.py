@@ -130,7 +130,8 @@ def replay_runtime(precision: Any, device: torch.device, model: nn.Module) -> Ru
 
 def _validation_loader(model: nn.Module, datamodule: Any) -> Any:
     """Dataloader 0 of the validation loaders (the only one the callback keeps samples from)."""
-    loaders = (datamodule if datamodule is not None else model).val_dataloader()
+    source: Any = datamodule if datamodule is not None else model  # a LightningDataModule or LightningModule
+    loaders = source.val_dataloader()
     if isinstance(loaders, dict):
         loaders = next(iter(loaders.values()))
     elif isinstance(loaders, (list, tuple)):

@@ -121,14 +121,15 @@ class ImageFolderDataModule(LightningDataModule):
         }[self.train_augmentation]
         train_tf = transforms.Compose(augmentation + [transforms.ToTensor(), normalize])
         val_tf = transforms.Compose(view + [transforms.ToTensor(), normalize])
-        self.train_set = datasets.ImageFolder(str(root / "train"), transform=train_tf)
+        train_set = datasets.ImageFolder(str(root / "train"), transform=train_tf)
         val_set = datasets.ImageFolder(str(root / "val"), transform=val_tf)
-        classes = self._classes = list(self.train_set.classes)
+        classes = self._classes = list(train_set.classes)
         if val_set.classes != classes:
             raise ValueError(
                 f"`root`={self.root!r}: train/ holds the class folders {classes} but val/ holds "
                 f"{val_set.classes}; both need the same folders (the labels are their sorted positions)"
             )
+        self.train_set = train_set
         self.val_set = Subset(val_set, _interleaved(val_set.targets))
         if len(classes) == 1:
             warnings.warn(

@@ -256,7 +256,8 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
     checkpoint = torch.load(args.ckpt_path, map_location="cpu", weights_only=False)
     model.load_state_dict(checkpoint["state_dict"])
     model.eval()
-    callback = next((c for c in cli.trainer.callbacks if isinstance(c, AttentionRolloutCallback)), None)
+    callbacks = getattr(cli.trainer, "callbacks", [])  # set by Lightning's callback connector, not declared on Trainer
+    callback = next((c for c in callbacks if isinstance(c, AttentionRolloutCallback)), None)
     options = ExplainOptions() if callback is None else callback.settings.explain
     methods = args.methods or method_names()  # the table compares methods: all of them, not only those logged
     if args.baseline is None:
