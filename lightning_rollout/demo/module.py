@@ -10,6 +10,7 @@ import timm
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 
 __all__ = ["TimmClassifier"]
 
@@ -122,7 +123,7 @@ class TimmClassifier(LightningModule):
             loss = F.binary_cross_entropy_with_logits(logits, labels.float())
             acc = ((logits > 0) == (labels > 0.5)).float().mean()
         else:
-            loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
+            loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams["label_smoothing"])
             acc = (logits.argmax(dim=-1) == labels).float().mean()
         on_step = stage == "train"
         self.log(f"{stage}/loss", loss, prog_bar=True, on_step=on_step, on_epoch=True, batch_size=len(labels))
@@ -155,29 +156,29 @@ class TimmClassifier(LightningModule):
             else:
                 decay.append(param)
         return [
-            {"params": decay, "weight_decay": self.hparams.weight_decay},
+            {"params": decay, "weight_decay": self.hparams["weight_decay"]},
             {"params": no_decay, "weight_decay": 0.0},
         ]
 
     def lr_factor(self, progress: float, warmup: float, total: float) -> float:
         """Multiplier of ``lr`` after ``progress`` steps (or epochs) of ``total``, ``warmup`` of them warm-up."""
-        start, floor = self.hparams.warmup_start_factor, self.hparams.min_lr_factor
+        start, floor = self.hparams["warmup_start_factor"], self.hparams["min_lr_factor"]
         if progress < warmup:
             return start + (1.0 - start) * progress / warmup
         span = max(total - warmup, 1.0)
         t = min(max((progress - warmup) / span, 0.0), 1.0)
         return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
 
-    def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = torch.optim.AdamW(self.parameter_groups(), lr=self.hparams.lr)
-        interval = self.hparams.schedule_interval
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
+        optimizer = torch.optim.AdamW(self.parameter_groups(), lr=self.hparams["lr"])
+        interval = self.hparams["schedule_interval"]
         max_epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
         if interval == "step":
             total = float(max(self.trainer.estimated_stepping_batches, 1))
-            warmup = self.hparams.warmup_epochs * total / max_epochs
+            warmup = self.hparams["warmup_epochs"] * total / max_epochs
         else:
             total = float(max_epochs)
-            warmup = float(self.hparams.warmup_epochs)
+            warmup = float(self.hparams["warmup_epochs"])
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda progress: self.lr_factor(float(progress), warmup, total)
         )

@@ -35,13 +35,10 @@ _DISTRACTORS = list(DISTRACTOR_SHAPES.values())
 
 
 def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
-    if isinstance(value, int):
-        pair = (value, value)
-    else:
-        pair = tuple(int(v) for v in value)
+    pair = (value, value) if isinstance(value, int) else tuple(int(v) for v in value)
     if len(pair) != 2 or min(pair) < 16:
         raise ValueError(f"`{name}` must be an int or a pair of ints, each >= 16, got {value!r}")
-    return pair  # type: ignore[return-value]  # two ints, checked above
+    return pair[0], pair[1]
 
 
 class SyntheticScenes(Dataset):
@@ -231,7 +228,7 @@ class TwoObjectScenes(SyntheticScenes):
         ```
     """
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # type: ignore[override]  # multi-hot labels instead of one class
         image, labels, masks = super().__getitem__(index)
         return image, torch.from_numpy(labels), masks
 
@@ -261,5 +258,5 @@ class TwoObjectScenes(SyntheticScenes):
             labels[label] = 1.0
             scales.append(scale)
             paint(image, masks[label], int(label), rng)
-        self._add_distractors(image, placed, sum(scales) / 2.0, masks.any(axis=0), rng)
+        self._add_distractors(image, placed, sum(scales) / 2.0, np.asarray(masks.any(axis=0)), rng)
         return finish(image, self.noise, rng), labels, masks

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 
 __all__ = ["VideoMAEClassifier"]
 
@@ -93,15 +94,18 @@ class VideoMAEClassifier(LightningModule):
     def validation_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return self._step(batch, "val")
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         decay = [p for p in self.model.parameters() if p.ndim > 1]
         no_decay = [p for p in self.model.parameters() if p.ndim <= 1]
         optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.hparams.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=self.hparams.lr,
+            [
+                {"params": decay, "weight_decay": self.hparams["weight_decay"]},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=self.hparams["lr"],
         )
         total = max(float(self.trainer.estimated_stepping_batches), 1.0)
-        warmup = self.hparams.warmup_fraction * total
+        warmup = self.hparams["warmup_fraction"] * total
 
         def factor(step: int) -> float:
             if step < warmup:
