@@ -58,7 +58,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.model_kwargs = {}
     if args.quick:
-        args.model, args.img_size, args.num_samples, args.repeats = "vit_tiny_patch16_224", 32, 4, 2
+        args.model, args.img_size, args.num_samples, args.repeats = "vit_tiny_patch16_224", 32, 4, 1
         args.model_kwargs = dict(img_size=32, patch_size=4, depth=4)
     return args
 
