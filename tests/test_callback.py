@@ -343,7 +343,7 @@ def test_setup_rejects_a_model_without_attention_before_training(tmp_path):
         (dict(methods="rollout"), r"`methods` must be a non-empty list"),
         (dict(methods=[]), r"`methods` must be a non-empty list"),
         (dict(methods=["rollout", "lrp"]), r"`method` must be one of .*got 'lrp'"),
-        (dict(methods=["rollout", "rollout"]), r"`methods` must not repeat"),
+        (dict(methods=["rollout", "rollout"]), r"`methods` must name each method once"),
         (dict(num_samples=0), r"`num_samples` must be an int >= 1, got 0"),
         (dict(every_n_epochs=1.5), r"`every_n_epochs` must be an int >= 1, got 1.5"),
         (dict(head_fusion="median"), r"`head_fusion` must be one of"),

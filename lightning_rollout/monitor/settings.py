@@ -11,8 +11,8 @@ from typing import Callable, Optional, Tuple, Union
 import matplotlib
 
 from lightning_rollout.core.checks import check_int
+from lightning_rollout.engine.checks import method_classes
 from lightning_rollout.engine.options import ExplainOptions
-from lightning_rollout.methods import method_class, method_names
 from lightning_rollout.metrics.faithfulness import check_baseline
 from lightning_rollout.monitor.batch import BatchKey, check_key
 from lightning_rollout.monitor.inputs import check_stats
@@ -62,12 +62,7 @@ class MonitorSettings:
 
     def __post_init__(self) -> None:
         methods = self.methods
-        if isinstance(methods, str) or not isinstance(methods, (list, tuple)) or not methods:
-            raise ValueError(f"`methods` must be a non-empty list of names from {method_names()}, got {methods!r}")
-        if len(set(methods)) != len(methods):
-            raise ValueError(f"`methods` must not repeat a name, got {list(methods)!r}")
-        for method in methods:
-            method_class(method)
+        method_classes(methods)
         if not isinstance(self.explain, ExplainOptions):
             raise ValueError(f"`explain` must be an ExplainOptions, got {self.explain!r}")
         check_int("num_samples", self.num_samples, 1)
