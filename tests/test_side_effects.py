@@ -105,3 +105,22 @@ def test_cpu_bf16_autocast_chains_in_float32(vit, images, method):
     # bf16 has ~3 significant digits; the maps must still agree in where the mass is.
     cosine = torch.nn.functional.cosine_similarity(maps.flatten(1), expected.flatten(1))
     assert bool((cosine > 0.9).all()), cosine
+
+
+def test_python_and_numpy_random_streams_are_where_they_were(vit, images):
+    import random
+
+    import numpy as np
+
+    def drawing_target(logits):  # a user's target (or input_transform) may draw from any global stream
+        random.random()
+        np.random.rand()
+        return logits[:, 0]
+
+    random.seed(5)
+    np.random.seed(5)
+    expected = (random.random(), float(np.random.rand()))
+    random.seed(5)
+    np.random.seed(5)
+    explain(vit, images, "grad_rollout", target=drawing_target)
+    assert (random.random(), float(np.random.rand())) == expected

@@ -7,13 +7,11 @@ imports `transformers`; the package exposes the class lazily.
 """
 
 import os
-import random
 import re
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from functools import partial
-from typing import Any, Dict, Iterator, List, Optional, Sequence, cast
+from typing import Any, Dict, List, Optional, Sequence, cast
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
@@ -199,7 +197,8 @@ class AttentionRolloutTrainerCallback(TrainerCallback):
         try:
             if is_zero and loader is not None:
                 keeper.start_epoch()
-                with _preserved_random_state():
+                # Reading a loader draws from the global RNGs (the base seed; a dataset's own draws).
+                with preserved_rng(torch.device("cpu")):
                     for index, batch in enumerate(getattr(loader, "base_dataloader", loader)):
                         first = keeper.batch is None
                         keeper.collect(batch, 0, is_zero)
@@ -275,15 +274,3 @@ def _cast(images: Tensor, dtype: torch.dtype) -> Tensor:
 
 def _same(images: Tensor) -> Tensor:
     return images
-
-
-@contextmanager
-def _preserved_random_state() -> Iterator[None]:
-    """Reading a loader draws from the global RNGs (the base seed; a dataset's own draws): all are put back."""
-    python, numpy = random.getstate(), np.random.get_state()
-    try:
-        with preserved_rng(torch.device("cpu")):
-            yield
-    finally:
-        random.setstate(python)
-        np.random.set_state(numpy)

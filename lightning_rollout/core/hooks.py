@@ -7,10 +7,12 @@ Each of these lives in its own context manager that restores the previous state 
 also when the forward raises.
 """
 
+import random
 from contextlib import contextmanager
 from fnmatch import fnmatchcase
 from typing import Any, Callable, Dict, Iterator, List, Sequence, Tuple
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -86,11 +88,17 @@ def grad_mode(enabled: bool) -> Iterator[None]:
 
 @contextmanager
 def preserved_rng(device: torch.device) -> Iterator[None]:
-    """Restores the global CPU RNG state (and ``device``'s, when it is an accelerator) on exit."""
+    """Restores the global RNG states on exit: torch's CPU generator (and ``device``'s, when it is an
+    accelerator), Python's `random` and NumPy's (a dataset or a user's `input_transform` may draw from them)."""
     devices = [device] if device.type != "cpu" else []
     device_type = device.type if device.type != "cpu" else "cuda"
-    with torch.random.fork_rng(devices=devices, device_type=device_type):
-        yield
+    python, numpy = random.getstate(), np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=devices, device_type=device_type):
+            yield
+    finally:
+        random.setstate(python)
+        np.random.set_state(numpy)
 
 
 @contextmanager
