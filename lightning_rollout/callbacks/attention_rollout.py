@@ -250,7 +250,7 @@ class AttentionRolloutCallback(*callback_bases()):  # type: ignore[misc]
         step = trainer.global_step if step is None else step
         root = self.settings.tag_prefix if root is None else root
         if trainer.is_global_zero:
-            ready = ready and self.fixed_batch is not None and self.history.last_logged != (root, step)
+            ready = ready and self.maps.due(root, step)
             if ready and self._sinks is None:
                 self._sinks = image_sinks(trainer, self.settings.tag_prefix, self.settings.image_format, self.maps.warn)
             ready = ready and bool(self._sinks)
@@ -258,10 +258,7 @@ class AttentionRolloutCallback(*callback_bases()):  # type: ignore[misc]
         # parameters it holds); a data parallel one runs unwrapped, so that DDP's forward never syncs.
         wrapper = trainer.strategy.model
         sharded = wrapper is not None and is_sharded(wrapper)
-        if sharded and trainer.world_size > 1:
-            if not self.maps.keeper.share(trainer.is_global_zero, ready):
-                return
-        elif not trainer.is_global_zero or not ready:
+        if not self.maps.takes_part(trainer.is_global_zero, ready, sharded and trainer.world_size > 1):
             return
         model = wrapper if sharded else pl_module
         sinks = self._sinks or []  # made on rank 0 only

@@ -173,13 +173,10 @@ class AttentionRolloutTrainerCallback(TrainerCallback):
         step, root, is_zero = state.global_step, self.settings.tag_prefix, state.is_world_process_zero
         ready = False
         if is_zero:
-            ready = self.fixed_batch is not None and self.history.last_logged != (root, step)
+            ready = self.maps.due(root, step)
             if ready and self._outlets is None:
                 self._outlets = trainer_outlets(args, root, self.settings.image_format, self.maps.warn)
-        if is_sharded(model) and args.world_size > 1:
-            if not self.maps.keeper.share(is_zero, ready):
-                return
-        elif not is_zero or not ready:
+        if not self.maps.takes_part(is_zero, ready, is_sharded(model) and args.world_size > 1):
             return
         outlets = self._outlets or []  # made on the main process only
         sinks = [outlet.images for outlet in outlets]

@@ -95,6 +95,18 @@ class MapLogger:
         """The model's input for the kept samples (`input_transform` applied), on `device`."""
         return model_input(self.keeper.kept().images.to(device), self.settings.input_transform, self.display_stats)
 
+    def due(self, root: str, step: int) -> bool:
+        """Whether there are kept samples and `step` is not logged under `root` yet (rank 0's view)."""
+        return self.keeper.batch is not None and self.history.last_logged != (root, step)
+
+    def takes_part(self, is_global_zero: bool, ready: bool, sharded: bool) -> bool:
+        """Whether this process runs the step: with a `sharded` model (over several processes) every process
+        once rank 0 is `ready` (a collective call that sends rank 0's samples the first time); otherwise rank 0
+        alone, when `ready`."""
+        if sharded:
+            return self.keeper.share(is_global_zero, ready)
+        return is_global_zero and ready
+
     def stop(self, error: Exception) -> None:
         """Gives up for this run after `error` (found once training began): keeps no samples, logs nothing, and
         says why once (a bad input's message, or any other failure's short traceback)."""
