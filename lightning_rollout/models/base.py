@@ -54,7 +54,7 @@ def enclosing_blocks(model: nn.Module, layers: List[Tuple[str, nn.Module]]) -> L
         UnsupportedModelError: when a layer sits in no such container, or two layers share a block.
     """
     modules = dict(model.named_modules())
-    blocks = []
+    blocks: List[Tuple[str, nn.Module]] = []
     for name, _ in layers:
         parts = name.split(".")
         block = next(
