@@ -219,7 +219,7 @@ class MultiheadAttentionAdapter(ModelAdapter):
             return model
         return None
 
-    def geometry(self, image_size: Optional[Tuple[int, int]]) -> TokenGeometry:
+    def geometry(self, image_size: Optional[Tuple[int, ...]]) -> TokenGeometry:
         raise ValueError(
             f"cannot read the token geometry of {type(self.root).__name__} (a model built from "
             "nn.MultiheadAttention): pass `num_prefix_tokens` (e.g. 1 for a class token) and `grid_size` "
@@ -274,7 +274,7 @@ class TorchvisionViTAdapter(MultiheadAttentionAdapter):
                 return module
         return None
 
-    def geometry(self, image_size: Optional[Tuple[int, int]]) -> TokenGeometry:
+    def geometry(self, image_size: Optional[Tuple[int, ...]]) -> TokenGeometry:
         height, width = image_size if image_size is not None else (self.root.image_size, self.root.image_size)
         patch = self.root.patch_size
         return TokenGeometry(1, True, (int(height) // patch, int(width) // patch))

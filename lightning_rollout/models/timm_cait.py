@@ -55,7 +55,7 @@ class TimmCaiTAdapter(ModelAdapter):
 
         return next((module for module in model.modules() if isinstance(module, Cait)), None)
 
-    def geometry(self, image_size: Optional[Tuple[int, int]]) -> TokenGeometry:
+    def geometry(self, image_size: Optional[Tuple[int, ...]]) -> TokenGeometry:
         grid = self.root.patch_embed.grid_size
         return TokenGeometry(1, True, (int(grid[0]), int(grid[1])))
 

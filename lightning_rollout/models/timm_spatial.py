@@ -48,7 +48,7 @@ class TimmSpatialAdapter(ModelAdapter):
     def _last_feature(self) -> dict:
         return self.root.feature_info[-1]
 
-    def geometry(self, image_size: Optional[Tuple[int, int]]) -> TokenGeometry:
+    def geometry(self, image_size: Optional[Tuple[int, ...]]) -> TokenGeometry:
         if image_size is None:
             image_size = tuple(self.root.pretrained_cfg.get("input_size", (3, 224, 224))[-2:])
         reduction = int(self._last_feature()["reduction"])

@@ -78,7 +78,7 @@ class TimmViTAdapter(ModelAdapter):
                 return module
         return None
 
-    def geometry(self, image_size: Optional[Tuple[int, int]]) -> TokenGeometry:
+    def geometry(self, image_size: Optional[Tuple[int, ...]]) -> TokenGeometry:
         vit = self.root
         embed = vit.embeds if isinstance(getattr(vit, "embeds", None), nn.Module) else vit.patch_embed
         # NaFlexViT's embedding has no fixed grid: it cuts any image into patch_size patches.
