@@ -21,7 +21,7 @@ from `ModelAdapter.attention_layers` with the reason, and still serves Grad-CAM.
 """
 
 from contextlib import contextmanager, nullcontext
-from typing import Callable, ClassVar, ContextManager, Iterator, List, Optional, Tuple
+from typing import Callable, ContextManager, Iterator, List, Optional, Tuple
 
 from torch import Tensor, nn
 
@@ -54,7 +54,7 @@ def enclosing_blocks(model: nn.Module, layers: List[Tuple[str, nn.Module]]) -> L
         UnsupportedModelError: when a layer sits in no such container, or two layers share a block.
     """
     modules = dict(model.named_modules())
-    blocks = []
+    blocks: List[Tuple[str, nn.Module]] = []
     for name, _ in layers:
         parts = name.split(".")
         block = next(
@@ -82,9 +82,13 @@ class ModelAdapter:
 
     Args:
         root: the family's model found inside the user's model by `find`.
+
+    Attributes:
+        family: the family's name, for messages; each subclass sets it on the class. An instance may report
+            another family's: the user's overrides on top of a found adapter report the found adapter's.
     """
 
-    family: ClassVar[str] = "custom"
+    family: str = "custom"
 
     def __init__(self, root: nn.Module) -> None:
         self.root = root

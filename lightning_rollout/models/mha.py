@@ -21,7 +21,7 @@ calls the attention module) are switched off meanwhile.
 
 from contextlib import contextmanager
 from functools import partial
-from typing import Callable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -122,7 +122,7 @@ def _replay_forward(
     q, k, v = _projections(module, query, key, value, self_attention)
     q, k, v = (_split_heads(x, heads, batch_first) for x in (q, k, v))
     extra_keys = []
-    if module.bias_k is not None:
+    if module.bias_k is not None and module.bias_v is not None:  # nn.MultiheadAttention sets both or neither
         extra_keys.append(
             (
                 module.bias_k.view(heads, 1, head_dim).repeat(batch, 1, 1),
@@ -169,17 +169,19 @@ def replayed_attention(layers: List[Tuple[str, nn.Module]], sink: AttentionSink)
     Raises:
         UnsupportedModelError: if a layer is not an ``nn.MultiheadAttention``.
     """
+    replays: List[Tuple[nn.Module, Callable[..., Tuple[Tensor, Optional[Tensor]]]]] = []
     for name, module in layers:
         if not isinstance(module, nn.MultiheadAttention):
             raise UnsupportedModelError(
                 f"module {name!r} is a {type(module).__name__}, not an nn.MultiheadAttention whose attention "
                 "can be replayed"
             )
-    saved = {}
+        replays.append((module, partial(_replay_forward, module, name, sink)))
+    saved: Dict[nn.Module, Optional[Callable[..., Any]]] = {}
     try:
-        for name, module in layers:
+        for module, replay in replays:
             saved[module] = module.__dict__.get("forward")
-            module.forward = partial(_replay_forward, module, name, sink)
+            module.forward = replay
         yield
     finally:
         for module, forward in saved.items():
@@ -219,7 +221,7 @@ class MultiheadAttentionAdapter(ModelAdapter):
             return model
         return None
 
-    def geometry(self, image_size: Optional[Tuple[int, int]]) -> TokenGeometry:
+    def geometry(self, image_size: Optional[Tuple[int, ...]]) -> TokenGeometry:
         raise ValueError(
             f"cannot read the token geometry of {type(self.root).__name__} (a model built from "
             "nn.MultiheadAttention): pass `num_prefix_tokens` (e.g. 1 for a class token) and `grid_size` "
@@ -227,7 +229,9 @@ class MultiheadAttentionAdapter(ModelAdapter):
         )
 
     def attention_layers(self) -> List[Tuple[str, nn.Module]]:
-        layers = [(name, m) for name, m in self.root.named_modules() if isinstance(m, nn.MultiheadAttention)]
+        layers: List[Tuple[str, nn.Module]] = [
+            (name, m) for name, m in self.root.named_modules() if isinstance(m, nn.MultiheadAttention)
+        ]
         if not layers:
             raise UnsupportedModelError(f"{type(self.root).__name__} contains no nn.MultiheadAttention")
         return layers
@@ -255,12 +259,6 @@ class MultiheadAttentionAdapter(ModelAdapter):
         return layer_input(name, module, sink, _query, sequence_first=not module.batch_first)
 
 
-def _torchvision_vit() -> type:
-    from torchvision.models.vision_transformer import VisionTransformer
-
-    return VisionTransformer
-
-
 class TorchvisionViTAdapter(MultiheadAttentionAdapter):
     """``torchvision.models.VisionTransformer``: one class token, ``patch_size`` patches, class-token head."""
 
@@ -268,15 +266,14 @@ class TorchvisionViTAdapter(MultiheadAttentionAdapter):
 
     @classmethod
     def find(cls, model: nn.Module) -> Optional[nn.Module]:
-        vit = _torchvision_vit()
-        for module in model.modules():
-            if isinstance(module, vit):
-                return module
-        return None
+        from torchvision.models.vision_transformer import VisionTransformer
 
-    def geometry(self, image_size: Optional[Tuple[int, int]]) -> TokenGeometry:
-        height, width = image_size if image_size is not None else (self.root.image_size, self.root.image_size)
-        patch = self.root.patch_size
+        return next((module for module in model.modules() if isinstance(module, VisionTransformer)), None)
+
+    def geometry(self, image_size: Optional[Tuple[int, ...]]) -> TokenGeometry:
+        # VisionTransformer keeps both sizes as plain ints (torchvision ships no type hints).
+        default_size, patch = cast(int, self.root.image_size), cast(int, self.root.patch_size)
+        height, width = image_size if image_size is not None else (default_size, default_size)
         return TokenGeometry(1, True, (int(height) // patch, int(width) // patch))
 
     def readout(self, geometry: TokenGeometry) -> Readout:
@@ -284,14 +281,16 @@ class TorchvisionViTAdapter(MultiheadAttentionAdapter):
 
     def head(self) -> Callable[[Tensor], Tensor]:
         vit = self.root
-        return lambda tokens: vit.heads(vit.encoder.ln(tokens)[:, 0])
+        return lambda tokens: vit.get_submodule("heads")(vit.get_submodule("encoder.ln")(tokens)[:, 0])
 
     def pooled_head(self) -> Callable[[Tensor], Tensor]:
         vit = self.root
-        return lambda pooled: vit.heads(vit.encoder.ln(pooled))
+        return lambda pooled: vit.get_submodule("heads")(vit.get_submodule("encoder.ln")(pooled))
 
     def input_channels(self) -> Optional[int]:
-        return self.root.conv_proj.in_channels
+        """The patch projection's input channels; ``None`` for a convolutional stem (``conv_stem_configs``)."""
+        conv_proj = self.root.get_submodule("conv_proj")  # an nn.Conv2d, or an nn.Sequential stem
+        return conv_proj.in_channels if isinstance(conv_proj, nn.Conv2d) else None
 
 
 register_adapter(TorchvisionViTAdapter, first=False)

@@ -42,7 +42,13 @@ class Readout:
         return self.pooled is None
 
     def vector(self, batch_size: int, device: torch.device) -> Tensor:
-        """``(B, N)`` float32 row vectors ``u`` of a linear read-out."""
+        """``(B, N)`` float32 row vectors ``u`` of a linear read-out.
+
+        Raises:
+            ValueError: if the read-out has no ``rows`` (it pools only).
+        """
+        if self.rows is None:
+            raise ValueError("the read-out has no `rows` to give as row vectors (it pools only: `pooled`)")
         return self.rows.to(device, torch.float32).expand(batch_size, -1)
 
     def apply(self, relevance: Tensor) -> Tensor:

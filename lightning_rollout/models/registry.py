@@ -1,6 +1,6 @@
 """The adapter registry: which families are known, in which order they are tried."""
 
-from typing import Callable, List, Optional, Type, Union
+from typing import Callable, List, Optional, Type, TypeVar, Union, overload
 
 from torch import nn
 
@@ -8,25 +8,39 @@ from lightning_rollout.models.base import ModelAdapter
 
 _ADAPTERS: List[Type[ModelAdapter]] = []
 
+AdapterT = TypeVar("AdapterT", bound=Type[ModelAdapter])
+
+
+@overload
+def register_adapter(adapter: AdapterT, *, first: bool = True) -> AdapterT: ...
+
+
+@overload
+def register_adapter(adapter: None = None, *, first: bool = True) -> Callable[[AdapterT], AdapterT]: ...
+
 
 def register_adapter(
-    adapter: Optional[Type[ModelAdapter]] = None, *, first: bool = True
-) -> Union[Type[ModelAdapter], Callable[[Type[ModelAdapter]], Type[ModelAdapter]]]:
+    adapter: Optional[AdapterT] = None, *, first: bool = True
+) -> Union[AdapterT, Callable[[AdapterT], AdapterT]]:
     """Registers an adapter class; usable as ``@register_adapter`` or ``@register_adapter(first=False)``.
 
     Args:
-        adapter: the `ModelAdapter` subclass.
+        adapter: the `ModelAdapter` subclass; ``None`` gives the decorator that registers it with ``first``.
         first: try it before the adapters registered so far (a user's adapter wins over the built-in
             ones); ``False`` appends it.
 
     Returns:
-        ``adapter`` itself.
+        ``adapter`` itself (or, without ``adapter``, the decorator).
 
     Raises:
         TypeError: if ``adapter`` is not a `ModelAdapter` subclass.
     """
     if adapter is None:
-        return lambda cls: register_adapter(cls, first=first)
+
+        def decorator(cls: AdapterT) -> AdapterT:
+            return register_adapter(cls, first=first)
+
+        return decorator
     if not (isinstance(adapter, type) and issubclass(adapter, ModelAdapter)):
         raise TypeError(f"`adapter` must be a ModelAdapter subclass, got {adapter!r}")
     if adapter in _ADAPTERS:

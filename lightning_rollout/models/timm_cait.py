@@ -13,7 +13,7 @@ chain: what the class-attention stages read from the patches, carried back throu
 """
 
 from contextlib import contextmanager
-from typing import Callable, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Iterator, List, Optional, Tuple, cast
 
 import torch
 from torch import Tensor, nn
@@ -24,6 +24,9 @@ from lightning_rollout.models.base import AttentionSink, ModelAdapter, Unsupport
 from lightning_rollout.models.readout import Readout, token_readout
 from lightning_rollout.models.registry import register_adapter
 from lightning_rollout.models.timm_vit import timm_input_channels
+
+if TYPE_CHECKING:
+    from timm.models.cait import Cait
 
 
 def _patch_block_layout(tensor: Tensor, corner: float) -> Tensor:
@@ -55,17 +58,20 @@ class TimmCaiTAdapter(ModelAdapter):
 
         return next((module for module in model.modules() if isinstance(module, Cait)), None)
 
-    def geometry(self, image_size: Optional[Tuple[int, int]]) -> TokenGeometry:
-        grid = self.root.patch_embed.grid_size
+    @property
+    def cait(self) -> "Cait":
+        """The root, typed as the timm ``Cait`` `find` found."""
+        return cast("Cait", self.root)
+
+    def geometry(self, image_size: Optional[Tuple[int, ...]]) -> TokenGeometry:
+        grid = cast(Tuple[int, int], self.cait.patch_embed.grid_size)  # timm's PatchEmbed: a tuple of two ints
         return TokenGeometry(1, True, (int(grid[0]), int(grid[1])))
 
     def attention_layers(self) -> List[Tuple[str, nn.Module]]:
-        patch = [(f"blocks.{i}.attn.attn_drop", block.attn.attn_drop) for i, block in enumerate(self.root.blocks)]
-        token = [
-            (f"blocks_token_only.{i}.attn.attn_drop", block.attn.attn_drop)
-            for i, block in enumerate(self.root.blocks_token_only)
-        ]
-        return patch + token
+        cait = self.cait
+        patch = [f"blocks.{i}.attn.attn_drop" for i in range(len(cait.blocks))]
+        token = [f"blocks_token_only.{i}.attn.attn_drop" for i in range(len(cait.blocks_token_only))]
+        return [(name, cait.get_submodule(name)) for name in patch + token]
 
     def attention_settings(self):
         return fused_attention_disabled(self.root)
@@ -92,8 +98,8 @@ class TimmCaiTAdapter(ModelAdapter):
         )
 
     def gradcam_layer(self) -> Tuple[str, nn.Module]:
-        index = len(self.root.blocks) - 1
-        return f"blocks.{index}.norm1", self.root.blocks[index].norm1
+        name = f"blocks.{len(self.cait.blocks) - 1}.norm1"
+        return name, self.cait.get_submodule(name)
 
     def gradcam_layout(self, activation: Tensor, fill: float) -> Tensor:
         # The patch blocks carry no class token: an empty slot goes in front for the shared geometry.

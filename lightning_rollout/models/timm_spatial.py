@@ -7,7 +7,7 @@ between stages. What they all have is a last spatial feature map (timm's ``featu
 what Grad-CAM reads.
 """
 
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, cast
 
 from torch import Tensor, nn
 
@@ -45,12 +45,14 @@ class TimmSpatialAdapter(ModelAdapter):
                     return module
         return None
 
-    def _last_feature(self) -> dict:
-        return self.root.feature_info[-1]
+    def _last_feature(self) -> Dict[str, Any]:
+        # timm models list their stages' outputs in `feature_info`: dicts of module, num_chs and reduction.
+        return cast(Sequence[Dict[str, Any]], self.root.feature_info)[-1]
 
-    def geometry(self, image_size: Optional[Tuple[int, int]]) -> TokenGeometry:
+    def geometry(self, image_size: Optional[Tuple[int, ...]]) -> TokenGeometry:
         if image_size is None:
-            image_size = tuple(self.root.pretrained_cfg.get("input_size", (3, 224, 224))[-2:])
+            pretrained_cfg = cast(Dict[str, Any], self.root.pretrained_cfg)  # a dict in timm (`find` checked it)
+            image_size = tuple(pretrained_cfg.get("input_size", (3, 224, 224))[-2:])
         reduction = int(self._last_feature()["reduction"])
         return TokenGeometry(0, False, (image_size[0] // reduction, image_size[1] // reduction))
 

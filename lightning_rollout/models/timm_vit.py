@@ -20,7 +20,7 @@ FlexiViT, distilled DeiT), ``Eva`` (EVA, EVA02, timm's DINOv3 ViTs), ``Beit`` (B
 """
 
 from contextlib import contextmanager
-from typing import Callable, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Iterator, List, Optional, Protocol, Tuple, Union, cast
 
 import torch
 from torch import Tensor, nn
@@ -30,6 +30,17 @@ from lightning_rollout.core.hooks import fused_attention_disabled
 from lightning_rollout.models.base import ModelAdapter, UnsupportedModelError
 from lightning_rollout.models.readout import Readout, patch_mean_readout, token_readout
 from lightning_rollout.models.registry import register_adapter
+
+if TYPE_CHECKING:
+    from timm.layers import AttentionPoolLatent
+    from timm.models.beit import Beit
+    from timm.models.eva import Eva
+    from timm.models.naflexvit import NaFlexVit
+    from timm.models.vision_transformer import VisionTransformer
+    from timm.models.vision_transformer_relpos import VisionTransformerRelPos
+
+    TimmViT = Union[VisionTransformer, Eva, Beit, VisionTransformerRelPos, NaFlexVit]
+    """The classes of `_global_attention_classes`: what `TimmViTAdapter.find` returns."""
 
 
 def _global_attention_classes() -> Tuple[type, ...]:
@@ -42,6 +53,14 @@ def _global_attention_classes() -> Tuple[type, ...]:
     return VisionTransformer, Eva, Beit, VisionTransformerRelPos, NaFlexVit
 
 
+class _PatchEmbedding(Protocol):
+    """What every timm patch embedding (``PatchEmbed``, ``HybridEmbed``, NaFlexViT's ``NaFlexEmbeds``) answers."""
+
+    def dynamic_feat_size(self, img_size: Tuple[int, int]) -> Tuple[int, int]:
+        """The patch grid ``(grid_h, grid_w)`` of inputs of ``img_size`` ``(H, W)``."""
+        ...
+
+
 def timm_input_channels(model: nn.Module) -> Optional[int]:
     """The input channels of a timm model: its first convolution's (the patch embedding's, for ViTs)."""
     conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
@@ -51,7 +70,7 @@ def timm_input_channels(model: nn.Module) -> Optional[int]:
     return channels if isinstance(channels, int) else None
 
 
-def _pool_attention(pool: nn.Module, tokens: Tensor) -> Tensor:
+def _pool_attention(pool: "AttentionPoolLatent", tokens: Tensor) -> Tensor:
     """The head-averaged weights ``(B, N)`` with which timm's ``AttentionPoolLatent`` pools ``tokens``."""
     batch, num_tokens, channels = tokens.shape
     if pool.pos_embed is not None:
@@ -78,13 +97,20 @@ class TimmViTAdapter(ModelAdapter):
                 return module
         return None
 
-    def geometry(self, image_size: Optional[Tuple[int, int]]) -> TokenGeometry:
-        vit = self.root
-        embed = vit.embeds if isinstance(getattr(vit, "embeds", None), nn.Module) else vit.patch_embed
+    @property
+    def vit(self) -> "TimmViT":
+        """The root, typed as the timm class `find` found it to be."""
+        return cast("TimmViT", self.root)
+
+    def geometry(self, image_size: Optional[Tuple[int, ...]]) -> TokenGeometry:
+        vit = self.vit
+        embeds = getattr(vit, "embeds", None)
+        embed = embeds if isinstance(embeds, nn.Module) else vit.get_submodule("patch_embed")
         # NaFlexViT's embedding has no fixed grid: it cuts any image into patch_size patches.
         fixed = getattr(embed, "grid_size", None)
+        grid: Optional[Tuple[int, int]]
         if image_size is not None and (getattr(vit, "dynamic_img_size", False) or fixed is None):
-            grid = embed.dynamic_feat_size(tuple(image_size))
+            grid = cast(_PatchEmbedding, embed).dynamic_feat_size((image_size[0], image_size[1]))
         else:
             grid = fixed if fixed is not None else getattr(embed, "pos_embed_grid_size", None)
         if grid is None:
@@ -116,7 +142,7 @@ class TimmViTAdapter(ModelAdapter):
             return
         captured: List[Tensor] = []
 
-        def hook(module: nn.Module, inputs: tuple) -> None:
+        def hook(module: "AttentionPoolLatent", inputs: tuple) -> None:  # the pool of global_pool="map"
             with torch.no_grad():
                 captured.append(_pool_attention(module, inputs[0]))
 
@@ -133,11 +159,11 @@ class TimmViTAdapter(ModelAdapter):
         return Readout(pooled=weights)
 
     def head(self) -> Callable[[Tensor], Tensor]:
-        vit = self.root
+        vit = self.vit
         return lambda tokens: vit.forward_head(vit.norm(tokens))
 
     def pooled_head(self) -> Callable[[Tensor], Tensor]:
-        vit = self.root
+        vit = self.vit
         pool = getattr(vit, "attn_pool", None)
         head_dist = getattr(vit, "head_dist", None)
 

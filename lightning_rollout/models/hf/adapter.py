@@ -47,7 +47,7 @@ Other Hugging Face models whose attention modules return ``(output, attn_weights
 """
 
 import sys
-from typing import Callable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, List, Optional, Tuple, Type, cast
 
 from torch import Tensor, nn
 
@@ -60,6 +60,9 @@ from lightning_rollout.models.layer_input import layer_input
 from lightning_rollout.models.readout import Readout
 from lightning_rollout.models.registry import register_adapter
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
 
 def _vision_config(config):
     """The config holding the image geometry (``vision_config`` of a vision-text model such as CLIP)."""
@@ -70,15 +73,15 @@ def _pair(value) -> Tuple[int, int]:
     return (int(value[0]), int(value[1])) if isinstance(value, (tuple, list)) else (int(value), int(value))
 
 
-def _attention_classes(root: nn.Module) -> Tuple[type, ...]:
+def _attention_classes(root: nn.Module) -> Tuple[Type[nn.Module], ...]:
     """The module classes whose second output is the attention (what ``output_attentions`` collects)."""
     from transformers.utils.output_capturing import OutputRecorder
 
     specs = getattr(type(root), "_can_record_outputs", None) or {}
     specs = specs.get("attentions", [])
-    classes = []
+    classes: List[Type[nn.Module]] = []
     for spec in specs if isinstance(specs, list) else [specs]:
-        if isinstance(spec, type):
+        if isinstance(spec, type) and issubclass(spec, nn.Module):
             classes.append(spec)
         elif isinstance(spec, OutputRecorder) and spec.index == 1 and spec.layer_name is None and spec.target_class:
             classes.append(spec.target_class)
@@ -105,13 +108,18 @@ class HFAdapter(ModelAdapter):
         return None
 
     @property
+    def pretrained(self) -> "PreTrainedModel":
+        """The root, typed as the ``PreTrainedModel`` `find` found it to be."""
+        return cast("PreTrainedModel", self.root)
+
+    @property
     def model_type(self) -> str:
-        return str(getattr(self.root.config, "model_type", ""))
+        return str(getattr(self.pretrained.config, "model_type", ""))
 
     # ------------------------------------------------------------------------------------- geometry
 
     def geometry(self, image_size: Optional[Tuple[int, ...]]) -> TokenGeometry:
-        config = _vision_config(self.root.config)
+        config = _vision_config(self.pretrained.config)
         if self.model_type in VIDEO:
             return video_geometry(self.model_type, config, image_size)
         if image_size is None:
@@ -132,7 +140,7 @@ class HFAdapter(ModelAdapter):
         return TokenGeometry(prefix, True, (height // patch[0], width // patch[1]))
 
     def video_input(self) -> Optional[VideoInput]:
-        return video_input(self.model_type, self.root.config) if self.model_type in VIDEO else None
+        return video_input(self.model_type, self.pretrained.config) if self.model_type in VIDEO else None
 
     # ------------------------------------------------------------------------------------ attention
 
@@ -149,7 +157,9 @@ class HFAdapter(ModelAdapter):
         # A vision-text model (CLIP) also has text attention layers: only the vision tower's count.
         tower = getattr(self.root, "vision_model", self.root)
         in_tower = {id(m) for m in tower.modules()}
-        layers = [(n, m) for n, m in self.root.named_modules() if isinstance(m, classes) and id(m) in in_tower]
+        layers: List[Tuple[str, nn.Module]] = [
+            (n, m) for n, m in self.root.named_modules() if isinstance(m, classes) and id(m) in in_tower
+        ]
         if not layers:
             raise UnsupportedModelError(
                 f"{name} declares no attention modules that output their attention weights "
@@ -158,7 +168,7 @@ class HFAdapter(ModelAdapter):
         return layers
 
     def attention_settings(self):
-        return eager_attention(self.root)
+        return eager_attention(self.pretrained)
 
     def attention_from_output(self, module: nn.Module, output) -> Tensor:
         attention = output[1] if isinstance(output, tuple) and len(output) > 1 else None
@@ -172,25 +182,25 @@ class HFAdapter(ModelAdapter):
     # ---------------------------------------------------------------------------- read-out and head
 
     def readout(self, geometry: TokenGeometry) -> Readout:
-        readout = family_of(self.root).readout(geometry, self.root.config)
+        readout = family_of(self.root).readout(geometry, self.pretrained.config)
         return super().readout(geometry) if readout is None else readout
 
     def head(self) -> Callable[[Tensor], Tensor]:
         rule = family_of(self.root).head
-        return super().head() if rule is None else rule(self.root)
+        return super().head() if rule is None else rule(self.pretrained)
 
     def pooled_head(self) -> Callable[[Tensor], Tensor]:
         rule = family_of(self.root).pooled_head
-        return super().pooled_head() if rule is None else rule(self.root)
+        return super().pooled_head() if rule is None else rule(self.pretrained)
 
     # ------------------------------------------------------------------------------------- Grad-CAM
 
     def gradcam_layer(self) -> Tuple[str, nn.Module]:
         """Swin: the final ``layernorm``; others: the last attention layer (Grad-CAM reads its input)."""
         if self.model_type in SWIN:
-            prefix = self.root.base_model_prefix
-            base = getattr(self.root, prefix, self.root)
-            return (f"{prefix}.layernorm" if base is not self.root else "layernorm"), base.layernorm
+            prefix = self.pretrained.base_model_prefix  # where a task model holds its base model (`swin`)
+            name = f"{prefix}.layernorm" if hasattr(self.root, prefix) else "layernorm"
+            return name, self.root.get_submodule(name)
         if self._timesformer:
             name = [n for n, m in self.root.named_modules() if type(m).__name__ == "TimesformerLayer"][-1]
             return f"{name}.attention", self.root.get_submodule(f"{name}.attention")
@@ -210,17 +220,17 @@ class HFAdapter(ModelAdapter):
         return layer_input(name, module, sink, _hidden_states, sequence_first=False)
 
     def gradcam_layout(self, activation: Tensor, fill: float) -> Tensor:
-        return timesformer_tokens(self.root.config, activation, fill) if self._timesformer else activation
+        return timesformer_tokens(self.pretrained.config, activation, fill) if self._timesformer else activation
 
     @property
     def _timesformer(self) -> bool:
         """A TimeSformer whose attention is divided or joint (``space_only`` runs frames as the batch)."""
-        return self.model_type == "timesformer" and self.root.config.attention_type != "space_only"
+        return self.model_type == "timesformer" and self.pretrained.config.attention_type != "space_only"
 
     # -------------------------------------------------------------------------------------- display
 
     def input_channels(self) -> Optional[int]:
-        channels = getattr(_vision_config(self.root.config), "num_channels", None)
+        channels = getattr(_vision_config(self.pretrained.config), "num_channels", None)
         return channels if isinstance(channels, int) else None
 
     def num_classes(self) -> Optional[int]:
@@ -228,7 +238,7 @@ class HFAdapter(ModelAdapter):
         classes)."""
         if not any(kind in type(self.root).__name__ for kind in ("ForImageClassification", "ForVideoClassification")):
             return None
-        labels = getattr(self.root.config, "num_labels", None)
+        labels = getattr(self.pretrained.config, "num_labels", None)
         return labels if isinstance(labels, int) else None
 
 

@@ -2,12 +2,15 @@
 and switched on for the pass only (every config's previous value written back afterwards)."""
 
 from contextlib import contextmanager
-from typing import Iterator, Optional, Tuple
+from typing import TYPE_CHECKING, Iterator, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from lightning_rollout.models.base import UnsupportedModelError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 def _configs(root: nn.Module) -> list:
@@ -91,7 +94,7 @@ def register_attention() -> None:
 
 
 @contextmanager
-def eager_attention(root: nn.Module) -> Iterator[None]:
+def eager_attention(root: "PreTrainedModel") -> Iterator[None]:
     """Switches ``root`` to `attention_forward`; writes every config's previous value back on exit.
 
     Raises:

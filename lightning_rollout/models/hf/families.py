@@ -6,7 +6,7 @@ A class not in the table reads the class token and has no head to apply (a bare 
 """
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
 
 import torch
 from torch import Tensor, nn
@@ -15,9 +15,12 @@ from lightning_rollout.core.geometry import TokenGeometry
 from lightning_rollout.models.hf.video import DIVIDED_ATTENTION
 from lightning_rollout.models.readout import Readout, patch_mean_readout, token_readout
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
 ReadoutRule = Callable[[TokenGeometry, Any], Optional[Readout]]
 """`rule(geometry, config)`: the read-out, or `None` for the class token."""
-HeadRule = Callable[[nn.Module], Callable[[Tensor], Tensor]]
+HeadRule = Callable[["PreTrainedModel"], Callable[[Tensor], Tensor]]
 """`rule(model)`: the model's head as a function of a block's tokens `(B, N, C)` (a head rule), or of one pooled
 token `(B, C)` (a pooled-head rule)."""
 
@@ -49,8 +52,9 @@ class Family:
     pooled_head: Optional[HeadRule] = None
 
 
-def _base(model: nn.Module) -> nn.Module:
-    return getattr(model, model.base_model_prefix)
+def _base(model: "PreTrainedModel", name: str) -> nn.Module:
+    """The submodule ``name`` of the base model inside a task model (``layernorm``: ``vit.layernorm`` of a ViT)."""
+    return model.get_submodule(f"{model.base_model_prefix}.{name}")
 
 
 def _class_token(geometry: TokenGeometry, config: Any) -> Optional[Readout]:
@@ -65,28 +69,35 @@ def _beit_pooling(geometry: TokenGeometry, config: Any) -> Optional[Readout]:
     return patch_mean_readout(geometry) if config.use_mean_pooling else None
 
 
-def _normed_class_token_head(model: nn.Module) -> Callable[[Tensor], Tensor]:
-    return lambda tokens: model.classifier(_base(model).layernorm(tokens)[:, 0])
+def _normed_class_token_head(model: "PreTrainedModel") -> Callable[[Tensor], Tensor]:
+    return lambda tokens: model.get_submodule("classifier")(_base(model, "layernorm")(tokens)[:, 0])
 
 
-def _teacher_head(model: nn.Module) -> Callable[[Tensor], Tensor]:
+def _teacher_head(model: "PreTrainedModel") -> Callable[[Tensor], Tensor]:
     def head(tokens: Tensor) -> Tensor:
-        normed = _base(model).layernorm(tokens)
-        return (model.cls_classifier(normed[:, 0]) + model.distillation_classifier(normed[:, 1])) / 2
+        normed = _base(model, "layernorm")(tokens)
+        cls_logits = model.get_submodule("cls_classifier")(normed[:, 0])
+        distillation_logits = model.get_submodule("distillation_classifier")(normed[:, 1])
+        return (cls_logits + distillation_logits) / 2
 
     return head
 
 
-def _beit_head(model: nn.Module) -> Callable[[Tensor], Tensor]:
-    return lambda tokens: model.classifier(_base(model).pooler(_base(model).layernorm(tokens)))
+def _beit_head(model: "PreTrainedModel") -> Callable[[Tensor], Tensor]:
+    def head(tokens: Tensor) -> Tensor:
+        pooled = _base(model, "pooler")(_base(model, "layernorm")(tokens))
+        return model.get_submodule("classifier")(pooled)
+
+    return head
 
 
-def _dinov2_head(model: nn.Module) -> Callable[[Tensor], Tensor]:
+def _dinov2_head(model: "PreTrainedModel") -> Callable[[Tensor], Tensor]:
     first_patch = 1 + int(getattr(model.config, "num_register_tokens", 0) or 0)
 
     def head(tokens: Tensor) -> Tensor:
-        normed = _base(model).layernorm(tokens)
-        return model.classifier(torch.cat([normed[:, 0], normed[:, first_patch:].mean(dim=1)], dim=1))
+        normed = _base(model, "layernorm")(tokens)
+        features = torch.cat([normed[:, 0], normed[:, first_patch:].mean(dim=1)], dim=1)
+        return model.get_submodule("classifier")(features)
 
     return head
 
@@ -96,22 +107,25 @@ def _videomae_readout(geometry: TokenGeometry, config: Any) -> Optional[Readout]
     return patch_mean_readout(geometry) if config.use_mean_pooling else token_readout(geometry.num_tokens)
 
 
-def _videomae_head(model: nn.Module) -> Callable[[Tensor], Tensor]:
+def _videomae_head(model: "PreTrainedModel") -> Callable[[Tensor], Tensor]:
     def head(tokens: Tensor) -> Tensor:
-        if model.fc_norm is not None:
-            return model.classifier(model.fc_norm(tokens.mean(dim=1)))
-        return model.classifier(_base(model).layernorm(tokens)[:, 0])
+        fc_norm = model.fc_norm  # a norm with mean pooling, else None
+        if isinstance(fc_norm, nn.Module):
+            return model.get_submodule("classifier")(fc_norm(tokens.mean(dim=1)))
+        return model.get_submodule("classifier")(_base(model, "layernorm")(tokens)[:, 0])
 
     return head
 
 
-def _clip_classifier_head(model: nn.Module) -> Callable[[Tensor], Tensor]:
-    return lambda tokens: model.classifier(tokens[:, 1:].mean(dim=1))
+def _clip_classifier_head(model: "PreTrainedModel") -> Callable[[Tensor], Tensor]:
+    return lambda tokens: model.get_submodule("classifier")(tokens[:, 1:].mean(dim=1))
 
 
-def _clip_projection_head(model: nn.Module) -> Callable[[Tensor], Tensor]:
+def _clip_projection_head(model: "PreTrainedModel") -> Callable[[Tensor], Tensor]:
     # Gives `image_embeds`: explain with output_key and a similarity target.
-    return lambda tokens: model.visual_projection(model.vision_model.post_layernorm(tokens[:, 0]))
+    return lambda tokens: model.get_submodule("visual_projection")(
+        model.get_submodule("vision_model.post_layernorm")(tokens[:, 0])
+    )
 
 
 # Pooled heads: the same norms and classifiers on one pooled token `(B, C)`, the pooling skipped; where a head
@@ -119,49 +133,56 @@ def _clip_projection_head(model: nn.Module) -> Callable[[Tensor], Tensor]:
 # stands in both.
 
 
-def _normed_pooled_head(model: nn.Module) -> Callable[[Tensor], Tensor]:
-    return lambda pooled: model.classifier(_base(model).layernorm(pooled))
+def _normed_pooled_head(model: "PreTrainedModel") -> Callable[[Tensor], Tensor]:
+    return lambda pooled: model.get_submodule("classifier")(_base(model, "layernorm")(pooled))
 
 
-def _teacher_pooled_head(model: nn.Module) -> Callable[[Tensor], Tensor]:
+def _teacher_pooled_head(model: "PreTrainedModel") -> Callable[[Tensor], Tensor]:
     def head(pooled: Tensor) -> Tensor:
-        normed = _base(model).layernorm(pooled)
-        return (model.cls_classifier(normed) + model.distillation_classifier(normed)) / 2
+        normed = _base(model, "layernorm")(pooled)
+        cls_logits = model.get_submodule("cls_classifier")(normed)
+        distillation_logits = model.get_submodule("distillation_classifier")(normed)
+        return (cls_logits + distillation_logits) / 2
 
     return head
 
 
-def _beit_pooled_head(model: nn.Module) -> Callable[[Tensor], Tensor]:
+def _beit_pooled_head(model: "PreTrainedModel") -> Callable[[Tensor], Tensor]:
     def head(pooled: Tensor) -> Tensor:
-        normed = _base(model).layernorm(pooled)  # Identity with mean pooling
-        pooler_norm = _base(model).pooler.layernorm  # the pooler's norm of the patch mean, or None (class token)
-        return model.classifier(normed if pooler_norm is None else pooler_norm(normed))
+        normed = _base(model, "layernorm")(pooled)  # Identity with mean pooling
+        pooler_norm = _base(model, "pooler").layernorm  # the pooler's norm of the patch mean, or None (class token)
+        if isinstance(pooler_norm, nn.Module):
+            normed = pooler_norm(normed)
+        return model.get_submodule("classifier")(normed)
 
     return head
 
 
-def _dinov2_pooled_head(model: nn.Module) -> Callable[[Tensor], Tensor]:
+def _dinov2_pooled_head(model: "PreTrainedModel") -> Callable[[Tensor], Tensor]:
     def head(pooled: Tensor) -> Tensor:
-        normed = _base(model).layernorm(pooled)
-        return model.classifier(torch.cat([normed, normed], dim=1))
+        normed = _base(model, "layernorm")(pooled)
+        return model.get_submodule("classifier")(torch.cat([normed, normed], dim=1))
 
     return head
 
 
-def _clip_classifier_pooled_head(model: nn.Module) -> Callable[[Tensor], Tensor]:
-    return lambda pooled: model.classifier(pooled)
+def _clip_classifier_pooled_head(model: "PreTrainedModel") -> Callable[[Tensor], Tensor]:
+    return lambda pooled: model.get_submodule("classifier")(pooled)
 
 
-def _clip_projection_pooled_head(model: nn.Module) -> Callable[[Tensor], Tensor]:
+def _clip_projection_pooled_head(model: "PreTrainedModel") -> Callable[[Tensor], Tensor]:
     # LeGrad's released CLIP rule: ln_post of the mean token, then the projection.
-    return lambda pooled: model.visual_projection(model.vision_model.post_layernorm(pooled))
+    return lambda pooled: model.get_submodule("visual_projection")(
+        model.get_submodule("vision_model.post_layernorm")(pooled)
+    )
 
 
-def _videomae_pooled_head(model: nn.Module) -> Callable[[Tensor], Tensor]:
+def _videomae_pooled_head(model: "PreTrainedModel") -> Callable[[Tensor], Tensor]:
     def head(pooled: Tensor) -> Tensor:
-        if model.fc_norm is not None:
-            return model.classifier(model.fc_norm(pooled))
-        return model.classifier(_base(model).layernorm(pooled))
+        fc_norm = model.fc_norm  # a norm with mean pooling, else None
+        if isinstance(fc_norm, nn.Module):
+            return model.get_submodule("classifier")(fc_norm(pooled))
+        return model.get_submodule("classifier")(_base(model, "layernorm")(pooled))
 
     return head
 

@@ -85,14 +85,8 @@ def timesformer_tokens(config, tokens: Tensor, fill: float) -> Tensor:
         batch_frames, per_frame, channels = tokens.shape
         batch = batch_frames // frames
         patches = tokens[:, 1:].reshape(batch, frames * (per_frame - 1), channels)
-        return _with_prefix(patches, fill)
+        return torch.cat([patches.new_full((batch, 1, channels), fill), patches], dim=1)
     batch, count, channels = tokens.shape
     positions = (count - 1) // frames
     patches = tokens[:, 1:].reshape(batch, positions, frames, channels).transpose(1, 2)
-    return _with_prefix(patches.reshape(batch, frames * positions, channels), None, tokens[:, :1])
-
-
-def _with_prefix(patches: Tensor, fill: Optional[float], prefix: Optional[Tensor] = None) -> Tensor:
-    if prefix is None:
-        prefix = patches.new_full((patches.shape[0], 1, patches.shape[2]), fill)
-    return torch.cat([prefix, patches], dim=1)
+    return torch.cat([tokens[:, :1], patches.reshape(batch, frames * positions, channels)], dim=1)
