@@ -25,7 +25,7 @@ def channel_values(value: float | Sequence[float], name: str) -> tuple[float, fl
     values = (float(value),) * 3 if isinstance(value, (int, float)) else tuple(float(v) for v in value)
     if len(values) != 3:
         raise ValueError(f"`{name}` must be a float or 3 floats, got {value!r}")
-    return values  # type: ignore[return-value]  # three floats, checked above
+    return values
 
 
 TRAIN_AUGMENTATIONS = ("crop_flip", "flip", "none")
