@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import tiny_vit
+from model_zoo import tiny_vit
 from test_explain_many import _Counts
 from test_explain_memory import FAMILIES
 

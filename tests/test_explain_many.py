@@ -3,7 +3,7 @@ callables and ``output_key``."""
 
 import pytest
 import torch
-from conftest import tiny_vit
+from model_zoo import tiny_vit
 from test_explain_memory import FAMILIES
 from torch import nn
 

@@ -11,7 +11,7 @@ import weakref
 
 import pytest
 import torch
-from conftest import tiny_vit
+from model_zoo import tiny_vit
 from torch import nn
 
 from lightning_rollout import explain

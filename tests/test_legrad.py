@@ -8,7 +8,7 @@ import weakref
 import pytest
 import timm
 import torch
-from conftest import tiny_vit
+from model_zoo import tiny_vit
 from torch import nn
 
 from lightning_rollout import explain, explain_many
