@@ -2,9 +2,8 @@
 
 import pytest
 import torch
-from model_zoo import tiny_vit
+from model_zoo import FAMILIES, tiny_vit
 from test_explain_many import _Counts
-from test_explain_memory import FAMILIES
 
 from lightning_rollout import attention_per_head, explain, explain_many
 from lightning_rollout.methods import attention_per_head_scores, attention_scores

@@ -3,8 +3,7 @@ callables and ``output_key``."""
 
 import pytest
 import torch
-from model_zoo import tiny_vit
-from test_explain_memory import FAMILIES
+from model_zoo import FAMILIES, tiny_vit
 from torch import nn
 
 from lightning_rollout import explain, explain_many

@@ -8,7 +8,7 @@ import weakref
 import pytest
 import timm
 import torch
-from model_zoo import tiny_vit
+from model_zoo import FAMILIES, tiny_vit
 from torch import nn
 
 from lightning_rollout import explain, explain_many
@@ -598,8 +598,6 @@ def test_callback_logs_legrad_and_refuses_it_at_setup_for_a_model_without_a_know
 
 @pytest.mark.parametrize("family", ["timm", "hf", "torchvision"])
 def test_explain_many_with_every_method_equals_each_alone(family, images, monkeypatch):
-    from test_explain_memory import FAMILIES
-
     model = FAMILIES[family][0]()
     methods = ["rollout", "grad_rollout", "chefer", "gradcam", "legrad"]
     target = torch.tensor([0, 3, 1])

@@ -22,7 +22,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 from lightning_helpers import make_module_class
-from test_explain_memory import FAMILIES
+from model_zoo import FAMILIES
 from torch import nn
 
 from lightning_rollout import AttentionRolloutCallback, explain_many

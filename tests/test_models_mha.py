@@ -10,9 +10,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from model_zoo import torchvision_vit
 from reference import _discard, _normalised
 from torch import nn
-from torchvision.models import VisionTransformer
 
 from lightning_rollout import explain
 from lightning_rollout.core.geometry import TokenGeometry
@@ -80,15 +80,6 @@ class CourseViT(nn.Module):
 def course_vit(batch_first: bool) -> CourseViT:
     torch.manual_seed(0)
     return CourseViT(batch_first).eval()
-
-
-def torchvision_vit() -> VisionTransformer:
-    torch.manual_seed(0)
-    model = VisionTransformer(
-        image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64, num_classes=5
-    )
-    nn.init.normal_(model.heads.head.weight)  # torchvision zero-initialises the head: no gradient would flow
-    return model.eval()
 
 
 def _images(batch: int = 2) -> torch.Tensor:
