@@ -19,7 +19,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("accelerate", reason="transformers.Trainer needs accelerate (the test extras install it)")
 
 from lightning_helpers import read_events
-from test_memory import OutputWatch, _tensors, live_tensor_bytes
+from memory_watch import OutputWatch, live_tensor_bytes, tensors_in
 from trainer_helpers import DictScenes, TimmForTrainer, make_trainer, png_steps, tiny_hf_vit
 from transformers import TrainerCallback
 
@@ -164,7 +164,7 @@ class _Probe(TrainerCallback):
     def read(self):
         self.watch.stop()
         self.alive.append(self.watch.alive())
-        kept = {tensor.untyped_storage().data_ptr() for tensor in _tensors(self.rollout.maps.state_dict())}
+        kept = {tensor.untyped_storage().data_ptr() for tensor in tensors_in(self.rollout.maps.state_dict())}
         self.bytes.append(live_tensor_bytes(exclude=kept))
 
 
