@@ -1,7 +1,9 @@
-"""Tiny real Lightning runs for the callback tests: a random-init timm ViT on random data with masks."""
+"""Tiny real Lightning runs for the callback tests (a random-init timm ViT, random data with masks); log readers."""
 
 import glob
 import os
+import struct
+from typing import Any, Iterator
 
 import timm
 import torch
@@ -83,6 +85,31 @@ def read_events(log_dir):
     )
     accumulator.Reload()
     return accumulator
+
+
+def wandb_records(path: str) -> Iterator[Any]:
+    """The records of an offline run's ``.wandb`` file (LevelDB log blocks of 32 KiB after a 7-byte header)."""
+    from wandb.proto import wandb_internal_pb2
+
+    with open(path, "rb") as file:
+        data = file.read()
+    assert data[:4] == b":W&B", f"{path} is not a W&B transaction log"
+    position, block, chunks = 7, 32768, []
+    while position + 7 <= len(data):
+        left = block - position % block
+        if left < 7:
+            position += left
+            continue
+        length, kind = struct.unpack("<HB", data[position + 4 : position + 7])
+        if position + 7 + length > len(data):
+            return  # a record still being written
+        chunks.append(data[position + 7 : position + 7 + length])
+        position += 7 + length
+        if kind in (1, 4):  # a full record, or the last piece of one
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(b"".join(chunks))
+            chunks = []
+            yield record
 
 
 def make_trainer(tmp_path, callbacks, max_epochs=2, **kwargs):

@@ -2,9 +2,8 @@
 
 import pytest
 import torch
-from conftest import tiny_vit
-from test_explain_many import _Counts
-from test_explain_memory import FAMILIES
+from call_counts import Counts
+from model_zoo import FAMILIES, tiny_vit
 
 from lightning_rollout import attention_per_head, explain, explain_many
 from lightning_rollout.methods import attention_per_head_scores, attention_scores
@@ -72,7 +71,7 @@ def test_timm_avg_pool_maps_average_the_patch_rows(images):
 
 
 def test_forward_only_and_class_agnostic(vit, images, monkeypatch):
-    counts = _Counts(vit, monkeypatch)
+    counts = Counts(vit, monkeypatch)
     maps = explain_many(vit, images, ["attention", "rollout"])
     assert (counts.forwards, counts.backwards) == (1, 0)
     torch.testing.assert_close(explain(vit, images, "attention", target=3), maps["attention"])

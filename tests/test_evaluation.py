@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_vit
+from model_zoo import tiny_vit
 
 from lightning_rollout import explain
 from lightning_rollout.evaluation.table import COLUMNS, FLOORS, evaluate, format_markdown, save_table

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import tiny_vit
+from model_zoo import tiny_vit
 from reference import reference_map
 
 from lightning_rollout import explain

@@ -3,28 +3,13 @@ callables and ``output_key``."""
 
 import pytest
 import torch
-from conftest import tiny_vit
-from test_explain_memory import FAMILIES
+from call_counts import Counts
+from model_zoo import FAMILIES, tiny_vit
 from torch import nn
 
 from lightning_rollout import explain, explain_many
 
 ALL = ["rollout", "grad_rollout", "chefer", "gradcam"]
-
-
-class _Counts:
-    """Counts forwards of ``module`` and calls of ``torch.autograd.grad``."""
-
-    def __init__(self, module: nn.Module, monkeypatch) -> None:
-        self.forwards = self.backwards = 0
-        module.register_forward_hook(lambda *args: setattr(self, "forwards", self.forwards + 1))
-        real_grad = torch.autograd.grad
-
-        def grad(*args, **kwargs):
-            self.backwards += 1
-            return real_grad(*args, **kwargs)
-
-        monkeypatch.setattr(torch.autograd, "grad", grad)
 
 
 @pytest.fixture
@@ -37,7 +22,7 @@ def test_each_method_equals_explain_alone_from_one_forward_and_one_backward(fami
     build, options = FAMILIES[family]
     model = build()
     alone = {method: explain(model, images, method, target=torch.tensor([0, 3, 1]), **options) for method in ALL}
-    counts = _Counts(model, monkeypatch)
+    counts = Counts(model, monkeypatch)
     together = explain_many(model, images, ALL, target=torch.tensor([0, 3, 1]), **options)
     assert (counts.forwards, counts.backwards) == (1, 1)
     assert list(together) == ALL
@@ -64,7 +49,7 @@ def test_pooling_distilled_and_class_attention_heads(kwargs, images):
 
 
 def test_forward_only_methods_run_one_forward_without_backward(vit, images, monkeypatch):
-    counts = _Counts(vit, monkeypatch)
+    counts = Counts(vit, monkeypatch)
     maps = explain_many(vit, images, ["rollout"])
     assert (counts.forwards, counts.backwards) == (1, 0)
     assert maps["rollout"].shape == (3, 4, 4)
@@ -227,7 +212,7 @@ def test_a_registered_method_with_an_option_joins_the_shared_pass(vit, images, m
             return tokens_to_grid(self.row, 1, (4, 4))
 
     monkeypatch.setitem(base._METHODS, "last_row", LastClassRow)
-    counts = _Counts(vit, monkeypatch)
+    counts = Counts(vit, monkeypatch)
     maps = explain_many(vit, images, ["last_row", "chefer"], last_row_scale=2.0)
     assert (counts.forwards, counts.backwards) == (1, 1)
     torch.testing.assert_close(maps["last_row"], 2 * explain(vit, images, "attention"))

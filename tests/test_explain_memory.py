@@ -11,8 +11,7 @@ import weakref
 
 import pytest
 import torch
-from conftest import tiny_vit
-from torch import nn
+from model_zoo import FAMILIES, hf_vit, tiny_vit
 
 from lightning_rollout import explain
 
@@ -29,65 +28,6 @@ def _attention_shaped(batch: int, num_tokens: int) -> set:
     """Ids of the live ``(batch, heads, num_tokens, num_tokens)`` tensors."""
     shape = (num_tokens, num_tokens)
     return {id(t) for t in _live_tensors() if t.dim() == 4 and t.shape[0] == batch and tuple(t.shape[-2:]) == shape}
-
-
-def _hf_vit() -> nn.Module:
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(0)
-    config = transformers.ViTConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        image_size=32,
-        patch_size=8,
-        num_labels=5,
-    )
-    return transformers.ViTForImageClassification(config).eval()
-
-
-def _torchvision_vit() -> nn.Module:
-    from torchvision.models import VisionTransformer
-
-    torch.manual_seed(0)
-    model = VisionTransformer(
-        image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64, num_classes=5
-    )
-    nn.init.normal_(model.heads.head.weight)  # torchvision zero-initialises the head
-    return model.eval()
-
-
-class _MHAClassifier(nn.Module):
-    """A plain ``nn.MultiheadAttention`` model (generic adapter): class token + 16 patch tokens."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.embed = nn.Conv2d(3, 32, 8, stride=8)
-        self.cls_token = nn.Parameter(torch.randn(1, 1, 32))
-        self.norm = nn.LayerNorm(32)
-        self.attn = nn.ModuleList([nn.MultiheadAttention(32, 2, batch_first=True) for _ in range(2)])
-        self.head = nn.Linear(32, 5)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = self.embed(images).flatten(2).transpose(1, 2)
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        for attn in self.attn:
-            y = self.norm(x)
-            x = x + attn(y, y, y, need_weights=False)[0]
-        return self.head(x[:, 0])
-
-
-def _mha() -> nn.Module:
-    torch.manual_seed(0)
-    return _MHAClassifier().eval()
-
-
-FAMILIES = {
-    "timm": (tiny_vit, {}),
-    "hf": (_hf_vit, {}),
-    "torchvision": (_torchvision_vit, {}),
-    "mha": (_mha, {"num_prefix_tokens": 1, "grid_size": (4, 4)}),
-}
 
 
 @pytest.fixture
@@ -125,7 +65,7 @@ def test_weak_reference_to_a_hooked_timm_attention_is_dead(images):
 
 
 def test_weak_reference_to_a_hooked_hf_attention_is_dead(images):
-    model = _hf_vit()
+    model = hf_vit()
     layer = model.get_submodule("vit.layers.1.attention")
     assert _hooked_outputs_dead(model, layer, lambda out: out[1], images, "chefer")
 

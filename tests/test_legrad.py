@@ -8,7 +8,7 @@ import weakref
 import pytest
 import timm
 import torch
-from conftest import tiny_vit
+from model_zoo import FAMILIES, SIZES, course_vit, model_for, tiny_vit
 from torch import nn
 
 from lightning_rollout import explain, explain_many
@@ -128,8 +128,6 @@ def _hf_outputs(model: nn.Module, images: torch.Tensor):
 
 def _hf_three_layers(name: str) -> nn.Module:
     transformers = pytest.importorskip("transformers")
-    from test_models_hf import SIZES
-
     torch.manual_seed(0)
     classes = {
         "vit": (transformers.ViTForImageClassification, transformers.ViTConfig),
@@ -168,8 +166,6 @@ def test_clip_default_is_the_released_clip_rule():
     """LeGrad's compute_legrad_clip: each explained block's mean token through post_layernorm and the projection,
     scored by the cosine similarity to a (text) embedding; the last two blocks."""
     transformers = pytest.importorskip("transformers")
-    from test_models_hf import SIZES
-
     torch.manual_seed(0)
     config = transformers.CLIPVisionConfig(projection_dim=16, **{**SIZES, "num_hidden_layers": 3})
     model = transformers.CLIPVisionModelWithProjection(config).eval()
@@ -418,11 +414,7 @@ HF = ["vit", "deit", "deit_teacher", "beit", "beit_cls", "dinov2", "dinov2_reg",
 def _hf_model(name: str) -> nn.Module:
     transformers = pytest.importorskip("transformers")
     if name != "clip_classifier":
-        from test_models_hf import model_for
-
         return model_for(name)
-    from test_models_hf import SIZES
-
     torch.manual_seed(0)
     config = transformers.CLIPConfig(
         vision_config=dict(SIZES),
@@ -466,8 +458,6 @@ def test_clip_head_readout_with_a_similarity_target_equals_the_recipe():
     the projection, scored by the cosine similarity to a (text) embedding; attentions and hidden states as
     transformers returns them."""
     transformers = pytest.importorskip("transformers")
-    from test_models_hf import SIZES
-
     torch.manual_seed(0)
     model = transformers.CLIPVisionModelWithProjection(transformers.CLIPVisionConfig(projection_dim=16, **SIZES)).eval()
     images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
@@ -498,8 +488,6 @@ def test_clip_head_readout_with_a_similarity_target_equals_the_recipe():
 
 
 def _course_vit():
-    from test_models_mha import course_vit
-
     return course_vit(batch_first=True)
 
 
@@ -598,8 +586,6 @@ def test_callback_logs_legrad_and_refuses_it_at_setup_for_a_model_without_a_know
 
 @pytest.mark.parametrize("family", ["timm", "hf", "torchvision"])
 def test_explain_many_with_every_method_equals_each_alone(family, images, monkeypatch):
-    from test_explain_memory import FAMILIES
-
     model = FAMILIES[family][0]()
     methods = ["rollout", "grad_rollout", "chefer", "gradcam", "legrad"]
     target = torch.tensor([0, 3, 1])

@@ -4,7 +4,6 @@ import glob
 import json
 import os
 import re
-import struct
 import time
 from collections import defaultdict
 
@@ -12,7 +11,7 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 from lightning.pytorch.loggers import CSVLogger
-from lightning_helpers import make_module_class
+from lightning_helpers import make_module_class, wandb_records
 from PIL import Image
 
 from lightning_rollout import AttentionRolloutCallback
@@ -75,42 +74,17 @@ def _fit(tmp_path, loggers):
     return trainer
 
 
-def _wandb_records(path):
-    """The records of an offline run's ``.wandb`` file (LevelDB log blocks of 32 KiB after a 7-byte header)."""
-    from wandb.proto import wandb_internal_pb2
-
-    with open(path, "rb") as file:
-        data = file.read()
-    assert data[:4] == b":W&B", f"{path} is not a W&B transaction log"
-    position, block, chunks = 7, 32768, []
-    while position + 7 <= len(data):
-        left = block - position % block
-        if left < 7:
-            position += left
-            continue
-        length, kind = struct.unpack("<HB", data[position + 4 : position + 7])
-        if position + 7 + length > len(data):
-            return  # a record still being written
-        chunks.append(data[position + 7 : position + 7 + length])
-        position += 7 + length
-        if kind in (1, 4):  # a full record, or the last piece of one
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(b"".join(chunks))
-            chunks = []
-            yield record
-
-
 def _wandb_history(save_dir):
     """{key: [(trainer/global_step, value)]} of the single offline run under ``save_dir``, and its folder."""
     (run_dir,) = glob.glob(os.path.join(save_dir, "wandb", "offline-run-*"))
     (log,) = glob.glob(os.path.join(run_dir, "run-*.wandb"))
     # wandb's service process may still be writing the log when ``finish()`` returns: wait for its exit record
     deadline = time.monotonic() + 30
-    while not any(record.WhichOneof("record_type") == "exit" for record in _wandb_records(log)):
+    while not any(record.WhichOneof("record_type") == "exit" for record in wandb_records(log)):
         assert time.monotonic() < deadline, f"{log} has no exit record"
         time.sleep(0.2)
     history = defaultdict(list)
-    for record in _wandb_records(log):
+    for record in wandb_records(log):
         if record.WhichOneof("record_type") != "history":
             continue
         row = {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item}

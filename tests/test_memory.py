@@ -15,15 +15,14 @@ objects the test makes: fast, and blind to the tensors of earlier tests.
 """
 
 import gc
-import weakref
-from typing import Iterator, List, Optional, Set
+from typing import List, Optional
 
 import lightning.pytorch as pl
 import pytest
 import torch
 from lightning_helpers import make_module_class
-from test_explain_memory import FAMILIES
-from torch import nn
+from memory_watch import OutputWatch, live_tensor_bytes, tensors_in
+from model_zoo import FAMILIES
 
 from lightning_rollout import AttentionRolloutCallback, explain_many
 from lightning_rollout.methods import METHODS
@@ -37,55 +36,6 @@ def frozen_heap():
         yield
     finally:
         gc.unfreeze()
-
-
-def _tensors(value) -> Iterator[torch.Tensor]:
-    """The tensors in a module's output or a state dict (a tensor, tuples/lists, dicts, ``ModelOutput``)."""
-    if isinstance(value, torch.Tensor):
-        yield value
-    elif isinstance(value, (tuple, list)):
-        for item in value:
-            yield from _tensors(item)
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _tensors(item)
-
-
-class OutputWatch:
-    """Weak references to every tensor any submodule of ``model`` outputs between ``start`` and ``stop``."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.refs: List[weakref.ref] = []
-        self.handles = [module.register_forward_hook(self._hook) for module in model.modules()]
-
-    def _hook(self, module: nn.Module, args, output) -> None:
-        self.refs.extend(weakref.ref(tensor) for tensor in _tensors(output))
-
-    def stop(self) -> None:
-        for handle in self.handles:
-            handle.remove()
-
-    def alive(self) -> int:
-        """How many of the watched outputs are still alive after a full collection."""
-        gc.collect()
-        return sum(ref() is not None for ref in self.refs)
-
-
-def live_tensor_bytes(exclude: Set[int] = frozenset()) -> int:
-    """Bytes of the storages of every live tensor Python can see, each storage counted once.
-
-    Args:
-        exclude: ``data_ptr()`` of storages not to count.
-    """
-    gc.collect()
-    seen, total = set(exclude), 0
-    for obj in gc.get_objects():
-        if issubclass(type(obj), torch.Tensor):  # not isinstance: some module proxies warn on `__class__`
-            storage = obj.untyped_storage()
-            if storage.data_ptr() not in seen:
-                seen.add(storage.data_ptr())
-                total += storage.nbytes()
-    return total
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
@@ -131,7 +81,7 @@ class _EpochProbe(pl.Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self.watch.stop()
         self.alive.append(self.watch.alive())
-        kept = {tensor.untyped_storage().data_ptr() for tensor in _tensors(self.rollout.state_dict())}
+        kept = {tensor.untyped_storage().data_ptr() for tensor in tensors_in(self.rollout.state_dict())}
         self.bytes.append(live_tensor_bytes(exclude=kept))
 
 

@@ -12,72 +12,13 @@ from torch import nn
 
 transformers = pytest.importorskip("transformers")
 
+from model_zoo import CLIPClassifier, model_for
 from reference import _discard, _normalised
 
 from lightning_rollout import explain
 from lightning_rollout.core.geometry import TokenGeometry
 from lightning_rollout.models import UnsupportedModelError, find_adapter
 from lightning_rollout.models.hf import ATTENTION_IMPLEMENTATION, HFAdapter, attention_forward
-
-SIZES = dict(
-    hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8
-)
-
-
-class CLIPClassifier(nn.Module):
-    """A user's module: a CLIP vision tower with a linear head on its pooled class token."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.backbone = transformers.CLIPVisionModel(transformers.CLIPVisionConfig(**SIZES))
-        self.head = nn.Linear(32, 5)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(pixel_values=images).pooler_output)
-
-
-def _build(name: str) -> nn.Module:
-    torch.manual_seed(0)
-    t = transformers
-    if name == "clip":
-        return CLIPClassifier().eval()
-    if name == "swin":
-        config = t.SwinConfig(
-            image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 2], window_size=4, num_labels=5
-        )
-        return t.SwinForImageClassification(config).eval()
-    if name == "swinv2":
-        config = t.Swinv2Config(
-            image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 2], window_size=4, num_labels=5
-        )
-        return t.Swinv2ForImageClassification(config).eval()
-    builders = {
-        "vit": (t.ViTForImageClassification, t.ViTConfig, {}),
-        "deit": (t.DeiTForImageClassification, t.DeiTConfig, {}),
-        "deit_teacher": (t.DeiTForImageClassificationWithTeacher, t.DeiTConfig, {}),
-        "beit": (t.BeitForImageClassification, t.BeitConfig, {"use_mean_pooling": True}),
-        "beit_cls": (t.BeitForImageClassification, t.BeitConfig, {"use_mean_pooling": False}),
-        "dinov2": (t.Dinov2ForImageClassification, t.Dinov2Config, {}),
-        "dinov2_reg": (
-            t.Dinov2WithRegistersForImageClassification,
-            t.Dinov2WithRegistersConfig,
-            {"num_register_tokens": 4},
-        ),
-        "vit_msn": (t.ViTMSNForImageClassification, t.ViTMSNConfig, {}),
-    }
-    model_class, config_class, extra = builders[name]
-    return model_class(config_class(num_labels=5, **SIZES, **extra)).eval()
-
-
-_MODELS = {}
-
-
-def model_for(name: str) -> nn.Module:
-    """Built once per session; tests that change a model work on a deep copy."""
-    if name not in _MODELS:
-        _MODELS[name] = _build(name)
-    return _MODELS[name]
-
 
 GLOBAL = ["vit", "deit", "deit_teacher", "beit", "beit_cls", "dinov2", "dinov2_reg", "clip"]
 

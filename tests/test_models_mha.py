@@ -10,9 +10,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from model_zoo import course_vit, torchvision_vit
 from reference import _discard, _normalised
 from torch import nn
-from torchvision.models import VisionTransformer
 
 from lightning_rollout import explain
 from lightning_rollout.core.geometry import TokenGeometry
@@ -23,72 +23,6 @@ from lightning_rollout.models.mha import (
     fast_path_disabled,
     replayed_attention,
 )
-
-
-def patches(images: torch.Tensor, patch: int) -> torch.Tensor:
-    """``(B, C, H, W)`` → ``(B, H/p · W/p, C · p · p)`` flattened patches, row by row."""
-    batch, channels, height, width = images.shape
-    grid = images.reshape(batch, channels, height // patch, patch, width // patch, patch)
-    return grid.permute(0, 2, 4, 1, 3, 5).flatten(3).flatten(1, 2)
-
-
-class Block(nn.Module):
-    def __init__(self, dim: int, heads: int, batch_first: bool) -> None:
-        super().__init__()
-        self.norm_attn = nn.LayerNorm(dim)
-        self.attn = nn.MultiheadAttention(dim, heads, batch_first=batch_first)
-        self.norm_mlp = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.norm_attn(x)
-        x = x + self.attn(y, y, y)[0]
-        return x + self.mlp(self.norm_mlp(x))
-
-
-class CourseViT(nn.Module):
-    """The Lightning course tutorial's shape: flattened patches into a Linear, its own class token, and
-    ``nn.MultiheadAttention`` blocks (sequence-first unless ``batch_first``)."""
-
-    def __init__(
-        self,
-        batch_first: bool = False,
-        dim: int = 32,
-        heads: int = 2,
-        depth: int = 2,
-        patch: int = 8,
-        num_patches: int = 16,
-        num_classes: int = 5,
-    ) -> None:
-        super().__init__()
-        self.patch = patch
-        self.batch_first = batch_first
-        self.embed = nn.Linear(3 * patch * patch, dim)
-        self.cls_token = nn.Parameter(torch.randn(1, 1, dim))
-        self.pos_embedding = nn.Parameter(torch.randn(1, 1 + num_patches, dim))
-        self.blocks = nn.Sequential(*[Block(dim, heads, batch_first) for _ in range(depth)])
-        self.head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, num_classes))
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = self.embed(patches(images, self.patch))
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embedding
-        if self.batch_first:
-            return self.head(self.blocks(x)[:, 0])
-        return self.head(self.blocks(x.transpose(0, 1))[0])
-
-
-def course_vit(batch_first: bool) -> CourseViT:
-    torch.manual_seed(0)
-    return CourseViT(batch_first).eval()
-
-
-def torchvision_vit() -> VisionTransformer:
-    torch.manual_seed(0)
-    model = VisionTransformer(
-        image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64, num_classes=5
-    )
-    nn.init.normal_(model.heads.head.weight)  # torchvision zero-initialises the head: no gradient would flow
-    return model.eval()
 
 
 def _images(batch: int = 2) -> torch.Tensor:

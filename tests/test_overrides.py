@@ -5,7 +5,7 @@ import inspect
 
 import pytest
 import torch
-from conftest import tiny_vit
+from model_zoo import tiny_vit
 
 from lightning_rollout.engine.options import ExplainOptions
 from lightning_rollout.models.base import ModelAdapter

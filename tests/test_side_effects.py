@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from model_zoo import tiny_vit
 
 from lightning_rollout import explain
 
@@ -68,8 +69,6 @@ def test_state_restored_when_forward_raises(vit, images, method):
 
 
 def test_dropout_model_is_deterministic_and_rng_untouched(images):
-    from conftest import tiny_vit
-
     model = tiny_vit(drop_rate=0.5, attn_drop_rate=0.5, proj_drop_rate=0.5).train()
     torch.manual_seed(3)
     first = explain(model, images, "grad_rollout")

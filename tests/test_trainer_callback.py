@@ -18,8 +18,8 @@ import torch
 pytest.importorskip("transformers")
 pytest.importorskip("accelerate", reason="transformers.Trainer needs accelerate (the test extras install it)")
 
-from lightning_helpers import read_events
-from test_memory import OutputWatch, _tensors, live_tensor_bytes
+from lightning_helpers import read_events, wandb_records
+from memory_watch import OutputWatch, live_tensor_bytes, tensors_in
 from trainer_helpers import DictScenes, TimmForTrainer, make_trainer, png_steps, tiny_hf_vit
 from transformers import TrainerCallback
 
@@ -84,8 +84,6 @@ def test_wandb_offline_pictures_and_scalars_at_train_global_step(tmp_path, monke
         WANDB_CACHE_DIR=str(tmp_path / "cache"),
     ).items():
         monkeypatch.setenv(name, value)
-    from test_logger_sinks import _wandb_records
-
     wandb.teardown()  # a run of an earlier test leaves wandb's process-wide settings (its directory) behind
 
     callback = AttentionRolloutTrainerCallback(methods=["rollout"], num_samples=3)
@@ -95,7 +93,7 @@ def test_wandb_offline_pictures_and_scalars_at_train_global_step(tmp_path, monke
         wandb.finish()
     (log,) = glob.glob(str(tmp_path / "wandb" / "offline-run-*" / "run-*.wandb"))
     rows = []
-    for record in _wandb_records(log):
+    for record in wandb_records(log):
         if record.WhichOneof("record_type") == "history":
             row = {}
             for item in record.history.item:  # a picture comes as its fields under (key, field)
@@ -164,7 +162,7 @@ class _Probe(TrainerCallback):
     def read(self):
         self.watch.stop()
         self.alive.append(self.watch.alive())
-        kept = {tensor.untyped_storage().data_ptr() for tensor in _tensors(self.rollout.maps.state_dict())}
+        kept = {tensor.untyped_storage().data_ptr() for tensor in tensors_in(self.rollout.maps.state_dict())}
         self.bytes.append(live_tensor_bytes(exclude=kept))
 
 

@@ -14,6 +14,7 @@ from torch import nn
 
 transformers = pytest.importorskip("transformers")
 
+from model_zoo import tiny_vit
 from reference import _discard, _normalised, read_out
 
 from lightning_rollout import explain, explain_many
@@ -270,8 +271,6 @@ def test_bad_inputs_raise_clear_errors_naming_the_argument():
         explain(model, batch[None])
     with pytest.raises(ValueError, match="`chunk_size` must be an int >= 1"):
         explain(model, batch, chunk_size=0)
-    from conftest import tiny_vit
-
     with pytest.raises(ValueError, match="`images` is a 5-D batch of clips .* takes images"):
         explain(tiny_vit(), torch.randn(2, 4, 3, 32, 32))
 
