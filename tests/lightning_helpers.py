@@ -3,7 +3,8 @@
 import glob
 import os
 import struct
-from typing import Any, Iterator
+import time
+from typing import Any, Iterator, List
 
 import timm
 import torch
@@ -110,6 +111,18 @@ def wandb_records(path: str) -> Iterator[Any]:
             record.ParseFromString(b"".join(chunks))
             chunks = []
             yield record
+
+
+def finished_wandb_records(path: str, timeout: float = 30.0) -> List[Any]:
+    """The records of an offline run's ``.wandb`` file once it holds the exit record: wandb's service process
+    may still be writing the file when ``wandb.finish()`` returns."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = list(wandb_records(path))
+        if any(record.WhichOneof("record_type") == "exit" for record in records):
+            return records
+        assert time.monotonic() < deadline, f"{path} has no exit record after {timeout:.0f} s"
+        time.sleep(0.2)
 
 
 def make_trainer(tmp_path, callbacks, max_epochs=2, **kwargs):

@@ -4,14 +4,13 @@ import glob
 import json
 import os
 import re
-import time
 from collections import defaultdict
 
 import lightning.pytorch as pl
 import numpy as np
 import pytest
 from lightning.pytorch.loggers import CSVLogger
-from lightning_helpers import make_module_class, wandb_records
+from lightning_helpers import finished_wandb_records, make_module_class
 from PIL import Image
 
 from lightning_rollout import AttentionRolloutCallback
@@ -78,13 +77,8 @@ def _wandb_history(save_dir):
     """{key: [(trainer/global_step, value)]} of the single offline run under ``save_dir``, and its folder."""
     (run_dir,) = glob.glob(os.path.join(save_dir, "wandb", "offline-run-*"))
     (log,) = glob.glob(os.path.join(run_dir, "run-*.wandb"))
-    # wandb's service process may still be writing the log when ``finish()`` returns: wait for its exit record
-    deadline = time.monotonic() + 30
-    while not any(record.WhichOneof("record_type") == "exit" for record in wandb_records(log)):
-        assert time.monotonic() < deadline, f"{log} has no exit record"
-        time.sleep(0.2)
     history = defaultdict(list)
-    for record in wandb_records(log):
+    for record in finished_wandb_records(log):
         if record.WhichOneof("record_type") != "history":
             continue
         row = {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item}

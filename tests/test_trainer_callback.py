@@ -18,7 +18,7 @@ import torch
 pytest.importorskip("transformers")
 pytest.importorskip("accelerate", reason="transformers.Trainer needs accelerate (the test extras install it)")
 
-from lightning_helpers import read_events, wandb_records
+from lightning_helpers import finished_wandb_records, read_events
 from memory_watch import OutputWatch, live_tensor_bytes, tensors_in
 from trainer_helpers import DictScenes, TimmForTrainer, make_trainer, png_steps, tiny_hf_vit
 from transformers import TrainerCallback
@@ -93,7 +93,7 @@ def test_wandb_offline_pictures_and_scalars_at_train_global_step(tmp_path, monke
         wandb.finish()
     (log,) = glob.glob(str(tmp_path / "wandb" / "offline-run-*" / "run-*.wandb"))
     rows = []
-    for record in wandb_records(log):
+    for record in finished_wandb_records(log):
         if record.WhichOneof("record_type") == "history":
             row = {}
             for item in record.history.item:  # a picture comes as its fields under (key, field)
