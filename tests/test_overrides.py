@@ -5,7 +5,7 @@ import inspect
 
 import pytest
 import torch
-from model_zoo import tiny_vit
+from model_zoo import hf_vit, tiny_vit
 
 from lightning_rollout.engine.options import ExplainOptions
 from lightning_rollout.models.base import ModelAdapter
@@ -69,16 +69,8 @@ def test_with_an_override_class_names_are_still_checked_against_the_classes():
 
 def test_hugging_face_models_give_their_class_count_from_the_config():
     transformers = pytest.importorskip("transformers")
-    config = transformers.ViTConfig(
-        image_size=32,
-        patch_size=8,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        num_labels=5,
-    )
-    classifier = transformers.ViTForImageClassification(config)
+    classifier = hf_vit()  # num_labels=5
     assert resolve_adapter(classifier).num_classes() == 5
     assert resolve_adapter(classifier, grid_size=(4, 4)).num_classes() == 5
-    assert resolve_adapter(transformers.ViTModel(config)).num_classes() is None, "a bare encoder has no classes"
+    encoder = transformers.ViTModel(classifier.config)
+    assert resolve_adapter(encoder).num_classes() is None, "a bare encoder has no classes"
