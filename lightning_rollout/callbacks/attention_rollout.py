@@ -66,8 +66,11 @@ class AttentionRolloutCallback(*callback_bases()):  # type: ignore[misc]
         log_initial_maps: log the untrained model's maps at step 0 (needs a sanity check of ``num_samples``).
         class_names: names shown instead of class indices; ``None``: the data module's ``class_names``, if any.
         filmstrip_columns: the most epochs a filmstrip shows and the checkpoint keeps (first and last kept).
-        attention_pattern, gradcam_layer, num_prefix_tokens, grid_size: as in
-            `api`, for custom models.
+        attention_pattern: the modules whose output is the post-softmax attention, as in `explain` (custom
+            models).
+        gradcam_layer: Grad-CAM's layer, as in `explain`.
+        num_prefix_tokens: override of the number of leading non-patch tokens, as in `explain`.
+        grid_size: override of the patch grid ``(grid_h, grid_w)``, as in `explain`.
         tag_prefix: the first part of every tag.
         faithfulness_steps: steps of the deletion and insertion curves (``2 × (steps + 1)`` batched forwards of
             each sample per method); ``0`` turns these scalars off.

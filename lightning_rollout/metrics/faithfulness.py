@@ -216,10 +216,8 @@ def deletion_insertion_auc(
     weights, ``.grad`` and the global RNG state as found. A sample's AUCs do not depend on the rest of the
     batch (the model runs in eval mode).
 
-    Args:
-        model, images, maps, target, steps, baseline, batch_size, activation, output_key: as in
-            `perturbation_curves`
-            (``steps + 1`` forwards per sample and curve, ``batch_size`` images per forward).
+    The arguments are those of `perturbation_curves` (``steps + 1`` forwards per sample and curve,
+    ``batch_size`` images per forward).
 
     Returns:
         ``(deletion, insertion)``: float32 tensors of shape ``(B,)`` with values in ``[0, 1]``.

@@ -120,7 +120,9 @@ def take_samples(
         batch: a tuple/list ``(images, labels[, masks])``, a dict with ``image``/``label``/``mask`` keys,
             a bare image tensor, or any indexable batch with explicit keys.
         limit: the most samples to keep.
-        image_key, label_key, mask_key: where each field sits (``None``: the default layout).
+        image_key: where the images sit (``None``: the default layout).
+        label_key: where the labels sit (``None``: the default layout).
+        mask_key: where the object masks sit (``None``: the default layout).
         start: the first sample to copy.
         indices: the samples to copy instead (``limit`` and ``start`` are then ignored).
 

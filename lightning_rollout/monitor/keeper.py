@@ -34,8 +34,9 @@ class FixedBatchKeeper:
 
     Args:
         num_samples: how many samples to keep.
-        image_key, label_key, mask_key: where each field sits in a batch (see
-            `take_samples`).
+        image_key: where the images sit in a batch (see `take_samples`).
+        label_key: where the labels sit.
+        mask_key: where the object masks sit.
         needs_labels: whether the batch must carry labels (``target="label"``).
         sample_selection: ``"per_class"`` (round-robin over the classes met, when the batches carry class
             indices; otherwise as ``"first"``) or ``"first"`` (the first ``num_samples`` samples).

@@ -78,7 +78,8 @@ def render_clip_strips(
         maps: ``(B, T', h, w)`` video maps.
         tubelet: input frames per temporal slice; slice ``s`` is shown on frame ``s * tubelet``.
         sample_captions: caption lines per sample.
-        colormap, alpha: as the overlays of images.
+        colormap: a matplotlib colour map name, as the overlays of images.
+        alpha: overlay opacity in ``[0, 1]``.
         max_frames: the most slices a strip shows.
     """
     panels = []

@@ -53,7 +53,9 @@ def attention_forward(
 
     Args:
         module: the attention module (unused; part of the interface).
-        query, key, value: ``(B, heads, N, d)`` (keys and values: ``(B, heads, S, d)``).
+        query: ``(B, heads, N, d)``.
+        key: ``(B, heads, S, d)``.
+        value: ``(B, heads, S, d)``.
         attention_mask: additive mask broadcastable to ``(B, heads, N, S)``, or ``None``.
         scaling: factor of the scores; ``None`` gives ``d ** -0.5``.
         dropout: must be 0 (the side pass runs in eval mode).
