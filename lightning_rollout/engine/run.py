@@ -30,7 +30,7 @@ from lightning_rollout.methods.base import LiveForward, Method, PassContext, che
 from lightning_rollout.models.base import Layout, ModelAdapter, UnsupportedModelError
 
 
-def float32(device: torch.device):
+def float32_math(device: torch.device):
     """Keeps the methods' math in float32 under a caller's autocast (which would run bmm in bf16/fp16)."""
     return torch.autocast(device_type=device.type, enabled=False)
 
@@ -44,7 +44,7 @@ def _check_attention(name: str, attention: Tensor, context: PassContext) -> None
     check_tokens(attention.shape[-1], name, context.geometry, "attends over")
 
 
-class _SidePass:
+class _PassHooks:
     """The hooks of one side pass: hands each captured tensor to the methods that asked for it."""
 
     def __init__(self, context: PassContext, methods: List[Method], device: torch.device, keep_live: bool) -> None:
@@ -73,7 +73,7 @@ class _SidePass:
         if self.keep_live:
             self.attentions.append(attention)
             self.layouts.append(layout)
-        with float32(self.device):
+        with float32_math(self.device):
             for method in self.attention_methods:
                 method.forward_attention(layer, laid_out)
         if self.backward_methods and attention.requires_grad:
@@ -91,7 +91,7 @@ class _SidePass:
         self.next_layer -= 1
         if layout is not None:
             attention, gradient = layout(attention, 1.0), layout(gradient, 0.0)
-        with float32(self.device):
+        with float32_math(self.device):
             for method in self.backward_methods:
                 method.backward_attention(layer, attention, gradient)
 
@@ -188,7 +188,7 @@ def run_pass(
     uses_gradcam = any(m.uses_gradcam for m in methods)
     needs_grad = any(m.needs_grad for m in methods)
     layers = attention_layers(adapter, method_classes) if uses_attention else []
-    hooks = _SidePass(context, methods, images.device, keep_live=needs_grad)
+    hooks = _PassHooks(context, methods, images.device, keep_live=needs_grad)
     try:
         settings = attention_settings(adapter, method_classes) if uses_attention else nullcontext()
         with side_pass(model, images.device, needs_grad), settings:
@@ -225,7 +225,7 @@ def run_pass(
 
 
 def _backward(
-    hooks: _SidePass, methods: List[Method], output: Tensor, target: Target, batch_size: int, gradcam_name: str
+    hooks: _PassHooks, methods: List[Method], output: Tensor, target: Target, batch_size: int, gradcam_name: str
 ) -> None:
     """``after_forward`` of every method, then the one shared backward of the summed target scores."""
     score = target_score(target, output, batch_size)
@@ -252,12 +252,12 @@ def _backward(
         if hooks.activation_layout is not None:
             activation = hooks.activation_layout(activation, 0.0)
             gradient = hooks.activation_layout(gradient, 0.0)
-        with float32(activation.device):
+        with float32_math(activation.device):
             for method in gradcam_methods:
                 method.gradcam(gradcam_name, activation, gradient)
 
 
 def maps_of(methods: List[Method], device: torch.device) -> Dict[str, Tensor]:
     """``{name: (B, grid_h, grid_w) float32 maps}`` of fed methods (video: ``(B, T', grid_h, grid_w)``)."""
-    with float32(device):
+    with float32_math(device):
         return {method.name: method.maps().float() for method in methods}

@@ -44,7 +44,7 @@ class Runtime:
     world_size: int = 1
 
 
-class SidePass(NamedTuple):
+class ExplainedSamples(NamedTuple):
     """What one side pass over the kept samples gives, on the CPU."""
 
     panels: Panels
@@ -65,7 +65,7 @@ class SidePass(NamedTuple):
 
 def explain_panels(
     settings: MonitorSettings, runtime: Runtime, model: nn.Module, inputs: Tensor, labels: Optional[Tensor]
-) -> SidePass:
+) -> ExplainedSamples:
     """One side pass through `model` over the model inputs `inputs` (on `runtime.device`) of the kept
     samples: probabilities, every method's maps and their faithfulness scalars (deletion and insertion AUCs,
     SaCo; each when on), under the runtime's precision. SaCo sends each method's `P * saco_groups`
@@ -124,12 +124,12 @@ def explain_panels(
                         faithfulness[method]["saco"] = value
     scores = None if scores is None else scores.cpu()
     heads = None if result.heads is None else result.heads.cpu()
-    return SidePass(panels, maps, scores, target_scores, faithfulness, heads)
+    return ExplainedSamples(panels, maps, scores, target_scores, faithfulness, heads)
 
 
 def explain_samples(
     settings: MonitorSettings, runtime: Runtime, model: nn.Module, inputs: Tensor, labels: Optional[Tensor]
-) -> SidePass:
+) -> ExplainedSamples:
     """`explain_panels` over all the kept samples; on an out-of-memory error, again in chunks of half the
     size, down to one sample, and the chunks' results joined (batch means weighted by panel count).
 
@@ -159,7 +159,7 @@ def explain_samples(
     return parts[0] if len(parts) == 1 else _joined(parts, size)
 
 
-def _joined(parts: List[SidePass], size: int) -> SidePass:
+def _joined(parts: List[ExplainedSamples], size: int) -> ExplainedSamples:
     """The side passes of consecutive chunks of `size` samples, as one."""
     maps = {method: torch.cat([part.maps[method] for part in parts]) for method in parts[0].maps}
     panels = Panels(
@@ -183,4 +183,4 @@ def _joined(parts: List[SidePass], size: int) -> SidePass:
         values = [getattr(part, field) for part in parts]
         return None if values[0] is None else torch.cat(values)
 
-    return SidePass(panels, maps, joined("scores"), joined("target_scores"), faithfulness, joined("heads"))
+    return ExplainedSamples(panels, maps, joined("scores"), joined("target_scores"), faithfulness, joined("heads"))

@@ -22,7 +22,7 @@ from lightning_rollout.monitor.keeper import FixedBatchKeeper
 from lightning_rollout.monitor.notices import WarnOnce, short_traceback
 from lightning_rollout.monitor.scalars import all_finite, discrimination, map_scalars, video_scalars
 from lightning_rollout.monitor.settings import MonitorSettings
-from lightning_rollout.monitor.side_pass import Runtime, SidePass, explain_samples
+from lightning_rollout.monitor.side_pass import ExplainedSamples, Runtime, explain_samples
 from lightning_rollout.monitor.tasks import check_labels, panel_masks
 from lightning_rollout.rendering.figures import constant_maps, render_filmstrips, render_heads, render_samples
 from lightning_rollout.rendering.images import fit_display_images, to_display_images
@@ -180,7 +180,7 @@ class MapLogger:
                 )
             return False
 
-    def _finite(self, result: SidePass, step: int) -> bool:
+    def _finite(self, result: ExplainedSamples, step: int) -> bool:
         """Whether every map is finite; warns (once per step) when not."""
         broken = [method for method, value in result.maps.items() if not all_finite(value)]
         if broken:
@@ -193,7 +193,7 @@ class MapLogger:
 
     def _render(
         self,
-        result: SidePass,
+        result: ExplainedSamples,
         inputs: torch.Tensor,
         sinks: Sequence[ImageSink],
         log_scalars: LogScalars,
