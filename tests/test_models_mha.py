@@ -232,6 +232,22 @@ def test_find_and_geometry():
     assert MultiheadAttentionAdapter.find(nn.Sequential(nn.Linear(2, 2))) is None
 
 
+def test_input_channels_of_patch_projection_and_of_a_convolutional_stem():
+    from torchvision.models.vision_transformer import ConvStemConfig, VisionTransformer
+
+    assert find_adapter(torchvision_vit()).input_channels() == 3
+    stem = VisionTransformer(
+        image_size=32,
+        patch_size=8,
+        num_layers=1,
+        num_heads=2,
+        hidden_dim=32,
+        mlp_dim=64,
+        conv_stem_configs=[ConvStemConfig(out_channels=16, kernel_size=3, stride=2)],
+    )
+    assert find_adapter(stem).input_channels() is None, "a stem's first convolution is not the patch projection"
+
+
 def test_readout():
     geometry = TokenGeometry(1, True, (4, 4))
     rows = find_adapter(torchvision_vit()).readout(geometry).rows
