@@ -21,8 +21,7 @@ from lightning_rollout.monitor.step import MapLogger
 from lightning_rollout.sinks.base import ImageSink
 
 
-# One base per installed Lightning namespace (computed, so mypy cannot check it).
-class AttentionRolloutCallback(*callback_bases()):  # type: ignore[misc]
+class AttentionRolloutCallback(*callback_bases()):  # type: ignore[misc]  # one base per Lightning namespace, computed
     """Logs explanation maps of a fixed validation batch to TensorBoard every ``every_n_epochs``.
 
     The first ``num_samples`` validation samples (from batches Lightning already loads: training is unchanged)

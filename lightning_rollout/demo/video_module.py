@@ -61,8 +61,7 @@ class VideoMAEClassifier(LightningModule):
         self.save_hyperparameters()
         import transformers
 
-        # num_labels goes through **kwargs to PretrainedConfig, which mypy cannot see.
-        config = transformers.VideoMAEConfig(  # type: ignore[call-arg]
+        config = transformers.VideoMAEConfig(  # type: ignore[call-arg]  # num_labels: PretrainedConfig's **kwargs
             num_labels=num_classes,
             num_frames=num_frames,
             image_size=image_size,
