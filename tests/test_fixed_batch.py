@@ -80,7 +80,7 @@ def test_the_keeper_holds_fewer_than_twice_num_samples_while_choosing(num_sample
     for _ in range(50):
         labels = torch.randint(0, 20, (16,), generator=generator)
         keeper.collect((torch.randn(16, 3, 4, 4, generator=generator), labels), 0, True)
-        most = max(most, sum(len(found) for found in keeper._candidates.values()))
+        most = max(most, keeper.num_candidates)
     assert most < 2 * num_samples + 1
     labels = keeper.batch.labels
     assert len(labels) == num_samples and len(set(labels.tolist())) == num_samples, "one sample per class"

@@ -67,6 +67,11 @@ class FixedBatchKeeper:
         self._considered = 0  # samples of the loader's order considered already (a new epoch starts over)
         self._shared = False  # whether rank 0 has sent the batch to the other ranks (sharded models)
 
+    @property
+    def num_candidates(self) -> int:
+        """How many one-sample candidates are held on the CPU while the samples are being chosen."""
+        return sum(len(found) for found in self._candidates.values())
+
     def kept(self) -> FixedBatch:
         """The kept samples.
 
