@@ -120,7 +120,7 @@ def test_replay_equals_the_module_weights_and_output(batch_first, options, case)
     torch.testing.assert_close(weights, expected_weights, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(averaged, expected_weights.mean(dim=1), rtol=1e-5, atol=1e-6)
     assert no_weights is None
-    # The sink gets the attention over the given keys, (B, heads, L, S), also when extra key slots exist.
+    # `on_capture` gets the attention over the given keys, (B, heads, L, S), also when extra key slots exist.
     assert handed[0].shape == (batch, heads, queries, keys)
     torch.testing.assert_close(handed[0], expected_weights[..., :keys], rtol=1e-5, atol=1e-6)
 

@@ -15,12 +15,13 @@ Example:
     ```
 """
 
-from lightning_rollout.models.base import AttentionSink, ModelAdapter, UnsupportedModelError
+from lightning_rollout.core.deprecation import moved_names
+from lightning_rollout.models.base import CaptureCallback, ModelAdapter, UnsupportedModelError
 from lightning_rollout.models.readout import Readout, patch_mean_readout, token_readout
 from lightning_rollout.models.registry import find_adapter, register_adapter, registered_adapters, unregister_adapter
 
 __all__ = [
-    "AttentionSink",
+    "CaptureCallback",
     "ModelAdapter",
     "Readout",
     "UnsupportedModelError",
@@ -37,3 +38,7 @@ __all__ = [
 # isort: off
 from lightning_rollout.models import hf, timm_vit, timm_cait, timm_spatial, mha  # noqa: E402,F401  (self-registering)
 # isort: on
+
+
+# Renamed: it also receives Grad-CAM's activation, and "sinks" are where the pictures go.
+__getattr__ = moved_names(__name__, {"AttentionSink": "lightning_rollout.models:CaptureCallback"})

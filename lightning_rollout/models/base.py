@@ -33,8 +33,9 @@ Layout = Callable[[Tensor, float], Tensor]
 """Lays a captured tensor (and, with ``fill=0``, its gradient) out on the model's full token sequence;
 ``fill`` goes in the places the layer does not compute (see `lightning_rollout.models.timm_cait`)."""
 
-AttentionSink = Callable[..., None]
-"""Called as ``sink(layer_name, tensor)`` or ``sink(layer_name, tensor, layout)`` once per layer, in forward
+CaptureCallback = Callable[..., None]
+"""What an adapter's ``capture_attention`` and ``capture_gradcam`` hand each captured tensor to: called as
+``on_capture(layer_name, tensor)`` or ``on_capture(layer_name, tensor, layout)`` once per layer, in forward
 order; ``tensor`` is on the autograd graph (gradients flow through it)."""
 
 
@@ -133,8 +134,8 @@ class ModelAdapter:
         return output
 
     @contextmanager
-    def capture_attention(self, layers: List[Tuple[str, nn.Module]], sink: AttentionSink) -> Iterator[None]:
-        """Hands every layer's post-softmax attention ``(B, heads, N, N)`` to ``sink`` during the forward.
+    def capture_attention(self, layers: List[Tuple[str, nn.Module]], on_capture: CaptureCallback) -> Iterator[None]:
+        """Hands every layer's post-softmax attention ``(B, heads, N, N)`` to ``on_capture`` during the forward.
 
         The default hooks each module's forward output (through `attention_from_output`); the
         tensor handed over is the one the layer multiplies with its values, so gradients flow through it.
@@ -142,7 +143,7 @@ class ModelAdapter:
         names = {module: name for name, module in layers}
 
         def hook(module: nn.Module, inputs: tuple, output) -> None:
-            sink(names[module], self.attention_from_output(module, output))
+            on_capture(names[module], self.attention_from_output(module, output))
 
         with forward_hooks([module for _, module in layers], hook):
             yield
@@ -233,8 +234,8 @@ class ModelAdapter:
         return activation
 
     @contextmanager
-    def capture_gradcam(self, sink: AttentionSink) -> Iterator[str]:
-        """Hands Grad-CAM's activation (on the autograd graph) and its layout to ``sink`` during the forward.
+    def capture_gradcam(self, on_capture: CaptureCallback) -> Iterator[str]:
+        """Hands Grad-CAM's activation (on the autograd graph) and its layout to ``on_capture`` during the forward.
 
         Yields:
             The layer's name, for messages.
@@ -242,7 +243,7 @@ class ModelAdapter:
         name, layer = self.gradcam_layer()
 
         def hook(module: nn.Module, inputs: tuple, output) -> None:
-            sink(name, self.gradcam_activation(output), self.gradcam_layout)
+            on_capture(name, self.gradcam_activation(output), self.gradcam_layout)
 
         with forward_hooks([layer], hook):
             yield name

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_rollout.core.geometry import TokenGeometry
-from lightning_rollout.models.base import AttentionSink, ModelAdapter, UnsupportedModelError
+from lightning_rollout.models.base import CaptureCallback, ModelAdapter, UnsupportedModelError
 from lightning_rollout.models.layer_input import layer_input
 from lightning_rollout.models.readout import Readout, token_readout
 from lightning_rollout.models.registry import register_adapter
@@ -86,7 +86,7 @@ def _merge_heads(x: Tensor, batch: int, batch_first: bool) -> Tensor:
 def _replay_forward(
     module: nn.MultiheadAttention,
     name: str,
-    sink: AttentionSink,
+    on_capture: CaptureCallback,
     query: Tensor,
     key: Tensor,
     value: Tensor,
@@ -96,9 +96,9 @@ def _replay_forward(
     average_attn_weights: bool = True,
     is_causal: bool = False,
 ) -> Tuple[Tensor, Optional[Tensor]]:
-    """``nn.MultiheadAttention.forward`` computed step by step, handing the attention to ``sink`` on the way.
+    """``nn.MultiheadAttention.forward`` computed step by step, handing the attention to ``on_capture`` on the way.
 
-    Same arguments and returns as `torch.nn.MultiheadAttention.forward`. ``sink`` receives the
+    Same arguments and returns as `torch.nn.MultiheadAttention.forward`. ``on_capture`` receives the
     post-softmax attention ``(B, heads, L, S)`` over the given keys; the output is computed from that
     very tensor, so ``torch.autograd.grad(output, attention)`` is the true gradient. The work stays in the
     inputs' own layout (batch-first or sequence-first): the only copies are the head splits and merges
@@ -144,10 +144,10 @@ def _replay_forward(
 
     if attention.shape[-1] > num_keys:  # hand over the token part; the output reads it back
         tokens, extra = attention.split([num_keys, attention.shape[-1] - num_keys], dim=-1)
-        sink(name, tokens)
+        on_capture(name, tokens)
         attention = torch.cat([tokens, extra], dim=-1)
     else:
-        sink(name, attention)
+        on_capture(name, attention)
 
     weights = F.dropout(attention, p=module.dropout) if module.training and module.dropout > 0 else attention
     output = torch.bmm(weights.view(batch * heads, target_len, -1), v)
@@ -163,7 +163,7 @@ def _replay_forward(
 
 
 @contextmanager
-def replayed_attention(layers: List[Tuple[str, nn.Module]], sink: AttentionSink) -> Iterator[None]:
+def replayed_attention(layers: List[Tuple[str, nn.Module]], on_capture: CaptureCallback) -> Iterator[None]:
     """Swaps each ``nn.MultiheadAttention``'s ``forward`` for the replay; restores it on exit.
 
     Raises:
@@ -176,7 +176,7 @@ def replayed_attention(layers: List[Tuple[str, nn.Module]], sink: AttentionSink)
                 f"module {name!r} is a {type(module).__name__}, not an nn.MultiheadAttention whose attention "
                 "can be replayed"
             )
-        replays.append((module, partial(_replay_forward, module, name, sink)))
+        replays.append((module, partial(_replay_forward, module, name, on_capture)))
     saved: Dict[nn.Module, Optional[Callable[..., Any]]] = {}
     try:
         for module, replay in replays:
@@ -239,8 +239,8 @@ class MultiheadAttentionAdapter(ModelAdapter):
     def attention_settings(self):
         return fast_path_disabled()
 
-    def capture_attention(self, layers: List[Tuple[str, nn.Module]], sink: AttentionSink):
-        return replayed_attention(layers, sink)
+    def capture_attention(self, layers: List[Tuple[str, nn.Module]], on_capture: CaptureCallback):
+        return replayed_attention(layers, on_capture)
 
     def head(self) -> Callable[[Tensor], Tensor]:
         raise UnsupportedModelError(
@@ -254,9 +254,9 @@ class MultiheadAttentionAdapter(ModelAdapter):
         """The last attention module; Grad-CAM reads the tokens it attends over (its normalised input)."""
         return self.attention_layers()[-1]
 
-    def capture_gradcam(self, sink: AttentionSink):
+    def capture_gradcam(self, on_capture: CaptureCallback):
         name, module = self.gradcam_layer()
-        return layer_input(name, module, sink, _query, sequence_first=not module.batch_first)
+        return layer_input(name, module, on_capture, _query, sequence_first=not module.batch_first)
 
 
 class TorchvisionViTAdapter(MultiheadAttentionAdapter):

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from lightning_rollout.core.geometry import TokenGeometry, VideoInput, check_grid_size, check_overrides
 from lightning_rollout.core.hooks import fused_attention_disabled, require_modules
-from lightning_rollout.models.base import AttentionSink, ModelAdapter, enclosing_blocks
+from lightning_rollout.models.base import CaptureCallback, ModelAdapter, enclosing_blocks
 from lightning_rollout.models.readout import Readout
 from lightning_rollout.models.registry import find_adapter
 
@@ -111,12 +111,12 @@ class OverriddenAdapter(ModelAdapter):
         return self.found.attention_settings()
 
     @contextmanager
-    def capture_attention(self, layers: List[Tuple[str, nn.Module]], sink: AttentionSink) -> Iterator[None]:
+    def capture_attention(self, layers: List[Tuple[str, nn.Module]], on_capture: CaptureCallback) -> Iterator[None]:
         if self.attention_pattern is not None or self.found is None:
-            with super().capture_attention(layers, sink):
+            with super().capture_attention(layers, on_capture):
                 yield
         else:
-            with self.found.capture_attention(layers, sink):
+            with self.found.capture_attention(layers, on_capture):
                 yield
 
     def readout(self, geometry: TokenGeometry) -> Readout:
@@ -157,12 +157,12 @@ class OverriddenAdapter(ModelAdapter):
         return self.found.gradcam_layer()
 
     @contextmanager
-    def capture_gradcam(self, sink: AttentionSink) -> Iterator[str]:
+    def capture_gradcam(self, on_capture: CaptureCallback) -> Iterator[str]:
         if self.gradcam_pattern is not None or self.found is None:
-            with super().capture_gradcam(sink) as name:
+            with super().capture_gradcam(on_capture) as name:
                 yield name
         else:
-            with self.found.capture_gradcam(sink) as name:
+            with self.found.capture_gradcam(on_capture) as name:
                 yield name
 
     def data_config(self) -> dict:

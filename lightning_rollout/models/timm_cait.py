@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from lightning_rollout.core.geometry import TokenGeometry
 from lightning_rollout.core.hooks import forward_hooks, fused_attention_disabled
-from lightning_rollout.models.base import AttentionSink, ModelAdapter, UnsupportedModelError
+from lightning_rollout.models.base import CaptureCallback, ModelAdapter, UnsupportedModelError
 from lightning_rollout.models.readout import Readout, token_readout
 from lightning_rollout.models.registry import register_adapter
 from lightning_rollout.models.timm_vit import timm_input_channels
@@ -77,12 +77,12 @@ class TimmCaiTAdapter(ModelAdapter):
         return fused_attention_disabled(self.root)
 
     @contextmanager
-    def capture_attention(self, layers: List[Tuple[str, nn.Module]], sink: AttentionSink) -> Iterator[None]:
+    def capture_attention(self, layers: List[Tuple[str, nn.Module]], on_capture: CaptureCallback) -> Iterator[None]:
         names = {module: name for name, module in layers}
 
         def hook(module: nn.Module, inputs: tuple, attention: Tensor) -> None:
             layout = _class_block_layout if attention.shape[-2] == 1 else _patch_block_layout
-            sink(names[module], attention, layout)
+            on_capture(names[module], attention, layout)
 
         with forward_hooks([module for _, module in layers], hook):
             yield

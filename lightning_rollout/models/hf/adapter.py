@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Callable, List, Optional, Tuple, Type, cast
 from torch import Tensor, nn
 
 from lightning_rollout.core.geometry import TokenGeometry, VideoInput
-from lightning_rollout.models.base import AttentionSink, ModelAdapter, UnsupportedModelError
+from lightning_rollout.models.base import CaptureCallback, ModelAdapter, UnsupportedModelError
 from lightning_rollout.models.hf.attention import eager_attention
 from lightning_rollout.models.hf.families import GLOBAL_ATTENTION, SWIN, TIMM_INSIDE, WHY_NOT, family_of
 from lightning_rollout.models.hf.video import VIDEO, timesformer_tokens, video_geometry, video_input
@@ -211,13 +211,15 @@ class HFAdapter(ModelAdapter):
             )
         return self.attention_layers()[-1]
 
-    def capture_gradcam(self, sink: AttentionSink):
+    def capture_gradcam(self, on_capture: CaptureCallback):
         if self.model_type in SWIN:
-            return super().capture_gradcam(sink)
+            return super().capture_gradcam(on_capture)
         name, module = self.gradcam_layer()
         if self._timesformer:  # its tokens, laid out time first (`gradcam_layout`)
-            return layer_input(name, module, lambda n, tokens: sink(n, tokens, self.gradcam_layout), _hidden_states)
-        return layer_input(name, module, sink, _hidden_states, sequence_first=False)
+            return layer_input(
+                name, module, lambda n, tokens: on_capture(n, tokens, self.gradcam_layout), _hidden_states
+            )
+        return layer_input(name, module, on_capture, _hidden_states, sequence_first=False)
 
     def gradcam_layout(self, activation: Tensor, fill: float) -> Tensor:
         return timesformer_tokens(self.pretrained.config, activation, fill) if self._timesformer else activation
