@@ -125,6 +125,15 @@ def test_replay_equals_the_module_weights_and_output(batch_first, options, case)
     torch.testing.assert_close(handed[0], expected_weights[..., :keys], rtol=1e-5, atol=1e-6)
 
 
+def test_replay_refuses_a_module_with_only_one_key_value_bias():
+    module = nn.MultiheadAttention(16, 2, add_bias_kv=True).eval()
+    module.bias_v = None
+    x = torch.randn(5, 1, 16)
+    with replayed_attention([("attn", module)], lambda name, attention, *layout: None):
+        with pytest.raises(ValueError, match=r"module 'attn' has one of `bias_k`, `bias_v`"):
+            module(x, x, x)
+
+
 def test_replay_of_unbatched_input():
     torch.manual_seed(0)
     module = nn.MultiheadAttention(16, 2).eval()

@@ -53,3 +53,36 @@ def test_a_refusal_names_the_registered_methods_that_work(registered):
 def test_unregistering_an_unknown_method_names_the_registered_ones():
     with pytest.raises(ValueError, match=r"`method` must be one of \['rollout'"):
         unregister_method("nope")
+
+
+class LastAttentionAfterTheForward(Method):
+    """A user's method that keeps the live forward and reads it only when its maps are asked for."""
+
+    name = "last_attention_later"
+    summary = "the last layer's live attention, read after the pass"
+    needs_grad = True
+
+    def after_forward(self, live) -> None:
+        self.live = live
+
+    def maps(self) -> Tensor:
+        attention = self.live.attentions[-1].detach()  # (B, heads, N, N)
+        return attention.mean(dim=1)[:, 0, 1:].reshape(-1, 4, 4)
+
+
+def test_a_method_may_keep_the_live_forward_past_the_pass(vit, images):
+    register_method(LastAttentionAfterTheForward)
+    try:
+        maps = explain(vit, images, LastAttentionAfterTheForward.name)
+    finally:
+        unregister_method(LastAttentionAfterTheForward.name)
+    torch.testing.assert_close(maps, explain(vit, images, "attention"))
+
+
+def test_check_model_checks_the_methods_as_explain_many_does(vit):
+    from lightning_rollout.engine import check_model
+
+    with pytest.raises(ValueError, match=r"`methods` must name each method once"):
+        check_model(vit, ["rollout", "rollout"])
+    with pytest.raises(ValueError, match=r"`methods` must be a non-empty list or tuple"):
+        check_model(vit, "rollout")

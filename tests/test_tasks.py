@@ -63,6 +63,8 @@ def test_label_free_and_callable_panels():
         ["target: 3"],
     ]
     assert captions("none", result, None, None, None) == [[], [], []]
+    with pytest.raises(ValueError, match=r"captions of `task`='multiclass' need the class scores"):
+        captions("multiclass", result, None, None, None)
 
 
 def test_panel_masks():

@@ -39,7 +39,7 @@ def check_model(model: nn.Module, methods: Sequence[str], options: Optional[Expl
     options = options or ExplainOptions()
     adapter = options.resolve_adapter(model)
     adapter.geometry(None)
-    classes = [method_class(method) for method in methods]
+    classes = method_classes(methods)
     if any(method.uses_attention for method in classes):
         attention_layers(adapter, classes)
     if any(method.uses_gradcam for method in classes):

@@ -229,7 +229,7 @@ def _backward(
 ) -> None:
     """``after_forward`` of every method, then the one shared backward of the summed target scores."""
     score = target_score(target, output, batch_size)
-    live = LiveForward(hooks.attentions, hooks.layouts, output, score)
+    live = LiveForward(list(hooks.attentions), list(hooks.layouts), output, score)
     for method in methods:
         method.after_forward(live)
     gradcam_methods = [m for m in hooks.gradcam_methods if m.shared_backward]

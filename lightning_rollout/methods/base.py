@@ -61,7 +61,9 @@ class PassContext:
         Raises:
             RuntimeError: when asked before the forward ran.
         """
-        return fed(self.readout, "read-out (it is set after the forward)", "the side pass")
+        if self.readout is None:
+            raise RuntimeError("the read-out is not set yet: the side pass sets it after the forward")
+        return self.readout
 
 
 @dataclass

@@ -25,6 +25,7 @@ from typing import Callable, ContextManager, Iterator, List, Optional, Tuple
 
 from torch import Tensor, nn
 
+from lightning_rollout.core.deprecation import moved_names
 from lightning_rollout.core.geometry import TokenGeometry, VideoInput
 from lightning_rollout.core.hooks import forward_hooks
 from lightning_rollout.models.readout import Readout, patch_mean_readout, token_readout
@@ -262,3 +263,7 @@ class ModelAdapter:
         """The number of classes of the model's head, where it can be read, else ``None``."""
         value = getattr(self.root, "num_classes", None)
         return value if isinstance(value, int) else None
+
+
+# Renamed: it also receives Grad-CAM's activation, and "sinks" are where the pictures go.
+__getattr__ = moved_names(__name__, {"AttentionSink": "lightning_rollout.models.base:CaptureCallback"})

@@ -122,7 +122,9 @@ def _replay_forward(
     q, k, v = _projections(module, query, key, value, self_attention)
     q, k, v = (_split_heads(x, heads, batch_first) for x in (q, k, v))
     extra_keys = []
-    if module.bias_k is not None and module.bias_v is not None:  # nn.MultiheadAttention sets both or neither
+    if (module.bias_k is None) != (module.bias_v is None):
+        raise ValueError(f"module {name!r} has one of `bias_k`, `bias_v`: nn.MultiheadAttention sets both or none")
+    if module.bias_k is not None and module.bias_v is not None:
         extra_keys.append(
             (
                 module.bias_k.view(heads, 1, head_dim).repeat(batch, 1, 1),

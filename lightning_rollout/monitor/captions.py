@@ -27,6 +27,8 @@ def captions(
     def name(index: int) -> str:
         return class_names[index] if class_names is not None and index < len(class_names) else str(index)
 
+    if task != "none" and scores is None:
+        raise ValueError(f"captions of `task`={task!r} need the class scores, got None")
     lines: List[List[str]] = []
     for panel, sample in enumerate(panels.samples.tolist()):
         sample_lines: List[str] = []

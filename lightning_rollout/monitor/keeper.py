@@ -79,7 +79,7 @@ class FixedBatchKeeper:
             RuntimeError: when no sample has been kept yet (no validation batch seen, or `stop` was called).
         """
         if self.batch is None:
-            raise RuntimeError("no validation samples are kept yet: the fixed batch fills from validation batches")
+            raise RuntimeError("no samples are kept yet: the fixed batch fills from validation (evaluation) batches")
         return self.batch
 
     def start_epoch(self) -> None:

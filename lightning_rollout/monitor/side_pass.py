@@ -164,9 +164,7 @@ def _joined(parts: List[ExplainedSamples], size: int) -> ExplainedSamples:
     maps = {method: torch.cat([part.maps[method] for part in parts]) for method in parts[0].maps}
     panels = Panels(
         torch.cat([part.panels.samples + index * size for index, part in enumerate(parts)]),
-        None
-        if parts[0].panels.classes is None
-        else torch.cat([p.panels.classes for p in parts if p.panels.classes is not None]),
+        _joined_classes([part.panels.classes for part in parts]),
         parts[0].panels.predicted,
     )
     weights = [len(part.panels.samples) for part in parts]  # the faithfulness means (AUCs, SaCo) are over panels
@@ -184,3 +182,13 @@ def _joined(parts: List[ExplainedSamples], size: int) -> ExplainedSamples:
         return None if values[0] is None else torch.cat(values)
 
     return ExplainedSamples(panels, maps, joined("scores"), joined("target_scores"), faithfulness, joined("heads"))
+
+
+def _joined_classes(classes: List[Optional[Tensor]]) -> Optional[Tensor]:
+    """The chunks' explained classes joined; every chunk has them or none has."""
+    known = [value for value in classes if value is not None]
+    if not known:
+        return None
+    if len(known) != len(classes):
+        raise RuntimeError("the chunks of one side pass disagree on whether their panels explain classes")
+    return torch.cat(known)
