@@ -44,7 +44,8 @@ class MovingTargetClips(Dataset):
         num_distractors: standing squares per clip.
         noise: per-pixel noise standard deviation.
         seed: seed of the clips.
-        mean, std: normalisation of the pixels (``(x - mean) / std``).
+        mean: normalisation mean of the pixels (``(x - mean) / std``).
+        std: normalisation std of the pixels.
 
     Raises:
         ValueError: when the target's path does not fit in the frame, or an argument is out of range.

@@ -26,7 +26,10 @@ class VideoMAEClassifier(LightningModule):
         image_size: side of the frames in pixels.
         patch_size: side of a tubelet in pixels.
         tubelet_size: frames per tubelet.
-        hidden_size, num_hidden_layers, num_attention_heads, intermediate_size: the encoder's shape.
+        hidden_size: the encoder's token width.
+        num_hidden_layers: the encoder's layers.
+        num_attention_heads: heads per attention layer.
+        intermediate_size: the width of each MLP.
         lr: peak learning rate.
         weight_decay: AdamW weight decay.
         warmup_fraction: share of the steps spent warming up.
