@@ -94,11 +94,13 @@ def _time_help(command: List[str]) -> Tuple[float, float]:
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def help_rows(rounds: int) -> List[str]:
-    """One table row per ``--help``: median wall and CPU time over ``rounds`` after one warm-up call."""
+def help_rows(rounds: int, warm_up: bool = True) -> List[str]:
+    """One table row per ``--help``: median wall and CPU time over ``rounds`` after one warm-up call (none in a
+    quick run, which times nothing)."""
     rows = []
     for command in HELP_COMMANDS:
-        _time_help(command)  # warm-up: the file system cache
+        if warm_up:
+            _time_help(command)  # the file system cache
         walls, cpus = zip(*(_time_help(command) for _ in range(rounds)))
         wall = statistics.median(walls)
         name = " ".join(["lightning-rollout", *command, "--help"])
@@ -125,7 +127,8 @@ def run(rounds: int, methods: List[str], count: int, quick: bool = False) -> Lis
         rows = []
         for name, model_arguments in cases.items():
             ratios, rates = [], {16: [], 1: []}
-            for index in range(rounds + 1):
+            warm_ups = 0 if quick else 1  # a quick run times nothing: no warm-up round
+            for index in range(rounds + warm_ups):
                 order = (16, 1) if index % 2 == 0 else (1, 16)
                 seconds = {}
                 for batch_size in order:
@@ -144,8 +147,8 @@ def run(rounds: int, methods: List[str], count: int, quick: bool = False) -> Lis
                         ]
                     )
                     print(f"{name} batch {batch_size}: {seconds[batch_size]:.2f} s", file=sys.stderr)
-                if index == 0:
-                    continue  # warm-up
+                if index < warm_ups:
+                    continue
                 for batch_size, value in seconds.items():
                     rates[batch_size].append(count / value)
                 ratios.append(seconds[1] / seconds[16])
@@ -157,7 +160,7 @@ def run(rounds: int, methods: List[str], count: int, quick: bool = False) -> Lis
         f"## `lightning-rollout explain` on a folder of {count} images, methods {', '.join(methods)}",
         "",
         f"CPU: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, torch "
-        f"{torch.__version__}; {rounds} timed rounds after one warm-up, medians.",
+        f"{torch.__version__}; {rounds} timed rounds after {'no' if quick else 'one'} warm-up, medians.",
         *(["", QUICK_NOTE] if quick else []),
         "",
         "| model | images/s, --batch-size 16 | images/s, --batch-size 1 | batched ÷ one at a time |",
@@ -165,11 +168,11 @@ def run(rounds: int, methods: List[str], count: int, quick: bool = False) -> Lis
         *rows,
         "",
         f"`--help` in a fresh process (`{os.path.basename(sys.executable)} -m lightning_rollout`), medians over "
-        f"{rounds} round(s) after one warm-up call; CPU = user + system time of the process:",
+        f"{rounds} round(s) after {'no' if quick else 'one'} warm-up call; CPU = user + system time of the process:",
         "",
         "| command | wall s | CPU s | bar |",
         "|---|---|---|---|",
-        *help_rows(rounds),
+        *help_rows(rounds, warm_up=not quick),
     ]
 
 

@@ -10,7 +10,7 @@ of each, the order reversed every other round; the ratio is the median over roun
 a warm-up, timed apart.
 
     python benchmarks/bench_trainer_callback.py            # 256 validation scenes, 5 rounds
-    python benchmarks/bench_trainer_callback.py --quick    # 64 scenes, 2 rounds, < 1 min
+    python benchmarks/bench_trainer_callback.py --quick    # 16 scenes, 1 round, < 1 min
 """
 
 import argparse
@@ -67,11 +67,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--config", default=DEFAULT_CONFIG)
     parser.add_argument("--num-val", type=int, default=256, help="validation scenes per evaluation")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="64 scenes, 2 rounds")
+    parser.add_argument("--quick", action="store_true", help="16 scenes, 1 round")
     parser.add_argument("--out", help="also write the Markdown report here")
     options = parser.parse_args(argv)
     if options.quick:
-        options.num_val, options.rounds = 64, 2
+        options.num_val, options.rounds = 16, 1
     config = load_config(options.config, [])
     warnings.simplefilter("ignore")
     with tempfile.TemporaryDirectory() as folder:
