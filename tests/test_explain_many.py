@@ -211,16 +211,19 @@ def test_a_registered_method_with_an_option_joins_the_shared_pass(vit, images, m
         def maps(self):
             return tokens_to_grid(self.row, 1, (4, 4))
 
-    monkeypatch.setitem(base._METHODS, "last_row", LastClassRow)
-    counts = Counts(vit, monkeypatch)
-    maps = explain_many(vit, images, ["last_row", "chefer"], last_row_scale=2.0)
-    assert (counts.forwards, counts.backwards) == (1, 1)
-    torch.testing.assert_close(maps["last_row"], 2 * explain(vit, images, "attention"))
-    with pytest.raises(ValueError, match=r"`last_row_scale` must be > 0, got -1"):
-        explain(vit, images, "last_row", last_row_scale=-1)
-    with pytest.raises(
-        TypeError,
-        match=r"unexpected keyword argument\(s\) \['bogus'\]; the methods' own options "
-        r"are \['last_row_scale', 'legrad_first_layer', 'legrad_readout'\]",
-    ):
-        explain(vit, images, "rollout", bogus=1)
+    base.register_method(LastClassRow)
+    try:
+        counts = Counts(vit, monkeypatch)
+        maps = explain_many(vit, images, ["last_row", "chefer"], last_row_scale=2.0)
+        assert (counts.forwards, counts.backwards) == (1, 1)
+        torch.testing.assert_close(maps["last_row"], 2 * explain(vit, images, "attention"))
+        with pytest.raises(ValueError, match=r"`last_row_scale` must be > 0, got -1"):
+            explain(vit, images, "last_row", last_row_scale=-1)
+        with pytest.raises(
+            TypeError,
+            match=r"unexpected keyword argument\(s\) \['bogus'\]; the methods' own options "
+            r"are \['last_row_scale', 'legrad_first_layer', 'legrad_readout'\]",
+        ):
+            explain(vit, images, "rollout", bogus=1)
+    finally:
+        base.unregister_method("last_row")
