@@ -44,11 +44,7 @@ def target_score(target: Target, output: Tensor, batch_size: int) -> Callable[[T
         ValueError: naming ``target`` when class targets meet an output that is not ``(B, num_classes)``,
             or the callable returns something else than differentiable float scores ``(B,)``.
     """
-    if target is not None and not isinstance(target, (int, Tensor)):
-        if not callable(target):
-            raise ValueError(
-                f"`target` must be None, an int, a LongTensor (B,) or a callable, got a {type(target).__name__}"
-            )
+    if target is not None and not isinstance(target, (int, Tensor)):  # a callable: `check_target` allowed no other
         target_fn = target
 
         def score(value: Tensor) -> Tensor:
